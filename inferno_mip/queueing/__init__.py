@@ -1,0 +1,47 @@
+"""Queueing (performance) models of one inference replica: throughput, TTFT, ITL and sizing.
+
+Re-implements llm-inferno/queue-analysis on a float64 log-space birth-death chain
+(reference/specs/queue-model.md). Versions: "v02" (v0.2.0 / inferno optimizer), "old3" (v0.3.0),
+"old" (v0.4-v0.6), "new" (v0.7+, chunked prefill).
+
+compat=True reproduces Go: Size's end-point direction inference (B3), "below region" ->
+InfeasibleTarget, TPS -> 0.9 lambda_max (B7), Go's bisection (float32 x, 1e-6 tolerance; v02 with
+v0.1.0's broken tolerance, B10), nc at round(B_bar) (B4), rate > max_rate an error for v02/old3,
+K = N + Q = 1 rejected (B2), int token counts for v02.
+
+Default (compat=False) fixes:
+- B1: W = sum_{k>N}(k-N) p_k / X in float64 (both modes; Go's float32 R - S noise is not emulated).
+- B2: K = 1 is an ordinary Erlang loss system.
+- B3: no direction guessing: metric(lambda_min) > target -> InfeasibleTarget; otherwise the first
+  crossing of the target on a rate grid, refined by brentq on log rate; the returned rate meets it.
+- B4: "new" prefill = sum_B P(B) prefill(B, nc(B)) over the in-service distribution (continuous;
+  equal to Go's value when nc is constant and the bg >= 0 clamp is inactive).
+- B5: invalid/all-zero params and non-finite or non-positive mu raise QueueingError up front.
+- B7: TPS is fleet-wide (the allocator divides it over replicas); per replica it does not limit
+  the rate beyond stability: target_rates["tps"] = lambda_max.
+- B10: v02 effective concurrency inverts tau exactly (no gamma_p subtraction when n = 0); both
+  modes keep v0.2.0's one-decode fix for n = 0, m = 1 (optimizer HEAD would loop forever).
+- B11: models are immutable; results are cached per model instance and models by inputs.
+"""
+
+from .chain import BirthDeathChain, ChainStats, solve_chain
+from .chunks import chunk_counts
+from .errors import InfeasibleTarget, QueueingError
+from .models import new_primitives
+from .perf import PERF_MODELS, PerfModel, make_perf_model
+from .results import Metrics, Sizing
+
+__all__ = [
+    "PERF_MODELS",
+    "BirthDeathChain",
+    "ChainStats",
+    "InfeasibleTarget",
+    "Metrics",
+    "PerfModel",
+    "QueueingError",
+    "Sizing",
+    "chunk_counts",
+    "make_perf_model",
+    "new_primitives",
+    "solve_chain",
+]

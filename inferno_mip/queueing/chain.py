@@ -1,0 +1,156 @@
+"""Statistics of the state-dependent M/M/1/K birth-death chain, in float64 log space.
+
+States k = 0..K (K = N + Q requests in system), arrival rate lam in states 0..K-1, departure
+rate mu(min(k, N)) in state k. States N..K form a geometric block with ratio r = lam/mu(N),
+summed in closed form, so a solve costs O(N) whatever Q is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BirthDeathChain", "ChainStats", "solve_chain"]
+
+
+@dataclass(frozen=True)
+class ChainStats:
+    """Chain statistics, one entry per arrival rate (times in the rates' reciprocal unit).
+
+    p_head[:, k] is p_k for k = 0..N-1; p_block is P(k >= N) (batch full).
+    """
+
+    lam: np.ndarray
+    p_head: np.ndarray
+    p_block: np.ndarray
+    blocking: np.ndarray  # p_K
+    num_in_system: np.ndarray  # L
+    num_in_service: np.ndarray  # L_s
+    num_waiting: np.ndarray  # Lq = sum_{k>N} (k-N) p_k
+    throughput: np.ndarray  # X = lam (1 - p_K)
+    resp_time: np.ndarray  # R = L/X
+    service_time: np.ndarray  # S = L_s/X
+    wait_time: np.ndarray  # W = Lq/X (bug B1: never R - S)
+
+    @property
+    def p0(self) -> np.ndarray:
+        return self.p_head[:, 0]
+
+
+def _log_geom_sum(x: np.ndarray, q: int) -> np.ndarray:
+    """log sum_{i=0..q} exp(x i), stable for any sign of x."""
+    ax = np.abs(x)
+    safe = np.where(ax > 0, ax, 1.0)
+    val = np.maximum(x, 0.0) * q + np.log(-np.expm1(-safe * (q + 1))) - np.log(-np.expm1(-safe))
+    return np.where(ax > 0, val, np.log(q + 1.0))
+
+
+def _bernoulli_f(y: np.ndarray) -> np.ndarray:
+    """f(y) = 1/(1 - e^-y) - 1/y, smooth through y = 0 (f(0) = 1/2)."""
+    small = np.abs(y) < 1e-2
+    ys = np.where(small, 1.0, y)
+    with np.errstate(over="ignore", divide="ignore"):
+        big = 1.0 / (-np.expm1(-ys)) - 1.0 / ys
+    y2 = y * y
+    series = 0.5 + y * (1.0 / 12.0 - y2 * (1.0 / 720.0 - y2 / 30240.0))
+    return np.where(small, series, big)
+
+
+def _geom_mean(x: np.ndarray, q: int) -> np.ndarray:
+    """Mean of i in {0..q} with weights exp(x i) (truncated geometric)."""
+    if q == 0:
+        return np.zeros_like(x)
+    # d/dx log sum_{i<=q} e^{xi} = (q+1) f((q+1)x) - f(x); the 1/x poles cancel analytically.
+    return (q + 1) * _bernoulli_f((q + 1) * x) - _bernoulli_f(x)
+
+
+def _log_geom_sum_1(x: float, q: int) -> float:
+    """Scalar _log_geom_sum (math module: much cheaper than numpy for a few rates)."""
+    if x == 0.0:
+        return math.log(q + 1.0)
+    ax = abs(x)
+    return max(x, 0.0) * q + math.log(-math.expm1(-ax * (q + 1))) - math.log(-math.expm1(-ax))
+
+
+def _bernoulli_f_1(y: float) -> float:
+    if abs(y) < 1e-2:
+        y2 = y * y
+        return 0.5 + y * (1.0 / 12.0 - y2 * (1.0 / 720.0 - y2 / 30240.0))
+    if y < -700.0:
+        return -1.0 / y
+    return 1.0 / (-math.expm1(-y)) - 1.0 / y
+
+
+def _geom_mean_1(x: float, q: int) -> float:
+    if q == 0:
+        return 0.0
+    return (q + 1) * _bernoulli_f_1((q + 1) * x) - _bernoulli_f_1(x)
+
+
+_SCALAR_LOOP_MAX = 32  # below this many rates the tail terms are computed with the math module
+
+
+class BirthDeathChain:
+    """A prepared chain (mu prefix, N, Q): solve(lam) for any 1-D array of rates."""
+
+    def __init__(self, log_mu_prefix: np.ndarray, n_max: int, q: int):
+        log_mu = np.asarray(log_mu_prefix, dtype=np.float64)[:n_max]
+        if n_max < 1 or log_mu.shape[0] != n_max or q < 0:
+            raise ValueError("BirthDeathChain: need log mu for B = 1..N, N >= 1, Q >= 0")
+        self.n_max, self.q = n_max, q
+        self.log_mu = log_mu
+        self.log_mu_n = float(log_mu[-1])
+        self.k = np.arange(n_max + 1, dtype=np.float64)
+        self.cum = np.concatenate(([0.0], np.cumsum(log_mu)))
+        self.mu_dep = np.exp(log_mu[: n_max - 1])
+        self.mu_n = float(np.exp(log_mu[-1]))
+
+    def solve(self, lam) -> ChainStats:
+        """Statistics for every rate in lam (> 0, same time unit as mu)."""
+        n_max, q = self.n_max, self.q
+        lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
+        log_lam = np.log(lam)
+        lw = log_lam[:, None] * self.k[None, :] - self.cum[None, :]  # log p_k (unnormalised), k = 0..N
+        x = log_lam - self.log_mu_n  # log r of the geometric block of states N..K
+        if lam.shape[0] <= _SCALAR_LOOP_MAX:
+            lz = np.array([_log_geom_sum_1(v, q) for v in x.tolist()])
+            gm = np.array([_geom_mean_1(v, q) for v in x.tolist()])
+        else:
+            lz, gm = _log_geom_sum(x, q), _geom_mean(x, q)
+        block = lw[:, n_max] + lz
+        top = np.maximum(lw[:, :n_max].max(axis=1), block)
+        e_head = np.exp(lw[:, :n_max] - top[:, None])
+        lognorm = top + np.log(e_head.sum(axis=1) + np.exp(block - top))
+        p_head = e_head * np.exp(top - lognorm)[:, None]
+        p_block = np.exp(block - lognorm)
+        blocking = np.exp(lw[:, n_max] + q * x - lognorm)
+        ls = p_head @ self.k[:n_max] + n_max * p_block
+        lq = p_block * gm
+        # Departure form of X (= lam (1 - p_K)): a sum of positive terms, no cancellation in overload.
+        xput = p_head[:, 1:] @ self.mu_dep + self.mu_n * p_block
+        big_l = ls + lq
+        return ChainStats(
+            lam=lam,
+            p_head=p_head,
+            p_block=p_block,
+            blocking=blocking,
+            num_in_system=big_l,
+            num_in_service=ls,
+            num_waiting=lq,
+            throughput=xput,
+            resp_time=big_l / xput,
+            service_time=ls / xput,
+            wait_time=lq / xput,
+        )
+
+
+def solve_chain(log_mu_prefix: np.ndarray, lam, n_max: int, q: int) -> ChainStats:
+    """Solve the chain for every rate in `lam` (1-D, > 0) at once.
+
+    log_mu_prefix: log mu(B) for B = 1..>=n_max (only the first n_max are used, so one prefix
+    can be shared by all batch sizes M <= len, e.g. for an all-M concurrency search).
+    n_max = N >= 1, q = Q >= 0. Prepare a BirthDeathChain to solve repeatedly.
+    """
+    return BirthDeathChain(log_mu_prefix, n_max, q).solve(lam)
