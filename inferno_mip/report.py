@@ -1,0 +1,42 @@
+"""Human-readable rendering of a Solution."""
+
+from __future__ import annotations
+
+from .solution import Solution
+
+COLUMNS = ("server", "class", "accelerator", "repl", "batch", "cost", "ITL ms (SLO)", "TTFT ms (SLO)", "util",
+           "status", "why")
+
+
+def format_table(solution: Solution) -> str:
+    """One row per server, then totals: cost, cards used per type against capacity, solve time."""
+    rows = [COLUMNS]
+    for a in solution.allocations:
+        rows.append((
+            a.name, a.service_class, a.accelerator or "-", str(a.replicas), str(a.max_batch or "-"),
+            f"{a.cost:.2f}", _vs(a.itl, a.itl_target, a.replicas), _vs(a.ttft, a.ttft_target, a.replicas),
+            f"{a.rho:.2f}" if a.replicas else "-", a.status, a.reason,
+        ))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(COLUMNS) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * min(200, sum(widths) + 2 * len(widths) + 3))
+    lines.append("")
+    lines.append(f"solver {solution.solver} ({solution.status})   total cost {solution.total_cost:.2f}   "
+                 + "   ".join(f"{status} {n}" for status, n in solution.counts().items()))
+    usage = [f"{t} {used}/{_cap(solution.capacity.get(t))}" for t, used in solution.units_used.items()
+             if used or solution.capacity.get(t)]
+    lines.append("cards used/capacity: " + ", ".join(usage))
+    t = solution.timings
+    lines.append(f"time: sizing {t.get('sizing', 0) * 1e3:.1f} ms, solve {t.get('solve', 0) * 1e3:.1f} ms, "
+                 f"total {t.get('total', 0) * 1e3:.1f} ms")
+    return "\n".join(lines)
+
+
+def _vs(value: float, target: float, replicas: int) -> str:
+    if not replicas:
+        return "-"
+    return f"{value:.2f} ({target:g})" if target else f"{value:.2f} (-)"
+
+
+def _cap(capacity: float | None) -> str:
+    return "inf" if capacity is None or capacity == float("inf") else f"{capacity:g}"

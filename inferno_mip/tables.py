@@ -1,0 +1,261 @@
+"""Candidate tables: every (server, accelerator) option with its replicas, cost, units and predicted metrics.
+
+A candidate follows inferno's rules (spec optimizer.md §2): batch size from the perf data scaled by output tokens,
+queue 10·N, the max SLO-feasible rate per replica from the perf model, replicas = max(ceil(rate/rateStar), min),
+cost = acc.cost · accCount · R, units = R · accCount · multiplicity, and inferno's transition value against the
+current allocation. Solvers only choose among candidates; the table is their single source of truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .queueing import InfeasibleTarget, Metrics, QueueingError, make_perf_model
+from .spec import Accelerator, PerfData, Server, System, reference_problem
+
+QUEUE_TO_BATCH_RATIO = 10
+ACCEL_PENALTY_FACTOR = 0.1
+CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that integer (float noise, not load)
+DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How candidates are computed. ``compat`` reproduces inferno exactly; the defaults fix its known bugs."""
+
+    compat: bool = False
+    perf_model: str | None = None  # None: by perf-data generation (DEFAULT_PERF_MODEL)
+    queue_ratio: int = QUEUE_TO_BATCH_RATIO
+    max_num_tokens: int = 8192
+
+    def perf_model_for(self, perf: PerfData) -> str:
+        return self.perf_model or DEFAULT_PERF_MODEL[perf.generation]
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    """Per-server facts the solvers and reports need."""
+
+    server: Server
+    priority: int
+    total_rate: float  # req/s the replicas must serve
+    itl_target: float
+    ttft_target: float
+    tps_target: float
+    zero_load: bool
+    invalid: str = ""  # reason when the server cannot be sized at all
+    rejected: tuple[str, ...] = ()  # why each accelerator gave no candidate
+
+
+@dataclass(frozen=True)
+class CandidateTable:
+    """Candidates as parallel arrays, grouped by server and sorted by (value, cost, units, accelerator name)."""
+
+    rows: tuple[ServerRow, ...]
+    accelerators: tuple[Accelerator, ...]
+    types: tuple[str, ...]
+    capacity: np.ndarray  # cards per type (float64; +inf where unlimited)
+    server: np.ndarray  # int, index into rows
+    acc: np.ndarray  # int, index into accelerators
+    type: np.ndarray  # int, index into types
+    batch: np.ndarray
+    queue: np.ndarray
+    replicas: np.ndarray
+    cost: np.ndarray
+    value: np.ndarray
+    units: np.ndarray  # cards of `type` for all replicas
+    unit_per_replica: np.ndarray
+    rate_star: np.ndarray  # max SLO-feasible req/s per replica
+    itl: np.ndarray
+    ttft: np.ndarray
+    rho: np.ndarray
+    binding: tuple[str, ...]  # target that limits the rate per replica: itl, ttft, tps, none, zero-load
+    perf: tuple[PerfData, ...]  # perf data each candidate was sized with
+    settings: Settings = field(default_factory=Settings)
+
+    def __len__(self) -> int:
+        return len(self.server)
+
+    def of_server(self, i: int) -> np.ndarray:
+        """Candidate indices of server i, best (lowest value) first."""
+        return np.flatnonzero(self.server == i)
+
+    def evaluate(self, c: int, rate_per_replica: float) -> Metrics:
+        """Metrics of candidate c's replica at a given rate (above its SLO rate it may be overloaded)."""
+        row = self.rows[int(self.server[c])]
+        model = _perf_model(self.settings, self.perf[c], row.server, int(self.batch[c]), int(self.queue[c]),
+                            overload=True)
+        return model.analyze(rate_per_replica)
+
+def build_table(system: System, settings: Settings = Settings()) -> CandidateTable:
+    """All candidates of all servers of `system` (servers in name order)."""
+    unlimited = system.optimizer.unlimited
+    types = tuple(sorted({a.type for a in system.accelerators} | set(system.capacity)))
+    capacity = np.array([math.inf if unlimited else float(system.capacity.get(t, 0)) for t in types])
+    type_index = {t: k for k, t in enumerate(types)}
+    acc_index = {a.name: j for j, a in enumerate(system.accelerators)}
+
+    rows: list[ServerRow] = []
+    columns: dict[str, list] = {name: [] for name in _COLUMNS}
+    for i, server in enumerate(system.servers):
+        row, candidates = _server_candidates(system, server, settings)
+        rows.append(row)
+        candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name))
+        for cand in candidates:
+            acc = cand["acc"]
+            cand.update(server=i, acc=acc_index[acc.name], type=type_index[acc.type])
+            for name in _COLUMNS:
+                columns[name].append(cand[name])
+
+    def col(name: str, dtype) -> np.ndarray:
+        return np.array(columns[name], dtype=dtype)
+
+    return CandidateTable(
+        rows=tuple(rows), accelerators=system.accelerators, types=types, capacity=capacity,
+        server=col("server", np.int64), acc=col("acc", np.int64), type=col("type", np.int64),
+        batch=col("batch", np.int64), queue=col("queue", np.int64), replicas=col("replicas", np.int64),
+        cost=col("cost", np.float64), value=col("value", np.float64), units=col("units", np.int64),
+        unit_per_replica=col("unit_per_replica", np.int64), rate_star=col("rate_star", np.float64),
+        itl=col("itl", np.float64), ttft=col("ttft", np.float64), rho=col("rho", np.float64),
+        binding=tuple(columns["binding"]), perf=tuple(columns["perf"]), settings=settings)
+
+
+_COLUMNS = ("server", "acc", "type", "batch", "queue", "replicas", "cost", "value", "units", "unit_per_replica",
+            "rate_star", "itl", "ttft", "rho", "binding", "perf")
+
+
+def _server_candidates(system: System, server: Server, settings: Settings) -> tuple[ServerRow, list[dict]]:
+    problem = reference_problem(server, system)
+    cls = system.class_by_name.get(server.class_name)
+    target = cls.targets.get(server.model) if cls else None
+    load = server.load
+    zero_load = load.arrival_rate == 0 or load.avg_out_tokens == 0
+    tps_rate = target.tps / load.avg_out_tokens if target and target.tps > 0 and load.avg_out_tokens > 0 else 0.0
+    if settings.compat:
+        total = tps_rate if target and target.tps > 0 else load.arrival_rate  # the TPS target replaces the load
+    else:
+        total = max(load.arrival_rate, tps_rate)  # serve both the observed load and the TPS target
+    row = ServerRow(server=server, priority=cls.priority if cls else 100, total_rate=total,
+                    itl_target=target.itl if target else 0.0, ttft_target=target.ttft if target else 0.0,
+                    tps_target=target.tps if target else 0.0, zero_load=zero_load, invalid=problem or "")
+    if problem:
+        return row, []
+
+    accelerators = system.accelerators
+    if server.keep_accelerator and server.current.accelerator:
+        accelerators = tuple(a for a in accelerators if a.name == server.current.accelerator)
+        if not accelerators:
+            reason = f"keepAccelerator: current accelerator {server.current.accelerator!r} does not exist"
+            return _with_rejected(row, [reason]), []
+
+    candidates, rejected = [], []
+    for acc in accelerators:
+        perf = system.perf_by_key.get((server.model, acc.name))
+        if perf is None:
+            continue
+        cand = _zero_load_candidate(server, acc, perf) if zero_load else _candidate(server, row, acc, perf, settings)
+        if isinstance(cand, str):
+            rejected.append(f"{acc.name}: {cand}")
+            continue
+        if cand is not None:
+            cand["value"] = transition_value(server, acc.name, cand["replicas"], cand["cost"])
+            candidates.append(cand)
+    return _with_rejected(row, rejected), candidates
+
+
+def _with_rejected(row: ServerRow, rejected: list[str]) -> ServerRow:
+    return ServerRow(**{**row.__dict__, "rejected": tuple(rejected)})
+
+
+def batch_size(server: Server, perf: PerfData, settings: Settings) -> int:
+    """inferno's rule: the server's maxBatchSize, else perf maxBatchSize at atTokens scaled to the output tokens."""
+    if server.max_batch_size > 0:
+        return server.max_batch_size
+    if perf.at_tokens == 0 and not settings.compat:
+        return max(perf.max_batch_size, 1)  # no reference token count: take the batch size as given
+    return max(perf.max_batch_size * perf.at_tokens // int(server.load.avg_out_tokens), 1)
+
+
+def queue_size(server: Server, batch: int, settings: Settings) -> int:
+    """Queue size: 10·N in compat mode (inferno's optimizer); otherwise the server's maxQueueSize if set."""
+    if not settings.compat and server.max_queue_size > 0:
+        return server.max_queue_size
+    return settings.queue_ratio * batch
+
+
+def transition_value(server: Server, acc: str, replicas: int, cost: float) -> float:
+    """inferno's transition penalty (spec optimizer.md §2.3): what heuristics minimise instead of cost."""
+    cur = server.current
+    if cur.accelerator == acc:
+        return 0.0 if cur.num_replicas == replicas else cost - cur.cost
+    return ACCEL_PENALTY_FACTOR * (cur.cost + cost) + (cost - cur.cost)
+
+
+def replicas_needed(total_rate: float, rate_per_replica: float, min_replicas: int) -> int:
+    ratio = total_rate / rate_per_replica
+    return max(math.ceil(ratio * (1 - CEIL_RTOL)), min_replicas)
+
+
+def _candidate(server: Server, row: ServerRow, acc: Accelerator, perf: PerfData, settings: Settings) -> dict | str:
+    if perf.alpha == perf.beta == perf.gamma == perf.delta == 0:
+        return "all perf parameters are zero"
+    batch = batch_size(server, perf, settings)
+    queue = queue_size(server, batch, settings)
+    try:
+        model = _perf_model(settings, perf, server, batch, queue)
+        sizing = model.size(ttft=row.ttft_target, itl=row.itl_target, tps=row.tps_target)
+    except InfeasibleTarget as exc:
+        return f"infeasible at max batch {batch}: {exc}"
+    except QueueingError as exc:
+        return f"perf model error at max batch {batch}: {exc}"
+    rate_star = float(sizing.throughput)
+    if not rate_star > 0:
+        return f"no positive SLO-feasible rate at max batch {batch}"
+    replicas = replicas_needed(row.total_rate, rate_star, server.min_num_replicas)
+    metrics = model.analyze(row.total_rate / replicas)
+    return _columns(acc, perf, replicas, batch, queue, rate_star, metrics.itl, _reported_ttft(metrics, settings),
+                    metrics.rho, sizing.binding)
+
+
+def _reported_ttft(metrics: Metrics, settings: Settings) -> float:
+    return float(metrics.ttft)
+
+
+def _zero_load_candidate(server: Server, acc: Accelerator, perf: PerfData) -> dict | None:
+    """inferno's zero-load allocation (spec optimizer.md §2.4): minNumReplicas replicas, ad hoc metrics."""
+    if server.min_num_replicas == 0:
+        return None  # nothing to run; the server is reported as zero-load
+    batch = server.max_batch_size if server.max_batch_size > 0 else max(perf.max_batch_size, 1)
+    itl = perf.alpha + perf.beta
+    if perf.generation == "G3":
+        ttft = itl + perf.gamma * batch
+        denominator = ttft + perf.alpha + perf.beta * batch
+    else:
+        ttft = perf.gamma + perf.delta
+        denominator = ttft + perf.alpha + perf.beta * batch
+    rate_star = 1000.0 * batch / denominator if denominator > 0 else 0.0
+    return _columns(acc, perf, server.min_num_replicas, batch, 0, rate_star, itl, ttft, 0.0, "zero-load")
+
+
+def _columns(acc: Accelerator, perf: PerfData, replicas: int, batch: int, queue: int, rate_star: float,
+             itl: float, ttft: float, rho: float, binding: str) -> dict:
+    return {"acc": acc, "batch": batch, "queue": queue, "replicas": replicas,
+            "cost": acc.cost * perf.acc_count * replicas, "units": replicas * perf.acc_count * acc.multiplicity,
+            "unit_per_replica": perf.acc_count * acc.multiplicity, "rate_star": rate_star, "itl": float(itl),
+            "ttft": float(ttft), "rho": float(rho), "binding": binding, "perf": perf}
+
+
+def _perf_model(settings: Settings, perf: PerfData, server: Server, batch: int, queue: int, overload: bool = False):
+    return _cached_perf_model(settings.perf_model_for(perf), tuple(sorted(perf.params.items())),
+                              server.load.avg_in_tokens, server.load.avg_out_tokens, batch, queue,
+                              settings.max_num_tokens, settings.compat and not overload)
+
+
+@lru_cache(maxsize=65536)
+def _cached_perf_model(kind, params, in_tokens, out_tokens, batch, queue, max_num_tokens, compat):
+    return make_perf_model(kind, dict(params), in_tokens=in_tokens, out_tokens=out_tokens, max_batch=batch,
+                           max_queue=queue, max_num_tokens=max_num_tokens, compat=compat)
