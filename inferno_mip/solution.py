@@ -25,6 +25,7 @@ class Assignment:
     bound: float | None = None
     gap: float | None = None
     notes: dict[int, str] = field(default_factory=dict)  # extra reason per server row
+    message: str = ""  # why the status is what it is (e.g. the error that forced a fallback)
 
     @classmethod
     def from_choices(cls, table: CandidateTable, chosen: np.ndarray, replicas: np.ndarray, **stats) -> Assignment:
@@ -109,6 +110,7 @@ class Solution:
     gap: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     issues: tuple[str, ...] = ()
+    message: str = ""
 
     def __getitem__(self, name: str) -> ServerAllocation:
         for alloc in self.allocations:
@@ -126,7 +128,7 @@ class Solution:
     def to_dict(self) -> dict:
         """JSON-ready form: totals, solver statistics and one entry per server."""
         return {
-            "solver": self.solver, "status": self.status, "totalCost": self.total_cost,
+            "solver": self.solver, "status": self.status, "message": self.message, "totalCost": self.total_cost,
             "objective": self.objective, "bound": self.bound, "gap": self.gap,
             "unitsUsed": self.units_used,
             "capacity": {t: (None if c == float("inf") else c) for t, c in self.capacity.items()},
@@ -170,7 +172,8 @@ def build_solution(table: CandidateTable, assignment: Assignment, solver: str, i
         allocations=tuple(allocations), solver=solver, status=assignment.status,
         total_cost=float(sum(a.cost for a in allocations)), units_used=used,
         capacity=dict(zip(table.types, map(float, table.capacity))), objective=assignment.objective,
-        bound=assignment.bound, gap=assignment.gap, timings=dict(timings or {}), issues=tuple(map(str, issues)))
+        bound=assignment.bound, gap=assignment.gap, timings=dict(timings or {}), issues=tuple(map(str, issues)),
+        message=assignment.message)
 
 
 def _allocation(table: CandidateTable, i: int, assignment: Assignment) -> ServerAllocation:

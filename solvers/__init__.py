@@ -7,12 +7,15 @@ from typing import Callable
 from inferno_mip.solution import Assignment
 from inferno_mip.tables import CandidateTable
 
-from . import greedy, unlimited
+from . import cpsat, greedy, highs, pyomo_solver, unlimited
 
 Solver = Callable[..., Assignment]
 
 SOLVERS: dict[str, Solver] = {
     "greedy": greedy.solve,
+    "highs": highs.solve,
+    "cpsat": cpsat.solve,
+    "pyomo": pyomo_solver.solve,
     "unlimited": unlimited.solve,
 }
 

@@ -1,0 +1,322 @@
+"""The allocation as a mixed-integer program over the candidate table, built as sparse arrays.
+
+Single-assign (one accelerator per server; spec optimizer.md §3.7), for server i with candidates c:
+    x_c ∈ {0,1}  run candidate c with its full replicas R_c          Σ_c x_c + u_i = 1
+    u_i ∈ {0,1}  not served within SLO
+    y_c ∈ [0, R_c-1], z_c ∈ {0,1}   best effort: y_c replicas of c   y_c ≤ (R_c-1) z_c,  Σ_c z_c ≤ u_i
+    capacity per type k:  Σ_c units_c (R_c x_c + y_c) ≤ U_k
+Multi-assign (``heterogeneous``): n_c ∈ [0, R_c] replicas of candidate c, the load split in proportion to rate:
+    Σ_c rate_c n_c ≥ (λ_i / S) w_i,   w_i ∈ [0, S] served share in 1/S steps,   w_i + S u_i ≥ S
+    capacity per type k:  Σ_c units_c n_c ≤ U_k
+Objectives, lexicographic (see ``stages``): unserved servers per priority level, highest first; then the rate
+served by best effort per level; then inferno's transition value (cost when nothing is running).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from inferno_mip.tables import ACCEL_PENALTY_FACTOR, CandidateTable
+
+SHARE_STEPS = 1000  # multi-assign best effort: served share resolution (0.1 %)
+
+
+@dataclass(frozen=True)
+class MipOptions:
+    heterogeneous: bool = False  # replicas of one server on several accelerators
+    best_effort: bool = True  # partial service for servers that cannot be fully served
+    max_replica_change: int | None = None  # per server, against its current replica count
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One lexicographic objective: optimise ``c · v`` and keep it optimal in later stages."""
+
+    name: str
+    c: np.ndarray
+    maximize: bool = False
+    integral: bool = False  # objective takes integer values on integer points (exact fixing)
+
+
+@dataclass(frozen=True)
+class Formulation:
+    """``row_lb <= A v <= row_ub``, ``lb <= v <= ub``, ``v_j`` integer where ``integer[j]``; all v >= 0."""
+
+    A: sp.csr_matrix
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    integer: np.ndarray
+    stages: tuple[Stage, ...]
+    candidates: np.ndarray  # candidate index of each replica column (x or n)
+    full_cols: np.ndarray  # column of x_c (single) or n_c (multi), per kept candidate
+    partial_cols: np.ndarray  # column of y_c per kept candidate, -1 if none
+    unserved_cols: np.ndarray  # column of u_i per server row, -1 if the server has no candidates
+    heterogeneous: bool
+    n_candidates: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_vars(self) -> int:
+        return len(self.lb)
+
+    def counts(self, v: np.ndarray) -> np.ndarray:
+        """Replicas per candidate of the table from a solution vector."""
+        counts = np.zeros(self.n_candidates, dtype=np.int64)
+        full = np.rint(v[self.full_cols]).astype(np.int64)
+        if self.heterogeneous:
+            counts[self.candidates] = full
+        else:
+            counts[self.candidates] = full * self._replicas
+            has = self.partial_cols >= 0
+            counts[self.candidates[has]] += np.rint(v[self.partial_cols[has]]).astype(np.int64)
+        return counts
+
+    def vector(self, counts: np.ndarray, table: CandidateTable) -> np.ndarray:
+        """A solution vector for given replicas per candidate (e.g. the greedy answer, as a warm start)."""
+        v = np.zeros(self.n_vars)
+        k = counts[self.candidates]
+        if self.heterogeneous:
+            v[self.full_cols] = k
+            rate = np.bincount(table.server[self.candidates], weights=table.rate_star[self.candidates] * k,
+                               minlength=len(table.rows))
+            for i, col in enumerate(self.unserved_cols):
+                if col < 0:
+                    continue
+                need = table.rows[i].total_rate
+                share = SHARE_STEPS if need <= 0 else min(SHARE_STEPS, np.floor(rate[i] / need * SHARE_STEPS + 1e-9))
+                v[self.info["share_cols"][i]] = share
+                v[col] = float(share < SHARE_STEPS)
+        else:
+            full = k == self._replicas
+            v[self.full_cols] = full
+            partial = (k > 0) & ~full
+            has = self.partial_cols >= 0
+            v[self.partial_cols[has & partial]] = k[has & partial]
+            v[self.info["z_cols"][has & partial]] = 1
+            served = np.zeros(len(table.rows), dtype=bool)
+            served[table.server[self.candidates[full]]] = True
+            for i, col in enumerate(self.unserved_cols):
+                if col >= 0:
+                    v[col] = float(not served[i])
+        return v
+
+    @property
+    def _replicas(self) -> np.ndarray:
+        return self.info["replicas"]
+
+
+def presolve(table: CandidateTable, options: MipOptions) -> np.ndarray:
+    """Candidates worth offering the solver: per (server, accelerator) the batch sizes not dominated.
+
+    Replicas of one (server, accelerator) cost the same whatever the batch size, so the candidate with the
+    highest SLO rate per replica (fewest replicas) dominates; the current batch size wins ties, since changing it
+    restarts the replicas. A max replica change drops candidates too far from the current count (single-assign).
+    """
+    keep = []
+    for i, row in enumerate(table.rows):
+        current = row.server.current
+        by_acc: dict[int, int] = {}
+        for c in table.of_server(i):
+            if (options.max_replica_change is not None and not options.heterogeneous and current.accelerator
+                    and abs(int(table.replicas[c]) - current.num_replicas) > options.max_replica_change):
+                continue
+            a = int(table.acc[c])
+            best = by_acc.get(a)
+            if best is None or _better_batch(table, c, best, current.max_batch, options.heterogeneous):
+                by_acc[a] = c
+        keep.extend(sorted(by_acc.values()))
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def _better_batch(table: CandidateTable, c: int, best: int, current_batch: int, multi: bool) -> bool:
+    def key(k: int) -> tuple:
+        fewest = -int(table.replicas[k]) if not multi else 0
+        return (fewest, float(table.rate_star[k]), int(table.batch[k]) == current_batch, -float(table.value[k]))
+    return key(c) > key(best)
+
+
+class _Builder:
+    """Accumulates columns and rows (COO triplets) of a formulation."""
+
+    def __init__(self):
+        self.lb, self.ub, self.integer = [], [], []
+        self.rows, self.cols, self.vals = [], [], []
+        self.row_lb, self.row_ub = [], []
+
+    def columns(self, n: int, lb, ub, integer: bool) -> np.ndarray:
+        start = len(self.lb)
+        self.lb.extend(np.broadcast_to(np.asarray(lb, dtype=float), (n,)).tolist())
+        self.ub.extend(np.broadcast_to(np.asarray(ub, dtype=float), (n,)).tolist())
+        self.integer.extend([integer] * n)
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def rows_of(self, row_ids, col_ids, vals, lo, hi) -> None:
+        """Rows given as triplets with local row ids 0..m-1; lo/hi per row."""
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        m = int(row_ids.max()) + 1 if len(row_ids) else 0
+        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        offset = len(self.row_lb)
+        self.rows.append(row_ids + offset)
+        self.cols.append(np.asarray(col_ids, dtype=np.int64))
+        self.vals.append(np.asarray(vals, dtype=float))
+        self.row_lb.extend(np.broadcast_to(lo, (m,)).tolist())
+        self.row_ub.extend(np.broadcast_to(hi, (m,)).tolist())
+
+    def matrix(self) -> sp.csr_matrix:
+        if not self.rows:
+            return sp.csr_matrix((0, len(self.lb)))
+        return sp.csr_matrix((np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
+                             shape=(len(self.row_lb), len(self.lb)))
+
+
+def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulation:
+    """The formulation of `table` under `options` (see the module docstring)."""
+    kept = presolve(table, options)
+    srv = table.server[kept]
+    n_rows = len(table.rows)
+    has_cands = np.zeros(n_rows, dtype=bool)
+    has_cands[srv] = True
+    served_rows = np.flatnonzero(has_cands)
+    b = _Builder()
+    R = table.replicas[kept].astype(float)
+    per_replica_value = _per_replica_value(table, kept, options.heterogeneous)
+    info: dict = {"replicas": table.replicas[kept], "kept": kept}
+
+    unserved = np.full(n_rows, -1, dtype=np.int64)
+    if options.heterogeneous:
+        full = b.columns(len(kept), 0, R, True)
+        unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
+        share = np.full(n_rows, -1, dtype=np.int64)
+        share[served_rows] = b.columns(len(served_rows), 0, SHARE_STEPS, True)
+        need = np.array([table.rows[i].total_rate for i in range(n_rows)])
+        local = np.searchsorted(served_rows, srv)
+        # Σ_c rate_c n_c - (λ_i / S) w_i >= 0
+        b.rows_of(np.concatenate([local, np.arange(len(served_rows))]),
+                  np.concatenate([full, share[served_rows]]),
+                  np.concatenate([table.rate_star[kept], -need[served_rows] / SHARE_STEPS]), 0.0, np.inf)
+        # w_i + S u_i >= S; without best effort a server is all or nothing: w_i + S u_i = S
+        b.rows_of(np.r_[np.arange(len(served_rows)), np.arange(len(served_rows))],
+                  np.r_[share[served_rows], unserved[served_rows]],
+                  np.r_[np.ones(len(served_rows)), np.full(len(served_rows), SHARE_STEPS)], SHARE_STEPS,
+                  np.inf if options.best_effort else SHARE_STEPS)
+        info["share_cols"] = share
+        # minNumReplicas: Σ_c n_c + min_i u_i >= min_i
+        mins = np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float)
+        has_min = np.flatnonzero(mins > 0)
+        if len(has_min):
+            sel = np.isin(local, has_min)
+            rank = np.searchsorted(has_min, local[sel])
+            b.rows_of(np.r_[rank, np.arange(len(has_min))], np.r_[full[sel], unserved[served_rows[has_min]]],
+                      np.r_[np.ones(sel.sum()), mins[has_min]], mins[has_min], np.inf)
+        if options.max_replica_change is not None:
+            _replica_change_rows(b, table, served_rows, local, full, options.max_replica_change)
+        capacity_cols, capacity_coef, capacity_types = full, table.unit_per_replica[kept].astype(float), table.type[kept]
+        partial = np.full(len(kept), -1, dtype=np.int64)
+        value_cols, value_coef = full, per_replica_value
+        rate_cols, rate_coef = share[served_rows], need[served_rows] / SHARE_STEPS
+        rate_server = served_rows
+    else:
+        full = b.columns(len(kept), 0, 1, True)
+        unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
+        local = np.searchsorted(served_rows, srv)
+        # Σ_c x_c + u_i = 1
+        b.rows_of(np.r_[local, np.arange(len(served_rows))], np.r_[full, unserved[served_rows]],
+                  np.ones(len(kept) + len(served_rows)), 1.0, 1.0)
+        partial = np.full(len(kept), -1, dtype=np.int64)
+        z = np.full(len(kept), -1, dtype=np.int64)
+        can_split = np.flatnonzero(R > 1) if options.best_effort else np.array([], dtype=np.int64)
+        if len(can_split):
+            partial[can_split] = b.columns(len(can_split), 0, R[can_split] - 1, True)
+            z[can_split] = b.columns(len(can_split), 0, 1, True)
+            m = len(can_split)
+            # y_c - (R_c - 1) z_c <= 0 ; z_c - y_c <= 0
+            b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[partial[can_split], z[can_split]],
+                      np.r_[np.ones(m), -(R[can_split] - 1)], -np.inf, 0.0)
+            b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[z[can_split], partial[can_split]],
+                      np.r_[np.ones(m), -np.ones(m)], -np.inf, 0.0)
+            # Σ_c z_c - u_i <= 0
+            split_servers = np.unique(local[can_split])
+            rank = np.searchsorted(split_servers, local[can_split])
+            b.rows_of(np.r_[rank, np.arange(len(split_servers))],
+                      np.r_[z[can_split], unserved[served_rows[split_servers]]],
+                      np.r_[np.ones(m), -np.ones(len(split_servers))], -np.inf, 0.0)
+        info["z_cols"] = z
+        upr = table.unit_per_replica[kept].astype(float)
+        has = partial >= 0
+        capacity_cols = np.r_[full, partial[has]]
+        capacity_coef = np.r_[upr * R, upr[has]]
+        capacity_types = np.r_[table.type[kept], table.type[kept][has]]
+        value_cols = np.r_[full, partial[has]]
+        value_coef = np.r_[table.value[kept], table.value[kept][has] / R[has]]
+        rate_cols, rate_coef = partial[has], table.rate_star[kept][has]
+        rate_server = srv[has]
+
+    _capacity_rows(b, table, capacity_cols, capacity_coef, capacity_types)
+    n = len(b.lb)
+    stages = _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
+                     options.best_effort)
+    return Formulation(
+        A=b.matrix(), row_lb=np.array(b.row_lb), row_ub=np.array(b.row_ub), lb=np.array(b.lb), ub=np.array(b.ub),
+        integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=full,
+        partial_cols=partial, unserved_cols=unserved, heterogeneous=options.heterogeneous,
+        n_candidates=len(table), info=info)
+
+
+def _per_replica_value(table: CandidateTable, kept: np.ndarray, multi: bool) -> np.ndarray:
+    """Multi-assign value per replica: cost, plus inferno's 10 % switch penalty off the current accelerator."""
+    cost = table.cost[kept] / np.maximum(table.replicas[kept], 1)
+    if not multi:
+        return cost
+    current = np.array([table.rows[i].server.current.accelerator for i in table.server[kept]])
+    names = np.array([a.name for a in table.accelerators])[table.acc[kept]]
+    return cost * (1 + ACCEL_PENALTY_FACTOR * (current != names))
+
+
+def _capacity_rows(b: _Builder, table: CandidateTable, cols, coef, types) -> None:
+    """Σ units <= capacity, one row per accelerator type with finite capacity."""
+    for k in np.flatnonzero(np.isfinite(table.capacity)):
+        sel = types == k
+        if sel.any():
+            b.rows_of(np.zeros(sel.sum(), dtype=np.int64), cols[sel], coef[sel], -np.inf, table.capacity[k])
+
+
+def _replica_change_rows(b, table, served_rows, local, full, limit) -> None:
+    """|Σ_c n_c - current replicas| <= limit, for servers with a current allocation."""
+    for r, i in enumerate(served_rows):
+        current = table.rows[i].server.current
+        if not current.accelerator:
+            continue
+        sel = local == r
+        b.rows_of(np.zeros(sel.sum(), dtype=np.int64), full[sel], np.ones(sel.sum()),
+                  max(current.num_replicas - limit, 0), current.num_replicas + limit)
+
+
+def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
+            best_effort) -> tuple[Stage, ...]:
+    stages = []
+    levels = sorted({table.rows[i].priority for i in served_rows})
+    all_u = np.zeros(n)
+    all_u[unserved[served_rows]] = 1
+    stages.append(Stage("unserved", all_u, integral=True))
+    for p in levels:
+        c = np.zeros(n)
+        rows = [i for i in served_rows if table.rows[i].priority == p]
+        c[unserved[rows]] = 1
+        stages.append(Stage(f"unserved priority {p}", c, integral=True))
+    if best_effort and len(rate_cols):
+        for p in levels:
+            sel = np.array([table.rows[i].priority == p for i in rate_server], dtype=bool)
+            if not sel.any():
+                continue
+            c = np.zeros(n)
+            np.add.at(c, rate_cols[sel], rate_coef[sel])
+            stages.append(Stage(f"best-effort rate priority {p}", c, maximize=True))
+    c = np.zeros(n)
+    np.add.at(c, value_cols, value_coef)
+    stages.append(Stage("value", c))
+    return tuple(stages)

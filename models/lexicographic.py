@@ -1,0 +1,145 @@
+"""Lexicographic optimisation of a formulation's stages with any MIP backend.
+
+Each stage is optimised with the earlier stages' optima kept as constraints, so a higher priority is never traded
+for a lower one, and no weights that could drown the cost in floating-point noise are needed. The first stage
+asks whether every server can be served; when it can, the per-priority and best-effort stages are skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from .allocation import Formulation
+
+FIX_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class MipProblem:
+    """One stage: optimise ``c · v`` subject to the formulation's rows plus the fixed stage rows."""
+
+    A: sp.csr_matrix
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    integer: np.ndarray
+    c: np.ndarray
+    maximize: bool
+    warm_start: np.ndarray | None = None
+    fixed_rows: int = 0  # the last rows of A keep earlier stages' objectives (optimality cuts, not physics)
+
+
+@dataclass(frozen=True)
+class MipResult:
+    status: str  # optimal, time-limit (with or without a solution), infeasible, error
+    x: np.ndarray | None
+    objective: float | None = None
+    bound: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    time_limit: float = 60.0  # seconds for all stages together
+    mip_gap: float = 1e-7  # relative gap of the final (value) stage; earlier stages are solved exactly
+    threads: int = 1
+    seed: int = 0
+
+
+Backend = Callable[[MipProblem, SolveOptions], MipResult]
+
+
+@dataclass(frozen=True)
+class LexResult:
+    x: np.ndarray | None
+    status: str  # optimal, time-limit, failed
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    stages: tuple[tuple[str, str, float | None], ...]  # (stage, status, objective)
+    message: str = ""
+
+
+def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptions,
+                        warm_start: np.ndarray | None = None) -> LexResult:
+    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution."""
+    deadline = time.perf_counter() + options.time_limit
+    extra_rows: list[np.ndarray] = []
+    extra_lb: list[float] = []
+    extra_ub: list[float] = []
+    ub = form.ub.copy()
+    x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
+    status, log, last = "optimal", [], None
+    all_served = False
+    for stage in form.stages:
+        if all_served and stage.name != "value":
+            continue
+        if not stage.c.any():
+            continue
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            status = "time-limit"
+            break
+        A = form.A if not extra_rows else sp.vstack([form.A, sp.csr_matrix(np.array(extra_rows))], format="csr")
+        problem = MipProblem(A=A, row_lb=np.r_[form.row_lb, extra_lb], row_ub=np.r_[form.row_ub, extra_ub],
+                             lb=form.lb, ub=ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
+                             warm_start=x, fixed_rows=len(extra_rows))
+        stage_options = options if stage.name == "value" else SolveOptions(remaining, 0.0, options.threads,
+                                                                            options.seed)
+        if stage.name == "value":
+            stage_options = SolveOptions(remaining, options.mip_gap, options.threads, options.seed)
+        result = backend(problem, stage_options)
+        log.append((stage.name, result.status, result.objective))
+        if result.x is None:
+            # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
+            status = "time-limit" if result.status == "time-limit" else "feasible"
+            message = f"stage {stage.name!r}: {result.message or result.status}"
+            if x is None:
+                return LexResult(None, "failed", None, None, None, tuple(log), message)
+            return _result(form, x, status, None, tuple(log), message)
+        x = result.x
+        last = result
+        if result.status != "optimal":
+            status = "time-limit"
+        value = float(stage.c @ x)
+        if stage.name == "unserved" and round(value) == 0:
+            ub[form.unserved_cols[form.unserved_cols >= 0]] = 0.0  # everyone is served: fix it and skip ahead
+            all_served = True
+            continue
+        if stage.name == "value":
+            break
+        extra_rows.append(stage.c)
+        if stage.integral:
+            bound = float(np.round(value))
+            extra_lb.append(bound if stage.maximize else -np.inf)
+            extra_ub.append(np.inf if stage.maximize else bound)
+        else:
+            tol = FIX_RTOL * max(1.0, abs(value))
+            extra_lb.append(value - tol if stage.maximize else -np.inf)
+            extra_ub.append(np.inf if stage.maximize else value + tol)
+        if status != "optimal":
+            break  # out of time: keep the incumbent rather than start stages that cannot finish
+    if x is None:
+        return LexResult(None, "failed", None, None, None, tuple(log))
+    bound = last.bound if last is not None and log and log[-1][0] == "value" else None
+    return _result(form, x, status, bound, tuple(log))
+
+
+def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, log, message: str = "") -> LexResult:
+    objective = float(form.stages[-1].c @ x)
+    if status == "optimal" and (bound is None or not np.isfinite(bound)):
+        bound = objective
+    gap = None if bound is None else abs(objective - bound) / max(abs(objective), 1e-9)
+    return LexResult(x, status, objective, bound, gap, log, message)
+
+
+def _feasible(form: Formulation, x: np.ndarray, tol: float = 1e-6) -> bool:
+    ax = form.A @ x
+    return bool(np.all(x >= form.lb - tol) and np.all(x <= form.ub + tol) and np.all(ax >= form.row_lb - tol)
+                and np.all(ax <= form.row_ub + tol))

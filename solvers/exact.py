@@ -1,0 +1,75 @@
+"""Shared driver of the exact backends: formulation, warm start, lexicographic stages, greedy fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.lexicographic import Backend, SolveOptions, solve_lexicographic
+from inferno_mip.solution import Assignment, objective_value
+from inferno_mip.tables import CandidateTable
+
+from . import greedy
+
+WARM_STARTS = ("greedy", "current", "none")
+
+
+def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool = False,
+                saturation_policy: str = "None", delayed_best_effort: bool = False, best_effort: bool | None = None,
+                max_replica_change: int | None = None, time_limit: float = 60.0, mip_gap: float = 1e-7,
+                threads: int = 1, seed: int = 0, warm_start: str = "greedy", **_ignored) -> Assignment:
+    """Solve `table` exactly with `backend`; on failure return the greedy answer with a status saying so.
+
+    Best effort (partial service) follows the saturation policy unless given: none under policy "None".
+    """
+    if warm_start not in WARM_STARTS:
+        raise ValueError(f"unknown warm_start {warm_start!r}; known: {', '.join(WARM_STARTS)}")
+    if best_effort is None:
+        best_effort = saturation_policy != "None"
+    form = build(table, MipOptions(heterogeneous=heterogeneous, best_effort=best_effort,
+                                   max_replica_change=max_replica_change))
+    fallback = greedy.solve(table, saturation_policy=saturation_policy if best_effort else "None",
+                            delayed_best_effort=delayed_best_effort)
+    start = None
+    if warm_start == "greedy" and _within_formulation(form, fallback.counts):
+        start = form.vector(fallback.counts, table)
+    elif warm_start == "current":
+        start = form.vector(_current_counts(table, form), table)
+    try:
+        result = solve_lexicographic(form, backend, SolveOptions(time_limit, mip_gap, threads, seed), start)
+    except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan
+        return _fallback(table, fallback, f"exact solver error: {exc}")
+    if result.x is None:
+        return _fallback(table, fallback, result.message or "exact solver found no solution in time")
+    counts = form.counts(result.x)
+    return Assignment(counts=counts, status=result.status, objective=objective_value(table, counts),
+                      bound=_bound_in_value(result, table, counts), gap=result.gap)
+
+
+def _bound_in_value(result, table, counts) -> float | None:
+    if result.bound is None or result.objective is None:
+        return None
+    # The value stage's objective equals objective_value for single-assign; shift the bound the same way.
+    return result.bound + (objective_value(table, counts) - result.objective)
+
+
+def _fallback(table: CandidateTable, greedy_answer: Assignment, why: str) -> Assignment:
+    return Assignment(counts=greedy_answer.counts, status="fallback-greedy",
+                      objective=objective_value(table, greedy_answer.counts), message=why)
+
+
+def _within_formulation(form, counts: np.ndarray) -> bool:
+    """The greedy answer only uses candidates the presolve kept (else it is no valid warm start)."""
+    used = np.flatnonzero(counts)
+    return bool(np.isin(used, form.candidates).all())
+
+
+def _current_counts(table: CandidateTable, form) -> np.ndarray:
+    """The current allocation as replicas per candidate, where a kept candidate matches it."""
+    counts = np.zeros(len(table), dtype=np.int64)
+    for c in form.candidates:
+        row = table.rows[int(table.server[c])]
+        cur = row.server.current
+        if cur.accelerator and table.accelerators[int(table.acc[c])].name == cur.accelerator:
+            counts[c] = min(cur.num_replicas, int(table.replicas[c]))
+    return counts

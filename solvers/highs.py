@@ -1,0 +1,72 @@
+"""HiGHS backend: the formulation's sparse matrix handed to highspy directly."""
+
+from __future__ import annotations
+
+import highspy
+import numpy as np
+
+from inferno_mip.models.lexicographic import MipProblem, MipResult, SolveOptions
+from inferno_mip.solution import Assignment
+from inferno_mip.tables import CandidateTable
+
+from .exact import solve_exact
+
+_STATUS = {
+    highspy.HighsModelStatus.kOptimal: "optimal",
+    highspy.HighsModelStatus.kTimeLimit: "time-limit",
+    highspy.HighsModelStatus.kInfeasible: "infeasible",
+    highspy.HighsModelStatus.kSolutionLimit: "time-limit",
+    highspy.HighsModelStatus.kIterationLimit: "time-limit",
+    highspy.HighsModelStatus.kInterrupt: "time-limit",
+}
+
+
+def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
+    """One MIP with HiGHS; the warm start, if feasible, is its first incumbent."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", max(float(options.time_limit), 1e-3))
+    h.setOptionValue("mip_rel_gap", float(options.mip_gap))
+    h.setOptionValue("mip_abs_gap", 1e-9)
+    h.setOptionValue("threads", int(options.threads))
+    h.setOptionValue("random_seed", int(options.seed))
+    lp = highspy.HighsLp()
+    n, m = len(problem.lb), problem.A.shape[0]
+    lp.num_col_, lp.num_row_ = n, m
+    lp.col_cost_ = np.asarray(problem.c, dtype=np.float64)
+    lp.col_lower_ = _inf(problem.lb)
+    lp.col_upper_ = _inf(problem.ub)
+    lp.row_lower_ = _inf(problem.row_lb)
+    lp.row_upper_ = _inf(problem.row_ub)
+    csc = problem.A.tocsc()
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+    lp.a_matrix_.value_ = csc.data.astype(np.float64)
+    lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                       for i in problem.integer]
+    lp.sense_ = highspy.ObjSense.kMaximize if problem.maximize else highspy.ObjSense.kMinimize
+    h.passModel(lp)
+    if problem.warm_start is not None:
+        start = highspy.HighsSolution()
+        start.col_value = np.asarray(problem.warm_start, dtype=np.float64).tolist()
+        h.setSolution(start)
+    h.run()
+    model_status = h.getModelStatus()
+    info = h.getInfo()
+    status = _STATUS.get(model_status, "error")
+    if info.primal_solution_status != 2:  # no feasible solution
+        return MipResult(status if status != "optimal" else "error", None,
+                         message=f"HiGHS: {h.modelStatusToString(model_status)}")
+    x = np.array(h.getSolution().col_value, dtype=np.float64)
+    x[problem.integer] = np.rint(x[problem.integer])
+    return MipResult(status, x, float(problem.c @ x), float(info.mip_dual_bound))
+
+
+def _inf(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(values, dtype=np.float64), -highspy.kHighsInf, highspy.kHighsInf)
+
+
+def solve(table: CandidateTable, **options) -> Assignment:
+    """Exact allocation with HiGHS (lexicographic priorities, best effort, transition value)."""
+    return solve_exact(table, solve_stage, **options)
