@@ -377,3 +377,61 @@ def _servers(section: Any, reader: _Reader) -> tuple[list[tuple[int, Server]], l
             reader.issues.append(InputIssue(reader.file, f"servers[{i}]", f"duplicate {server.name!r}: the last entry wins"))
         servers[server.name] = (i, server)
     return list(servers.values()), invalid
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def to_system_data(system: System) -> dict[str, Any]:
+    """inferno's SystemData for `system` (G3 perfParms, G2 decode/prefill or G1 flat perf data as read)."""
+    def perf(p: PerfData) -> dict[str, Any]:
+        entry = {"name": p.model, "acc": p.accelerator, "accCount": p.acc_count, "maxBatchSize": p.max_batch_size,
+                 "atTokens": p.at_tokens}
+        if p.generation == "G3":
+            entry["perfParms"] = {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
+        elif p.generation == "G2":
+            entry["decodeParms"] = {"alpha": p.alpha, "beta": p.beta}
+            entry["prefillParms"] = {"gamma": p.gamma, "delta": p.delta}
+        else:
+            entry.update(alpha=p.alpha, beta=p.beta)
+        return entry
+
+    def server(s: Server) -> dict[str, Any]:
+        cur = s.current
+        return {"name": s.name, "class": s.class_name, "model": s.model, "keepAccelerator": s.keep_accelerator,
+                "minNumReplicas": s.min_num_replicas, "maxBatchSize": s.max_batch_size,
+                "maxQueueSize": s.max_queue_size,
+                "currentAlloc": {"accelerator": cur.accelerator, "numReplicas": cur.num_replicas,
+                                 "maxBatch": cur.max_batch, "cost": cur.cost,
+                                 "load": {"arrivalRate": s.load.arrival_rate * 60.0,
+                                          "avgInTokens": s.load.avg_in_tokens,
+                                          "avgOutTokens": s.load.avg_out_tokens}}}
+
+    o = system.optimizer
+    return {"system": {
+        "acceleratorData": {"accelerators": [
+            {"name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": a.mem_size,
+             "memBW": a.mem_bw, "cost": a.cost} for a in system.accelerators]},
+        "capacityData": {"count": [{"type": t, "count": n} for t, n in sorted(system.capacity.items())]},
+        "modelData": {"models": [perf(p) for p in system.perf]},
+        "serviceClassData": {"serviceClasses": [
+            {"name": c.name, "priority": c.priority, "modelTargets": [
+                {"model": t.model, "slo-itl": t.itl, "slo-ttft": t.ttft, "slo-tps": t.tps}
+                for t in c.targets.values()]} for c in system.classes]},
+        "serverData": {"servers": [server(s) for s in system.servers]},
+        "optimizerData": {"optimizer": {
+            "unlimited": o.unlimited, "heterogeneous": o.heterogeneous, "milpSolver": o.milp_solver,
+            "useCplex": o.use_cplex, "delayedBestEffort": o.delayed_best_effort,
+            "saturationPolicy": o.saturation_policy}},
+    }}
+
+
+def write_scenario(system: System, folder: str | Path) -> Path:
+    """Write `system` as inferno's six files into `folder` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = to_system_data(system)["system"]
+    names = {"acceleratorData": "acceleratordata", "capacityData": "capacitydata", "modelData": "modeldata",
+             "serviceClassData": "serviceclassdata", "serverData": "serverdata", "optimizerData": "optimizerdata"}
+    for key, section in data.items():
+        (folder / f"{SECTIONS[names[key]]}.json").write_text(json.dumps(section, indent=2) + "\n", encoding="utf-8")
+    return folder
