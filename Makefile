@@ -14,6 +14,9 @@ install: $(BIN)/inferno-mip
 
 demo: install
 	$(BIN)/inferno-mip solve scenarios/inferno-large
+	@echo
+	@echo "inferno's greedy vs the exact solvers on the same scenario:"
+	$(BIN)/inferno-mip compare scenarios/inferno-large --solvers greedy,highs,cpsat,pyomo
 
 test: install
 	$(BIN)/python -m pytest

@@ -13,27 +13,36 @@ from .tables import Settings, build_table
 
 SETTINGS_OPTIONS = frozenset(Settings.__dataclass_fields__)
 SYSTEM_OPTIONS = frozenset(OptimizerOptions.model_fields)
+SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_start", "best_effort",
+                            "max_replica_change", "pyomo_solver"})
 
 
 def solve(system: System | Mapping | str | Path, solver: str | None = None, **options) -> Solution:
     """Allocate accelerators to every server of `system`; pure and deterministic.
 
     `system` is a :class:`System`, inferno's SystemData as a dict, or a scenario path.
-    `solver` is a registered backend name (see ``inferno_mip.solvers.SOLVERS``); by default ``unlimited`` when the
-    system says so, else ``greedy``. Options: ``compat`` (reproduce inferno exactly), ``perf_model``,
-    ``queue_ratio``, ``max_num_tokens`` (candidate settings); any optimizer option of the system
-    (``saturation_policy``, ``delayed_best_effort``, ``unlimited``, ...) to override it; others go to the solver.
+    `solver` is a registered backend name (see ``inferno_mip.solvers.SOLVERS``); by default ``greedy`` with
+    ``compat`` (inferno's algorithm), ``unlimited`` when the system has unlimited capacity, else ``highs``.
+    Options: ``compat`` (reproduce inferno exactly), ``perf_model``, ``queue_ratio``, ``max_num_tokens``
+    (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
+    ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, whole solve),
+    ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
+    ``max_replica_change`` and ``pyomo_solver``.
     """
     from .solvers import get_solver  # solvers import this package: resolve at call time
 
     start = time.perf_counter()
+    unknown = set(options) - SETTINGS_OPTIONS - SYSTEM_OPTIONS - SOLVER_OPTIONS
+    if unknown:
+        known = sorted(SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS)
+        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     system = _as_system(system)
     settings = Settings(**{k: v for k, v in options.items() if k in SETTINGS_OPTIONS})
     overrides = {k: v for k, v in options.items() if k in SYSTEM_OPTIONS}
     if overrides:
         system = system.with_options(**overrides)
-    solver_options = {k: v for k, v in options.items() if k not in SETTINGS_OPTIONS and k not in SYSTEM_OPTIONS}
-    name = solver or ("unlimited" if system.optimizer.unlimited else "greedy")
+    solver_options = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
+    name = solver or default_solver(system, settings)
     backend = get_solver(name)
 
     table = build_table(system, settings)
@@ -43,6 +52,13 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, **op
     timings = {"sizing": sized - start, "solve": solved - sized, "total": solved - start}
     return build_solution(table, assignment, name, invalid=system.invalid_servers, issues=system.issues,
                           timings=timings)
+
+
+def default_solver(system: System, settings: Settings) -> str:
+    """The separable optimum when capacity is unlimited, else inferno's greedy in compat mode, else HiGHS."""
+    if system.optimizer.unlimited:
+        return "unlimited"
+    return "greedy" if settings.compat else "highs"
 
 
 def _as_system(system: System | Mapping | str | Path) -> System:

@@ -1,4 +1,4 @@
-"""Command line: ``inferno-mip solve PATH``."""
+"""Command line: ``inferno-mip solve | compare | generate``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .api import solve
 from .errors import ScenarioError
-from .io import load_scenario
-from .report import format_table
+from .io import load_scenario, write_scenario
+from .report import format_comparison, format_table
 from .spec import SATURATION_POLICIES
 
 EXIT_BAD_INPUT = 2
@@ -29,32 +29,69 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inferno-mip", description=__doc__)
+    parser = argparse.ArgumentParser(prog="inferno-mip", description="Accelerator allocation for LLM inference "
+                                     "servers by queueing models and mathematical programming.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("solve", help="allocate accelerators for a scenario and print the allocation")
-    p.add_argument("path", type=Path, help="scenario folder (inferno's six files) or system-data file (JSON/YAML)")
-    p.add_argument("--solver", default=None, help="backend (default: unlimited if the scenario says so, else greedy)")
+    _scenario_arguments(p)
+    p.add_argument("--solver", default=None,
+                   help="greedy, highs, cpsat, pyomo or unlimited (default: unlimited if the scenario has "
+                        "unlimited capacity, else greedy with --compat, else highs)")
     p.add_argument("--format", choices=("table", "json", "inferno"), default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    p.set_defaults(run=_solve)
+
+    p = sub.add_parser("compare", help="solve a scenario with several solvers and compare cost, gap and time")
+    _scenario_arguments(p)
+    p.add_argument("--solvers", default="greedy,highs", help="comma-separated solver names (default greedy,highs)")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("generate", help="write a seeded synthetic fleet in inferno's format")
+    p.add_argument("output", type=Path, help="folder to write the six inferno files into")
+    p.add_argument("--servers", type=int, default=100)
+    p.add_argument("--accelerators", type=int, default=20)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tightness", type=float, default=None,
+                   help="capacity as a fraction of the estimated demand (default: unlimited)")
+    p.set_defaults(run=_generate)
+    return parser
+
+
+def _scenario_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="scenario folder (inferno's six files) or system-data file (JSON/YAML)")
     p.add_argument("--compat", action="store_true", help="reproduce inferno exactly (queue 10N, its perf models)")
     p.add_argument("--perf-model", help="perf model version: v02, old3, old, new (default: by data generation)")
     p.add_argument("--saturation-policy", choices=SATURATION_POLICIES, help="override the scenario's policy")
     p.add_argument("--delayed-best-effort", action="store_true", default=None,
-                   help="satisfy every priority level before any best-effort top-up")
+                   help="satisfy every priority level before any best-effort top-up (greedy)")
     p.add_argument("--unlimited", action="store_true", default=None, help="ignore accelerator capacity")
-    p.set_defaults(run=_solve)
-    return parser
+    p.add_argument("--heterogeneous", action="store_true", default=None,
+                   help="exact solvers: a server's replicas may run on several accelerator types")
+    p.add_argument("--time-limit", type=float, help="exact solvers: seconds for the whole solve (default 60)")
+    p.add_argument("--gap", dest="mip_gap", type=float, help="exact solvers: relative optimality gap")
+    p.add_argument("--threads", type=int, help="exact solvers: threads")
+    p.add_argument("--seed", type=int, help="exact solvers: random seed")
+    p.add_argument("--warm-start", choices=("greedy", "current", "none"), help="exact solvers: first incumbent")
+    p.add_argument("--max-replica-change", type=int, help="exact solvers: per-server limit on replica changes")
+    p.add_argument("--pyomo-solver", help="pyomo backend: appsi_highs (default), cbc, glpk, scip, gurobi, cplex")
+
+
+OPTION_ARGUMENTS = ("perf_model", "saturation_policy", "delayed_best_effort", "unlimited", "heterogeneous",
+                    "time_limit", "mip_gap", "threads", "seed", "warm_start", "max_replica_change", "pyomo_solver")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    options = {"compat": args.compat}
+    options.update({name: getattr(args, name) for name in OPTION_ARGUMENTS if getattr(args, name) is not None})
+    return options
 
 
 def _solve(args: argparse.Namespace) -> int:
     system = load_scenario(args.path)
-    options = {"compat": args.compat}
-    for name in ("perf_model", "saturation_policy", "delayed_best_effort", "unlimited"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
     try:
-        solution = solve(system, solver=args.solver, **options)
+        solution = solve(system, solver=args.solver, **_options(args))
     except ValueError as exc:  # unknown solver or perf model: a usage error, not a crash
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -62,10 +99,45 @@ def _solve(args: argparse.Namespace) -> int:
         text = format_table(solution)
     else:
         text = json.dumps(solution.to_dict() if args.format == "json" else solution.to_inferno(), indent=2)
-    if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    _emit(text, args.output)
+    return _report_issues(system)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    system = load_scenario(args.path)
+    solutions = []
+    for name in [s.strip() for s in args.solvers.split(",") if s.strip()]:
+        try:
+            solutions.append(solve(system, solver=name, **_options(args)))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    print(format_comparison(solutions))
+    return _report_issues(system)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .scenarios import generate
+
+    try:
+        system = generate(servers=args.servers, accelerators=args.accelerators, classes=args.classes,
+                          seed=args.seed, tightness=args.tightness)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    folder = write_scenario(system, args.output)
+    print(f"wrote {len(system.servers)} servers, {len(system.accelerators)} accelerators to {folder}")
+    return 0
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
     else:
         print(text)
+
+
+def _report_issues(system) -> int:
     for issue in system.issues:
         print(f"{'error' if issue.server else 'warning'}: {issue}", file=sys.stderr)
     return EXIT_BAD_INPUT if system.invalid_servers else 0

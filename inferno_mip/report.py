@@ -40,3 +40,29 @@ def _vs(value: float, target: float, replicas: int) -> str:
 
 def _cap(capacity: float | None) -> str:
     return "inf" if capacity is None or capacity == float("inf") else f"{capacity:g}"
+
+
+def format_comparison(solutions: list[Solution]) -> str:
+    """One row per solver: status, total cost, objective (transition value), bound, gap, servers served, time."""
+    best = min((s.objective for s in solutions if s.objective is not None), default=None)
+    header = ("solver", "status", "total cost", "objective", "bound", "gap", "vs best", "ok", "best-effort",
+              "unserved", "time ms")
+    rows = [header]
+    for s in solutions:
+        counts = s.counts()
+        unserved = sum(n for status, n in counts.items() if status not in ("ok", "best-effort", "zero-load"))
+        rows.append((
+            s.solver, s.status, f"{s.total_cost:.2f}", _num(s.objective), _num(s.bound),
+            "-" if s.gap is None else f"{s.gap:.2e}",
+            "-" if best is None or s.objective is None else f"{(s.objective - best) / max(abs(best), 1e-9):+.2%}",
+            str(counts.get("ok", 0)), str(counts.get("best-effort", 0)), str(unserved),
+            f"{s.timings.get('total', 0) * 1e3:.1f}"))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if k >= 2 else cell.ljust(w) for k, (cell, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
