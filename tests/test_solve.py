@@ -182,7 +182,7 @@ def test_transition_penalty_keeps_current_allocation(large):
                                                                "RoundRobin"]), delayed=st.booleans())
 def test_greedy_invariants(large, fraction, policy, delayed):
     system = large.replace(capacity={t: int(n * fraction) for t, n in large.capacity.items()})
-    solution = solve(system, saturation_policy=policy, delayed_best_effort=delayed)
+    solution = solve(system, solver="greedy", saturation_policy=policy, delayed_best_effort=delayed)
     for t, used in solution.units_used.items():
         assert used <= solution.capacity[t]  # capacity never exceeded
     for a in solution.allocations:
