@@ -13,7 +13,7 @@ from inferno_mip.cli import main
 
 from conftest import SCENARIOS
 
-SHARED = SCENARIOS.parent.parent / "shared" / "reference" / "data" / "inferno-samples"
+DATA = SCENARIOS.parent / "tests" / "data" / "inferno"
 
 
 @pytest.mark.parametrize("name, generation, servers, perf", [
@@ -54,7 +54,7 @@ def test_system_file_equals_folder(tmp_path):
 
 
 def test_single_system_file_of_inferno():
-    system = load_scenario(SHARED / "small" / "system-data.json")
+    system = load_scenario(DATA / "small-system-data.json")  # inferno's small/system-data.json
     assert len(system.servers) == 15
     assert system.optimizer.saturation_policy == "PriorityRoundRobin"
 
