@@ -6,7 +6,7 @@ Single-assign (one accelerator per server; spec optimizer.md §3.7), for server 
     y_c ∈ [0, R_c-1], z_c ∈ {0,1}   best effort: y_c replicas of c   y_c ≤ (R_c-1) z_c,  Σ_c z_c ≤ u_i
     capacity per type k:  Σ_c units_c (R_c x_c + y_c) ≤ U_k
 Multi-assign (``heterogeneous``): n_c ∈ [0, R_c] replicas of candidate c, the load split in proportion to rate:
-    Σ_c rate_c n_c ≥ (λ_i / S) w_i,   w_i ∈ [0, S] served share in 1/S steps,   w_i + S u_i ≥ S
+    Σ_c (S rate_c / λ_i) n_c ≥ w_i,   w_i ∈ [0, S] served share in 1/S steps,   w_i + S u_i ≥ S
     capacity per type k:  Σ_c units_c n_c ≤ U_k
 Objectives, lexicographic (see ``stages``): unserved servers per priority level, highest first; then the rate
 served by best effort per level; then inferno's transition value (cost when nothing is running).
@@ -195,10 +195,14 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
         share[served_rows] = b.columns(len(served_rows), 0, SHARE_STEPS, True)
         need = np.array([table.rows[i].total_rate for i in range(n_rows)])
         local = np.searchsorted(served_rows, srv)
-        # Σ_c rate_c n_c - (λ_i / S) w_i >= 0
-        b.rows_of(np.concatenate([local, np.arange(len(served_rows))]),
-                  np.concatenate([full, share[served_rows]]),
-                  np.concatenate([table.rate_star[kept], -need[served_rows] / SHARE_STEPS]), 0.0, np.inf)
+        # Σ_c (S rate_c / λ_i) n_c - w_i >= 0: scaled by S/λ_i so that w_i has coefficient -1 (well conditioned,
+        # and exact for CP-SAT's integer rows). A server without load needs no covering row.
+        loaded = need[srv] > 0
+        covering = np.flatnonzero(need[served_rows] > 0)
+        rank = np.searchsorted(covering, local[loaded])
+        b.rows_of(np.r_[rank, np.arange(len(covering))], np.r_[full[loaded], share[served_rows[covering]]],
+                  np.r_[table.rate_star[kept][loaded] * SHARE_STEPS / need[srv][loaded], -np.ones(len(covering))],
+                  0.0, np.inf)
         # w_i + S u_i >= S; without best effort a server is all or nothing: w_i + S u_i = S
         b.rows_of(np.r_[np.arange(len(served_rows)), np.arange(len(served_rows))],
                   np.r_[share[served_rows], unserved[served_rows]],
