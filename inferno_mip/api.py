@@ -17,7 +17,8 @@ SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_st
                             "max_replica_change", "pyomo_solver"})
 
 
-def solve(system: System | Mapping | str | Path, solver: str | None = None, **options) -> Solution:
+def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
+          **options) -> Solution:
     """Allocate accelerators to every server of `system`; pure and deterministic.
 
     `system` is a :class:`System`, inferno's SystemData as a dict, or a scenario path.
@@ -27,7 +28,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, **op
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
     ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, whole solve),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
-    ``max_replica_change`` and ``pyomo_solver``.
+    ``max_replica_change`` and ``pyomo_solver``. `params` maps (model, accelerator) to tuned perf parameters
+    {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
     """
     from .solvers import get_solver  # solvers import this package: resolve at call time
 
@@ -37,6 +39,10 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, **op
         known = sorted(SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS)
         raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     system = _as_system(system)
+    if params:
+        from .tuner import merge  # the tuner is only needed for tuned solves
+
+        system = merge(system, params)
     settings = Settings(**{k: v for k, v in options.items() if k in SETTINGS_OPTIONS})
     overrides = {k: v for k, v in options.items() if k in SYSTEM_OPTIONS}
     if overrides:
@@ -49,7 +55,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, **op
     sized = time.perf_counter()
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
-    timings = {"sizing": sized - start, "solve": solved - sized, "total": solved - start}
+    build = assignment.timings.get("build", 0.0)
+    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start}
     return build_solution(table, assignment, name, invalid=system.invalid_servers, issues=system.issues,
                           timings=timings)
 

@@ -56,6 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tightness", type=float, default=None,
                    help="capacity as a fraction of the estimated demand (default: unlimited)")
     p.set_defaults(run=_generate)
+
+    p = sub.add_parser("bench", help="run solvers over a family of generated scenarios; CSV, markdown, plots")
+    p.add_argument("--family", default="balanced", help="scenario family (see inferno_mip.bench.FAMILIES)")
+    p.add_argument("--sizes", default="10,100,1000", help="comma-separated numbers of servers")
+    p.add_argument("--solvers", default="greedy,highs,cpsat,pyomo")
+    p.add_argument("--repeat", type=int, default=3, help="scenarios per size (seeds seed..seed+repeat-1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per exact solve")
+    p.add_argument("--heterogeneous", action="store_true", help="multi-assign formulation")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    p.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for CSV, summary, plots")
+    p.add_argument("--plot", action="store_true", help="also write PNG plots")
+    p.set_defaults(run=_bench)
+
+    from .tuner.cli import register as register_tuner
+
+    register_tuner(sub)
     return parser
 
 
@@ -127,6 +146,32 @@ def _generate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     folder = write_scenario(system, args.output)
     print(f"wrote {len(system.servers)} servers, {len(system.accelerators)} accelerators to {folder}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        solvers = [x.strip() for x in args.solvers.split(",") if x.strip()]
+        tasks = bench.tasks(args.family, sizes, solvers, args.repeat, args.seed, args.time_limit, args.heterogeneous)
+        if args.executor == "ray":
+            records = bench.run_ray(tasks, args.ray_address, progress=bench.progress_bar)
+        else:
+            records = bench.run_local(tasks, args.jobs, progress=bench.progress_bar)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args.output.mkdir(parents=True, exist_ok=True)
+    bench.write_csv(records, args.output / "results.csv")
+    table = bench.summary(records)
+    (args.output / "summary.md").write_text(f"Machine: {bench.machine()}\n\n{table}\n", encoding="utf-8")
+    print(table)
+    if args.plot:
+        for path in bench.plot(records, args.output):
+            print(f"wrote {path}")
+    print(f"wrote {args.output / 'results.csv'} and {args.output / 'summary.md'}")
     return 0
 
 

@@ -26,6 +26,7 @@ class Assignment:
     gap: float | None = None
     notes: dict[int, str] = field(default_factory=dict)  # extra reason per server row
     message: str = ""  # why the status is what it is (e.g. the error that forced a fallback)
+    timings: dict[str, float] = field(default_factory=dict)  # e.g. {"build": s} of the formulation
 
     @classmethod
     def from_choices(cls, table: CandidateTable, chosen: np.ndarray, replicas: np.ndarray, **stats) -> Assignment:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from inferno_mip.models.allocation import MipOptions, build
@@ -26,8 +28,10 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
         raise ValueError(f"unknown warm_start {warm_start!r}; known: {', '.join(WARM_STARTS)}")
     if best_effort is None:
         best_effort = saturation_policy != "None"
+    started = time.perf_counter()
     form = build(table, MipOptions(heterogeneous=heterogeneous, best_effort=best_effort,
                                    max_replica_change=max_replica_change))
+    timings = {"build": time.perf_counter() - started}
     fallback = greedy.solve(table, saturation_policy=saturation_policy if best_effort else "None",
                             delayed_best_effort=delayed_best_effort)
     start = None
@@ -38,12 +42,13 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
     try:
         result = solve_lexicographic(form, backend, SolveOptions(time_limit, mip_gap, threads, seed), start)
     except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan
-        return _fallback(table, fallback, f"exact solver error: {exc}")
+        return _fallback(table, fallback, f"exact solver error: {exc}", timings)
     if result.x is None:
-        return _fallback(table, fallback, result.message or "exact solver found no solution in time")
+        return _fallback(table, fallback, result.message or "exact solver found no solution in time", timings)
     counts = form.counts(result.x)
     return Assignment(counts=counts, status=result.status, objective=objective_value(table, counts),
-                      bound=_bound_in_value(result, table, counts), gap=result.gap)
+                      bound=_bound_in_value(result, table, counts), gap=result.gap, message=result.message,
+                      timings=timings)
 
 
 def _bound_in_value(result, table, counts) -> float | None:
@@ -53,9 +58,9 @@ def _bound_in_value(result, table, counts) -> float | None:
     return result.bound + (objective_value(table, counts) - result.objective)
 
 
-def _fallback(table: CandidateTable, greedy_answer: Assignment, why: str) -> Assignment:
+def _fallback(table: CandidateTable, greedy_answer: Assignment, why: str, timings: dict) -> Assignment:
     return Assignment(counts=greedy_answer.counts, status="fallback-greedy",
-                      objective=objective_value(table, greedy_answer.counts), message=why)
+                      objective=objective_value(table, greedy_answer.counts), message=why, timings=timings)
 
 
 def _within_formulation(form, counts: np.ndarray) -> bool:
