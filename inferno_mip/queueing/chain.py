@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BirthDeathChain", "ChainStats", "solve_chain"]
+__all__ = ["BirthDeathChain", "ChainStats", "solve_chain", "solve_rows"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,12 @@ def _bernoulli_f(y: np.ndarray) -> np.ndarray:
     return np.where(small, series, big)
 
 
-def _geom_mean(x: np.ndarray, q: int) -> np.ndarray:
-    """Mean of i in {0..q} with weights exp(x i) (truncated geometric)."""
-    if q == 0:
+def _geom_mean(x: np.ndarray, q) -> np.ndarray:
+    """Mean of i in {0..q} with weights exp(x i) (truncated geometric); q scalar or per-rate array."""
+    if np.ndim(q) == 0 and q == 0:
         return np.zeros_like(x)
     # d/dx log sum_{i<=q} e^{xi} = (q+1) f((q+1)x) - f(x); the 1/x poles cancel analytically.
-    return (q + 1) * _bernoulli_f((q + 1) * x) - _bernoulli_f(x)
+    return np.where(q == 0, 0.0, (q + 1) * _bernoulli_f((q + 1) * x) - _bernoulli_f(x))
 
 
 def _log_geom_sum_1(x: float, q: int) -> float:
@@ -154,3 +154,56 @@ def solve_chain(log_mu_prefix: np.ndarray, lam, n_max: int, q: int) -> ChainStat
     n_max = N >= 1, q = Q >= 0. Prepare a BirthDeathChain to solve repeatedly.
     """
     return BirthDeathChain(log_mu_prefix, n_max, q).solve(lam)
+
+
+def solve_rows(cum: np.ndarray, log_mu: np.ndarray, lam: np.ndarray, n: np.ndarray, q: np.ndarray, *,
+               cum_n: np.ndarray | None = None, log_mu_n: np.ndarray | None = None,
+               mask: bool = True) -> ChainStats:
+    """Solve R chains at once, one rate each, on padded arrays (row r uses states 0..n[r]+q[r]).
+
+    cum: (R or 1, W+1) with cum[:, k] = sum_{j<=k} log mu(j) (cum[:, 0] = 0); log_mu: (R or 1, W),
+    log mu(B) at column B-1 (only log mu(n[r]) is used: pass it as log_mu_n to skip log_mu);
+    lam, n (1 <= n <= W), q: (R,).
+    Columns beyond n[r] are ignored (mask=True), so one mu prefix can serve every batch size
+    M <= W; mask=False is allowed when cum is +inf from column n[r] on in every row, with the
+    finite cum[r, n[r]] given as cum_n. p_head has W columns, zero from column n[r] on.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    n = np.asarray(n, dtype=np.int64)
+    q = np.asarray(q, dtype=np.float64)
+    rows = lam.shape[0]
+    width = cum.shape[1] - 1
+    k = np.arange(width + 1, dtype=np.float64)
+    r_idx = np.arange(rows)
+    log_lam = np.log(lam)
+    lw = np.multiply(log_lam[:, None], k[None, :])
+    lw -= cum
+    lw_n = lw[r_idx, n] if cum_n is None else log_lam * n - cum_n
+    if log_mu_n is None:
+        log_mu_n = log_mu[0 if log_mu.shape[0] == 1 else r_idx, n - 1]
+    x = log_lam - log_mu_n
+    lz, gm = _log_geom_sum(x, q), _geom_mean(x, q)
+    head = lw[:, :width]
+    if mask:
+        head = np.where(k[None, :width] < n[:, None], head, -np.inf)
+    block = lw_n + lz
+    top = np.maximum(head.max(axis=1), block)
+    p_head = np.subtract(head, top[:, None], out=head if not mask else None)
+    np.exp(p_head, out=p_head)
+    head_sum = p_head.sum(axis=1)
+    lognorm = top + np.log(head_sum + np.exp(block - top))
+    scale = np.exp(top - lognorm)
+    p_head *= scale[:, None]
+    p_block = np.exp(block - lognorm)
+    blocking = np.exp(lw_n + q * x - lognorm)
+    # einsum, not BLAS: a row's sums must not depend on the other rows of the batch
+    ls = np.einsum("ij,j->i", p_head, k[:width]) + n * p_block
+    lq = p_block * gm
+    # Departures: sum_{k=1}^{n-1} p_k mu(k) = lam sum_{k=0}^{n-2} p_k (detailed balance) + mu(n) p_block;
+    # positive terms only (no 1 - p_K cancellation in overload) and no per-row mu table needed.
+    below = head_sum * scale - p_head[r_idx, n - 1]
+    xput = lam * np.maximum(below, 0.0) + np.exp(log_mu_n) * p_block
+    big_l = ls + lq
+    return ChainStats(lam=lam, p_head=p_head, p_block=p_block, blocking=blocking, num_in_system=big_l,
+                      num_in_service=ls, num_waiting=lq, throughput=xput, resp_time=big_l / xput,
+                      service_time=ls / xput, wait_time=lq / xput)

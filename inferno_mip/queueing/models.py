@@ -6,6 +6,7 @@ service) and turns chain statistics into (prefill, itl, ttft) in ms, following i
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Mapping
 
 import numpy as np
@@ -14,9 +15,10 @@ from .chain import ChainStats
 from .chunks import chunk_counts
 from .errors import QueueingError
 
-__all__ = ["ServiceModel", "V02Model", "OldModel", "NewModel", "new_primitives", "PARAM_KEYS"]
+__all__ = ["ServiceModel", "V01Model", "V02Model", "OldModel", "NewModel", "new_primitives", "gather", "PARAM_KEYS"]
 
 PARAM_KEYS = {
+    "v01": ("alpha", "beta"),
     "v02": ("alpha", "beta", "gamma", "delta"),
     "old3": ("alpha", "beta", "gamma"),
     "old": ("alpha", "beta", "gamma"),
@@ -46,8 +48,103 @@ class ServiceModel:
             )
         self.log_mu = np.log(mu)
 
+    SCALARS: tuple[str, ...] = ()  # per-model constants used by row_latencies
+    TABLES: tuple[str, ...] = ()  # per-model tables indexed by batch size B = 0..N
+
     def latencies(self, st: ChainStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prefill, itl, ttft) in ms for chain stats of this model at N = max_batch."""
+        return self.row_latencies(self, st, self.max_batch)
+
+    @staticmethod
+    def row_latencies(p, st: ChainStats, n) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latencies from parameters p (this model, or per-row stacked arrays) and batch limit(s) n."""
         raise NotImplementedError
+
+    def primitives(self) -> tuple[np.ndarray, np.ndarray]:
+        """Closed-form (prefill, itl) in ms at integer batch sizes B = 1..N (for the concurrency brackets)."""
+        raise NotImplementedError
+
+    @classmethod
+    def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
+        """Per-model parameters as arrays: scalars (M,), tables (M, width+1) padded with their last value."""
+        out = {"compat": models[0].compat}
+        for name in cls.SCALARS:
+            out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
+        for name in cls.TABLES:
+            tab = np.empty((len(models), width + 1))
+            for i, mdl in enumerate(models):
+                t = np.asarray(getattr(mdl, name), dtype=np.float64)[: width + 1]
+                tab[i, : t.shape[0]] = t
+                tab[i, t.shape[0]:] = t[-1]
+            out[name] = tab
+        return SimpleNamespace(**out)
+
+
+class _RowTable:
+    """Rows idx of a stacked (M, W+1) table, indexed lazily (no full copy per evaluation)."""
+
+    __slots__ = ("table", "idx")
+    ndim = 2
+
+    def __init__(self, table: np.ndarray, idx: np.ndarray):
+        self.table, self.idx = table, idx
+
+
+def gather(p: SimpleNamespace, idx: np.ndarray) -> SimpleNamespace:
+    """Rows idx of stacked parameters: scalars as (R,) arrays, tables as lazy row views."""
+    out = {}
+    for k, v in vars(p).items():
+        if isinstance(v, np.ndarray):
+            out[k] = v[idx] if v.ndim == 1 else _RowTable(v, idx)
+        else:
+            out[k] = v
+    return SimpleNamespace(**out)
+
+
+def _at(table, idx) -> np.ndarray:
+    """table[B] per row: a 1-D table indexed by idx, or row r of a 2-D table at idx[r]."""
+    if isinstance(table, _RowTable):
+        return table.table[table.idx, idx]
+    if table.ndim == 1:
+        return table[idx]
+    return np.take_along_axis(table, np.asarray(idx, dtype=np.int64)[:, None], axis=1)[:, 0]
+
+
+def _head_dot(p_head: np.ndarray, table) -> np.ndarray:
+    """sum_{B < W} p_head[:, B] table[B] (row-wise for a 2-D table); einsum, so row results are batch-independent."""
+    w = p_head.shape[1]
+    if isinstance(table, _RowTable):
+        t = table.table
+        if t.shape[0] == 1:
+            return np.einsum("ij,j->i", p_head, t[0, :w])
+        return np.einsum("ij,ij->i", p_head, t[table.idx, :w])
+    if table.ndim == 1:
+        return np.einsum("ij,j->i", p_head, table[:w])
+    return np.einsum("ij,ij->i", p_head, table[:, :w])
+
+
+class V01Model(ServiceModel):
+    """queue-analysis v0.1.0 REST, decode only: mu(B) = B/(m (alpha + beta B)); TTFT = W, ITL = S/m (spec §3.5).
+
+    Its "wait" target is sized as the TTFT target (W); its ITL target as S <= m ITL.
+    """
+
+    kind = "v01"
+    SCALARS = ("m",)
+
+    def __init__(self, params: Mapping[str, float], n, m, max_batch, compat):
+        super().__init__(n, m, max_batch, compat)
+        self.alpha, self.beta = params["alpha"], params["beta"]
+        b = np.arange(1, max_batch + 1, dtype=np.float64)
+        self._set_tau(m * (self.alpha + self.beta * b))
+
+    @staticmethod
+    def row_latencies(p, st, n):
+        return 0.0 * st.wait_time, st.service_time / p.m, st.wait_time
+
+    def primitives(self):
+        b = np.arange(1, self.max_batch + 1, dtype=np.float64)
+        return np.zeros_like(b), self.alpha + self.beta * b
 
 
 class V02Model(ServiceModel):
@@ -68,28 +165,41 @@ class V02Model(ServiceModel):
         b = np.arange(1, max_batch + 1, dtype=np.float64)
         self._set_tau(self.tau_a + self.tau_b * b)
 
+    SCALARS = ("alpha", "beta", "gamma_p", "delta_p", "n", "m", "tau_a", "tau_b")
+
     def prefill_at(self, x):
-        if self.n == 0:
-            return np.zeros_like(x)
-        return self.gamma_p + self.delta_p * self.n * x
+        return self.row_prefill(self, x)
+
+    @staticmethod
+    def row_prefill(p, x):
+        return np.where(p.n == 0, 0.0, p.gamma_p + p.delta_p * p.n * x)
 
     def effective_concurrency(self, st: ChainStats) -> np.ndarray:
-        s = st.service_time
-        num, den = s - self.tau_a, self.tau_b
-        if self.compat:
-            # Go's EffectiveConcurrency subtracts gamma_p even when n = 0 (B10).
-            cden = self.delta_p * self.n + self.beta * (self.m - 1)
-            if cden > 0:
-                num, den = s - self.gamma_p - self.alpha * (self.m - 1), cden
-        if den <= 0:  # tau constant in B: no batch size is implied by S; use the mean batch
-            return st.num_in_service.copy()
-        return np.clip(num / den, 0.0, float(self.max_batch))
+        return self.row_concurrency(self, st, self.max_batch)
 
-    def latencies(self, st):
-        ne = self.effective_concurrency(st)
-        pf = self.prefill_at(ne)
-        itl = self.alpha + self.beta * ne
+    @staticmethod
+    def row_concurrency(p, st: ChainStats, n) -> np.ndarray:
+        s = st.service_time
+        num, den = s - p.tau_a, p.tau_b + 0.0 * s
+        if p.compat:
+            # Go's EffectiveConcurrency subtracts gamma_p even when n = 0 (B10).
+            cden = p.delta_p * p.n + p.beta * (p.m - 1)
+            num = np.where(cden > 0, s - p.gamma_p - p.alpha * (p.m - 1), num)
+            den = np.where(cden > 0, cden, den)
+        safe = np.where(den > 0, den, 1.0)
+        # tau constant in B (den <= 0): no batch size is implied by S; use the mean batch
+        return np.where(den > 0, np.clip(num / safe, 0.0, n), st.num_in_service)
+
+    @staticmethod
+    def row_latencies(p, st, n):
+        ne = V02Model.row_concurrency(p, st, n)
+        pf = V02Model.row_prefill(p, ne)
+        itl = p.alpha + p.beta * ne
         return pf, itl, st.wait_time + pf
+
+    def primitives(self):
+        b = np.arange(1, self.max_batch + 1, dtype=np.float64)
+        return self.prefill_at(b), self.alpha + self.beta * b
 
 
 class OldModel(ServiceModel):
@@ -107,6 +217,8 @@ class OldModel(ServiceModel):
         t = a + bs * self.delta1
         self._set_tau(self.prefill_at(bs, t) + m * (t + self.dec_extra))
 
+    SCALARS = ("alpha", "delta1", "pf_extra", "dec_extra", "n", "m")
+
     def prefill_at(self, bb, t=None):
         if t is None:
             t = self.alpha + bb * self.delta1
@@ -114,10 +226,16 @@ class OldModel(ServiceModel):
             return np.zeros_like(t)
         return t + self.pf_extra
 
-    def latencies(self, st):
-        pf = self.prefill_at(st.num_in_service)
-        itl = (st.service_time - pf) / self.m
+    @staticmethod
+    def row_latencies(p, st, n):
+        pf = np.where(p.n == 0, 0.0, p.alpha + st.num_in_service * p.delta1 + p.pf_extra)
+        itl = (st.service_time - pf) / p.m
         return pf, itl, st.wait_time + pf + itl
+
+    def primitives(self):
+        b = np.arange(1, self.max_batch + 1, dtype=np.float64)
+        t = self.alpha + b * self.delta1
+        return self.prefill_at(b, t), t + self.dec_extra
 
 
 def _new_work(alpha, beta, gamma, n, m, c):
@@ -159,7 +277,7 @@ class NewModel(ServiceModel):
     def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float):
         super().__init__(n, m, max_batch, compat)
         a, b, g = params["alpha"], params["beta"], params["gamma"]
-        self.alpha = a
+        self.alpha, self.beta, self.gamma, self.max_num_tokens = a, b, g, max_num_tokens
         self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=compat)  # B = 0..N
         c = self.nc.astype(np.float64)
         self.w_p, self.w_tot, self.delta = _new_work(a, b, g, n, m, c)
@@ -167,13 +285,23 @@ class NewModel(ServiceModel):
         self.prefill_table = c * np.maximum(0.0, a + (bs - 1) * self.delta) + self.w_p
         self._set_tau(((c + m) * a + bs * self.w_tot)[1:])
 
-    def latencies(self, st):
+    SCALARS = ("alpha", "m")
+    TABLES = ("nc", "w_p", "delta", "prefill_table")
+
+    @staticmethod
+    def row_latencies(p, st, n):
         bbar = st.num_in_service
-        if self.compat:
-            idx = np.clip(np.floor(bbar + 0.5), 1, self.max_batch).astype(np.int64)
-            c = self.nc[idx].astype(np.float64)
-            pf = c * np.maximum(0.0, self.alpha + (bbar - 1) * self.delta[idx]) + self.w_p[idx]
+        if p.compat:
+            idx = np.clip(np.floor(bbar + 0.5), 1, n).astype(np.int64)
+            c = _at(p.nc, idx).astype(np.float64)
+            pf = c * np.maximum(0.0, p.alpha + (bbar - 1) * _at(p.delta, idx)) + _at(p.w_p, idx)
         else:
-            pf = st.p_head @ self.prefill_table[:-1] + st.p_block * self.prefill_table[-1]
-        itl = (st.service_time - pf) / self.m
+            pf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
+        itl = (st.service_time - pf) / p.m
         return pf, itl, st.wait_time + pf + itl
+
+    def primitives(self):
+        p = new_primitives(self.alpha, self.beta, self.gamma, self.n, self.m,
+                           np.arange(1, self.max_batch + 1), max_num_tokens=self.max_num_tokens,
+                           float32=self.compat)
+        return p["prefill"], p["itl"]

@@ -12,18 +12,15 @@ import numpy as np
 
 from .chain import BirthDeathChain
 from .chunks import DEFAULT_MAX_NUM_TOKENS
-from .errors import InfeasibleTarget, QueueingError
-from .models import PARAM_KEYS, NewModel, OldModel, ServiceModel, V02Model
+from .errors import QueueingError
+from .models import PARAM_KEYS, NewModel, OldModel, ServiceModel, V01Model, V02Model
 from .results import Metrics, Sizing
-from .search import first_crossing, go_binary_search
+from .rows import EPSILON, RowSet
+from .sizing import STABILITY_SAFETY_FRACTION, size_models, size_rows
 
 __all__ = ["PERF_MODELS", "EPSILON", "STABILITY_SAFETY_FRACTION", "PerfModel", "make_perf_model"]
 
-PERF_MODELS = ("v02", "old3", "old", "new")
-EPSILON = 0.001  # rate range [eps mu(1), (1-eps) mu(N)]
-STABILITY_SAFETY_FRACTION = 0.1  # Go: lambda*_TPS = (1 - 0.1) lambda_max
-_TARGETS = ("ttft", "itl", "tps")
-_GRID = 24  # rates per vectorised bracketing pass of the default search
+PERF_MODELS = ("v01", "v02", "old3", "old", "new")
 _UNITS = {"ttft": "ms", "itl": "ms", "tps": "tokens/s"}
 
 
@@ -127,7 +124,7 @@ class PerfModel:
     def _check_rates(self, max_rate_asked: float) -> None:
         if self._go_k1_invalid():
             raise QueueingError("invalid model: K = N + Q = 1 is rejected by Go's stale validity check (B2)")
-        if self.compat and self.kind in ("v02", "old3") and max_rate_asked > self.max_rate:
+        if self.compat and self.kind in ("v01", "v02", "old3") and max_rate_asked > self.max_rate:
             raise QueueingError(
                 f"rate {max_rate_asked!r} req/s exceeds max rate {self.max_rate!r} req/s ({self.kind}, compat)"
             )
@@ -136,99 +133,29 @@ class PerfModel:
     def size(self, ttft: float = 0.0, itl: float = 0.0, tps: float = 0.0) -> Sizing:
         """Max per-replica rate meeting the targets (TTFT ms, ITL ms, TPS tokens/s; 0 = not set).
 
-        Raises InfeasibleTarget if a target cannot be met at any rate.
+        Raises InfeasibleTarget if a target cannot be met at any rate. Same search as
+        sizing.size_models (which sizes many models at once).
         """
         targets = {"ttft": ttft, "itl": itl, "tps": tps}
         for name, v in targets.items():
-            if not isinstance(v, Real) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
                 raise QueueingError(f"{name} target must be finite and >= 0 ({_UNITS[name]}), got {v!r}")
-        key = (float(ttft), float(itl), float(tps))
-        hit = self._size_cache.get(key)
-        if hit is None:
-            hit = self._size_compat(*key) if self.compat else self._size_default(*key)
-            if len(self._size_cache) < 256:
-                self._size_cache[key] = hit
-        return dataclasses.replace(hit, target_rates=dict(hit.target_rates))
+        res = size_models([self], [(ttft, itl, tps)])[0]
+        if isinstance(res, Exception):
+            raise res
+        return dataclasses.replace(res, target_rates=dict(res.target_rates))
 
-    def _finish(self, rates_ms: dict, targets: dict, metrics: Metrics | None = None) -> Sizing:
-        lam = min(rates_ms.values())
-        binding = "none"
-        if lam < self._lam_max:
-            binding = next(k for k in _TARGETS if targets[k] > 0 and rates_ms[k] == lam)
-        if metrics is None:
-            metrics = self._metrics_scalar(lam)
-        return Sizing(
-            rate=1000.0 * lam,
-            throughput=metrics.throughput,
-            binding=binding,
-            target_rates={k: 1000.0 * v for k, v in rates_ms.items()},
-            metrics=metrics,
-        )
-
-    def _size_compat(self, ttft: float, itl: float, tps: float) -> Sizing:
-        """Go's Size (spec §2.2), including direction inference (B3) and TPS = 0.9 lambda_max (B7)."""
-        if self._go_k1_invalid():
-            raise InfeasibleTarget("invalid model: K = N + Q = 1 is rejected by Go's stale validity check (B2)")
-        lo, hi = self._lam_min, self._lam_max
-        targets = {"ttft": ttft, "itl": itl, "tps": tps}
-        rates = {}
-        for name in ("ttft", "itl"):
-            target = targets[name]
-            if target <= 0:
-                rates[name] = hi
-                continue
-            x, ind = go_binary_search(lambda lam: self._metric_scalar(name, lam), lo, hi, target,
-                                      buggy_tolerance=self.kind == "v02")
-            if ind < 0:
-                at_min = self._metric_scalar(name, lo)
-                raise InfeasibleTarget(
-                    f"{name.upper()} target {target} ms: target below region ({name.upper()} at min rate "
-                    f"{1000 * lo:.6g} req/s is {at_min:.6g} ms, at max rate {self._metric_scalar(name, hi):.6g} ms)"
-                )
-            rates[name] = hi if ind > 0 else min(max(x, lo), hi)
-        rates["tps"] = (1.0 - STABILITY_SAFETY_FRACTION) * hi if tps > 0 else hi
-        return self._finish(rates, targets)
+    def _remember(self, key: tuple, result) -> None:
+        """Cache a sizing result (or InfeasibleTarget) for targets key; bounded, pure cache."""
+        if len(self._size_cache) < 256:
+            self._size_cache[key] = result
 
     def _size_default(self, ttft: float, itl: float, tps: float) -> Sizing:
-        """Fixed semantics: first crossing of each latency target, no direction guessing (B3).
+        """Uncached default-mode sizing (for timing)."""
+        return size_rows(self._rowset(), ttft, itl, tps)[0]
 
-        TPS is a fleet-wide target that the allocator splits over replicas; per replica it does
-        not limit the rate beyond stability (lambda <= lambda_max): target_rates["tps"] = lambda_max.
-        """
-        lo, hi = self._lam_min, self._lam_max
-        targets = {"ttft": ttft, "itl": itl, "tps": tps}
-        rates = {"ttft": hi, "itl": hi, "tps": hi}
-        memo: dict = {}
-
-        def scalar(lam: float) -> Metrics:
-            m = memo.get(lam)
-            if m is None:
-                m = memo[lam] = self._metrics_scalar(lam)
-            return m
-
-        upper = hi
-        for _ in range(4):  # re-search if a non-monotone metric is violated below another root
-            xs = np.geomspace(lo, upper, _GRID)
-            xs[0], xs[-1] = lo, upper
-            grid = self._evaluate(xs)
-            for name in ("ttft", "itl"):
-                target = targets[name]
-                if target <= 0:
-                    continue
-                x = first_crossing(xs, getattr(grid, name), lambda lam, nm=name: getattr(scalar(lam), nm), target)
-                if x is None:
-                    best = float(np.nanmin(getattr(grid, name)))
-                    raise InfeasibleTarget(
-                        f"{name.upper()} target {target} ms cannot be met at any rate: best achievable "
-                        f"{best:.6g} ms ({self.kind}, N={self.max_batch}, n={self.in_tokens}, m={self.out_tokens})"
-                    )
-                rates[name] = min(rates[name], x)
-            lam = min(rates.values())
-            m = scalar(lam)
-            if all(targets[k] <= 0 or getattr(m, k) <= targets[k] for k in ("ttft", "itl")):
-                return self._finish(rates, targets, m)
-            upper = lam
-        raise QueueingError(f"size(): no rate meets ttft={ttft}, itl={itl} ({self!r})")  # pragma: no cover
+    def _rowset(self) -> RowSet:
+        return RowSet([self], [0], [self.max_batch], [self.max_queue])
 
 
 def _check_number(name: str, v, *, lo: float, strict: bool = False) -> float:
@@ -251,7 +178,9 @@ def _check_int(name: str, v, *, lo: int) -> int:
 @lru_cache(maxsize=8192)
 def _build(kind, params: tuple, n, m, max_batch, max_queue, max_num_tokens, compat) -> PerfModel:
     p = dict(params)
-    if kind == "v02":
+    if kind == "v01":
+        service = V01Model(p, n, m, max_batch, compat)
+    elif kind == "v02":
         service = V02Model(p, n, m, max_batch, compat)
     elif kind in ("old3", "old"):
         service = OldModel(p, n, m, max_batch, compat, v03=kind == "old3")
@@ -265,7 +194,8 @@ def make_perf_model(kind: str, params: Mapping[str, float], *, in_tokens: float,
                     max_batch: int, max_queue: int, max_num_tokens: float = 8192, compat: bool = False) -> PerfModel:
     """Build (or fetch from cache) the perf model of one replica; raises QueueingError on bad input.
 
-    kind: "v02" (params alpha, beta, gamma, delta), "old3", "old", "new" (alpha, beta, gamma).
+    kind: "v01" (alpha, beta; decode only), "v02" (alpha, beta, gamma, delta), "old3", "old", "new"
+    (alpha, beta, gamma).
     """
     if kind not in PERF_MODELS:
         raise QueueingError(f"unknown perf model kind {kind!r}; expected one of {PERF_MODELS}")
@@ -280,7 +210,7 @@ def make_perf_model(kind: str, params: Mapping[str, float], *, in_tokens: float,
         raise QueueingError(f"{kind} perf model params are all zero: {dict(vals)}")
     n = _check_number("in_tokens", in_tokens, lo=0.0)
     m = _check_number("out_tokens", out_tokens, lo=1.0)
-    if kind == "v02" and compat:  # Go's optimizer uses int token counts
+    if kind in ("v01", "v02") and compat:  # Go's optimizer and REST v0.1 use int token counts
         n, m = float(int(n)), float(int(m))
     big_n = _check_int("max_batch", max_batch, lo=1)
     q = _check_int("max_queue", max_queue, lo=0)

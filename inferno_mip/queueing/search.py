@@ -1,14 +1,12 @@
-"""Rate searches: Go's BinarySearch (compat) and a bracketing root finder (default)."""
+"""Go's BinarySearch and WithinTolerance (spec §2.1), scalar; sizing.py runs the same search vectorised."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import brentq
 
-__all__ = ["within_tolerance", "go_binary_search", "first_crossing"]
+__all__ = ["within_tolerance", "go_binary_search", "GO_EPSILON", "GO_MAX_ITERATIONS"]
 
 GO_EPSILON = 1e-6
 GO_MAX_ITERATIONS = 100
@@ -64,47 +62,3 @@ def go_binary_search(
             break
         lo, hi = new
     return x, 0
-
-
-def first_crossing(
-    xs: np.ndarray,
-    vals: np.ndarray,
-    metric_scalar: Callable[[float], float],
-    target: float,
-    *,
-    xtol: float = 1e-10,
-) -> float | None:
-    """Largest x in [xs[0], xs[-1]] with metric <= target on [xs[0], x] (up to grid resolution).
-
-    xs: increasing grid of rates, vals: the metric on it. Returns None if metric(xs[0]) > target
-    (infeasible). No direction is guessed (B3): if no grid value exceeds the target, returns
-    xs[-1]. Otherwise brentq on log x inside the first bracket, then steps down so that
-    metric_scalar(x) <= target holds exactly for the returned x.
-    """
-    above = ~(vals <= target)
-    if not above.any():
-        return float(xs[-1])
-    i = int(np.argmax(above))
-    while True:  # the scalar and vector evaluations may differ in the last ulp: re-check
-        if i == 0:
-            return float(xs[0]) if metric_scalar(float(xs[0])) <= target else None
-        a, b = float(xs[i - 1]), float(xs[i])
-        if metric_scalar(a) <= target:
-            break
-        i -= 1
-    if metric_scalar(b) <= target:
-        return b
-    ua, ub = math.log(a), math.log(b)
-
-    def g(u: float) -> float:
-        x = a if u == ua else b if u == ub else math.exp(u)
-        return metric_scalar(x) - target
-
-    u = brentq(g, ua, ub, xtol=xtol, rtol=4 * np.finfo(float).eps)
-    step = xtol
-    while g(u) > 0:
-        u -= step
-        step *= 2.0
-        if u <= ua:
-            return a
-    return max(a, math.exp(u))

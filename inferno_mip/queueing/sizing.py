@@ -1,0 +1,355 @@
+"""Vectorised sizing: the max rate per replica meeting TTFT/ITL targets, for many rows at once.
+
+size_rows() runs one search for every row of a RowSet in lock-step, so a whole candidate table
+(or every batch size M of a concurrency curve) costs a few dozen numpy passes, not thousands of
+scalar chain solves. Default: first crossing of each target on a log-rate grid, refined by a
+bracketing Illinois (regula falsi) iteration in log rate; the rate returned meets its target
+(fixes B3). Compat: Go's BinarySearch (float32 x, 1e-6 relative y tolerance, end-point
+direction inference), run in lock-step (spec §2.1-2.2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .errors import InfeasibleTarget
+from .results import Sizing
+from .rows import RowSet
+from .search import GO_EPSILON, GO_MAX_ITERATIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .perf import PerfModel
+
+__all__ = ["size_rows", "size_specs", "size_models", "analyze_models", "STABILITY_SAFETY_FRACTION"]
+
+STABILITY_SAFETY_FRACTION = 0.1  # Go: lambda*_TPS = (1 - 0.1) lambda_max
+GRID = 8  # rates per row in the bracketing grid (default mode)
+XTOL = 1e-10  # bracket width in log rate (relative rate precision)
+LOPSIDED = 4.0  # residual ratio above which the refinement bisects instead of taking a secant step
+GTOL = 1e-12  # or: the metric at the feasible end is within this relative distance of the target
+MAX_ROUNDS = 4  # re-searches below another root when a non-monotone metric is violated there
+_LATENCY = ("ttft", "itl")
+_ORDER = ("ttft", "itl", "tps")
+
+
+def size_rows(rs: RowSet, ttft, itl, tps) -> list:
+    """Sizing (or InfeasibleTarget) per row; targets are per-row arrays (0 = not set)."""
+    r = len(rs)
+    targets = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (r,)).copy()
+               for k, v in (("ttft", ttft), ("itl", itl), ("tps", tps))}
+    if rs.compat:
+        rates, errors = _compat_rates(rs, targets)
+        final = None
+    else:
+        rates, errors, final = _default_rates(rs, targets)
+    ok = np.array([e is None for e in errors], dtype=bool)
+    lam = np.minimum(np.minimum(rates["ttft"], rates["itl"]), rates["tps"])
+    idx = np.flatnonzero(ok)
+    ev = rs.evaluate(idx, lam[idx]) if final is None else None
+    out = list(errors)
+    for j, i in enumerate(idx.tolist()):
+        binding = "none"
+        if lam[i] < rs.lam_max[i]:
+            binding = next(k for k in _ORDER if targets[k][i] > 0 and rates[k][i] == lam[i])
+        metrics = rs.metrics(ev, j) if final is None else final[i]
+        out[i] = Sizing(rate=1000.0 * float(lam[i]), throughput=metrics.throughput, binding=binding,
+                        target_rates={k: 1000.0 * float(rates[k][i]) for k in _ORDER}, metrics=metrics)
+    return out
+
+
+# ------------------------------------------------------------------------------------ default
+def _default_rates(rs: RowSet, targets: dict):
+    r = len(rs)
+    lo, hi = rs.lam_min, rs.lam_max
+    rates = {k: hi.copy() for k in _ORDER}
+    errors: list = [None] * r
+    upper = hi.copy()
+    active = np.arange(r)
+    final: list = [None] * r
+    for _ in range(MAX_ROUNDS):
+        if active.size == 0:
+            break
+        t = np.linspace(0.0, 1.0, GRID)
+        llo, lup = np.log(lo[active]), np.log(upper[active])
+        xs = np.exp(llo[:, None] + t[None, :] * (lup - llo)[:, None])
+        xs[:, 0], xs[:, -1] = lo[active], upper[active]
+        grid = rs.evaluate(np.repeat(active, GRID), xs.ravel())
+        brackets = []  # (name, local rows, target, xa, xb, fa, fb) of every crossing to refine
+        for name in _LATENCY:
+            tgt = targets[name][active]
+            vals = grid.metric(name).reshape(active.size, GRID)
+            above = ~(vals <= tgt[:, None]) & (tgt > 0)[:, None]
+            first = np.argmax(above, axis=1)
+            has = above.any(axis=1)
+            for j in np.flatnonzero(has & (first == 0)).tolist():
+                i = int(active[j])
+                if errors[i] is None:
+                    errors[i] = _infeasible(rs, i, name, float(tgt[j]), float(np.nanmin(vals[j])))
+            need = np.flatnonzero(has & (first > 0))
+            f = first[need]
+            brackets.append((name, need, tgt[need], xs[need, f - 1], xs[need, f], vals[need, f - 1], vals[need, f]))
+        is_ttft = np.concatenate([np.full(b[1].size, b[0] == "ttft") for b in brackets])
+        local = np.concatenate([b[1] for b in brackets])
+        if local.size:
+            root = _refine(rs, active[local], is_ttft, *(np.concatenate([b[k] for b in brackets]) for k in range(2, 7)))
+            for name, flag in (("ttft", True), ("itl", False)):
+                sel = is_ttft == flag
+                rows = active[local[sel]]
+                rates[name][rows] = np.minimum(rates[name][rows], root[sel])
+        active = np.array([i for i in active.tolist() if errors[i] is None], dtype=np.int64)
+        active = _verify(rs, active, rates, targets, upper, final)
+    for i in active.tolist():  # pragma: no cover - the grid always brackets a feasible rate
+        errors[i] = InfeasibleTarget(f"size(): no rate meets the targets ({rs.models[rs.mi[i]]!r})")
+    return rates, errors, final
+
+
+ULP_SLACK = 1e-9  # a violation this small is float noise between evaluations, not a non-monotone metric
+
+
+def _verify(rs: RowSet, active, rates: dict, targets: dict, upper, final: list):
+    """Evaluate every row at lambda = min(rates); keep the Metrics of rows meeting all targets.
+
+    Rows that miss a target by float noise step their rate down a few ulps and retry; rows
+    that miss it for real (a non-monotone metric below another root) are returned for a
+    re-search below lambda.
+    """
+    for _ in range(8):
+        if active.size == 0:
+            break
+        lam = np.minimum(rates["ttft"][active], rates["itl"][active])
+        ev = rs.evaluate(active, lam)
+        good = np.ones(active.size, dtype=bool)
+        noise = np.ones(active.size, dtype=bool)
+        bad = {}
+        for name in _LATENCY:
+            tgt = targets[name][active]
+            val = ev.metric(name)
+            miss = (tgt > 0) & ~(val <= tgt)
+            bad[name] = miss
+            good &= ~miss
+            noise &= ~miss | (val <= tgt * (1.0 + ULP_SLACK))
+        for j in np.flatnonzero(good).tolist():
+            final[int(active[j])] = rs.metrics(ev, j)
+        for name in _LATENCY:
+            rows = active[bad[name] & noise]
+            rates[name][rows] = np.minimum(rates[name][rows], lam[bad[name] & noise]) * (1.0 - 1e-13)
+        real = ~good & ~noise
+        upper[active[real]] = lam[real]
+        retry = active[~good & noise]
+        if retry.size == 0:
+            return active[real]
+        active = np.concatenate((retry, active[real]))
+        if real.any():  # re-search those first; the noise rows are re-verified with them later
+            return active
+    return active
+
+
+def _refine(rs: RowSet, rows, is_ttft, tgt, xa, xb, fa, fb) -> np.ndarray:
+    """Largest rate in [xa, xb] (metric(xa) <= tgt < metric(xb)) up to XTOL in log rate, or with
+    metric within GTOL (relative) below tgt; the rate returned always meets tgt.
+
+    Regula falsi (Illinois) on (log rate, log metric), all brackets in lock-step: log-log is
+    near-linear even where TTFT explodes towards saturation. The metric is TTFT where is_ttft,
+    else ITL. Bisects when a step leaves the bracket, and after 60 steps.
+    """
+    ua, ub = np.log(xa), np.log(xb)
+    ltgt = np.log(tgt)
+    ga, gb = _log(fa) - ltgt, _log(fb) - ltgt
+    xa = xa.copy()
+    side = np.zeros(rows.size, dtype=np.int8)
+    for it in range(200):
+        live = np.flatnonzero((ub - ua > XTOL) & (ga < -GTOL))
+        if live.size == 0:
+            break
+        a, b, fa_, fb_ = ua[live], ub[live], ga[live], gb[live]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = a - fa_ * (b - a) / (fb_ - fa_)
+        # bisect when a step leaves the bracket, or the residuals are very lopsided (a secant step
+        # would crawl along the steep side, e.g. TTFT exploding towards saturation), and after 60 steps
+        lopsided = (fb_ > -LOPSIDED * fa_) | (-fa_ > LOPSIDED * fb_)
+        bad = ~((u > a) & (u < b)) | (lopsided & (it < 2)) | (it >= 60)
+        u = np.where(bad, 0.5 * (a + b), u)
+        x = np.exp(u)
+        ev = rs.evaluate(rows[live], x)
+        g = _log(np.where(is_ttft[live], ev.ttft, ev.itl)) - ltgt[live]
+        left = g <= 0
+        li, ri = live[left], live[~left]
+        ua[li], ga[li], xa[li] = u[left], g[left], x[left]
+        ub[ri], gb[ri] = u[~left], g[~left]
+        # Illinois: halve the stale end's residual when the same end moves twice
+        gb[li] = np.where(side[li] == -1, 0.5 * gb[li], gb[li])
+        ga[ri] = np.where(side[ri] == 1, 0.5 * ga[ri], ga[ri])
+        side[li], side[ri] = -1, 1
+    return xa
+
+
+def _log(v: np.ndarray) -> np.ndarray:
+    """log of a latency, monotone and finite (latencies <= 0 map far below any target)."""
+    return np.log(np.maximum(v, 1e-300))
+
+
+def _infeasible(rs: RowSet, i: int, name: str, target: float, best: float) -> InfeasibleTarget:
+    m = rs.models[rs.mi[i]]
+    return InfeasibleTarget(
+        f"{name.upper()} target {target} ms cannot be met at any rate: best achievable {best:.6g} ms "
+        f"({m.kind}, N={int(rs.n[i])}, n={m.in_tokens}, m={m.out_tokens})")
+
+
+# ------------------------------------------------------------------------------------ compat
+def _f32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32).astype(np.float64)
+
+
+def _within(x, v, buggy: bool):
+    """Go WithinTolerance; buggy is v0.1.0's |x - v/v| <= tol (B10)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        close = np.abs(x - 1.0) <= GO_EPSILON if buggy else np.abs((x - v) / v) <= GO_EPSILON
+    return (x == v) | ((v != 0) & close)
+
+
+def _compat_rates(rs: RowSet, targets: dict):
+    """Go's Size: BinarySearch per latency target, lambda*_TPS = 0.9 lambda_max (B3, B7)."""
+    r = len(rs)
+    hi64 = rs.lam_max
+    rates = {"ttft": hi64.copy(), "itl": hi64.copy(),
+             "tps": np.where(targets["tps"] > 0, (1.0 - STABILITY_SAFETY_FRACTION) * hi64, hi64)}
+    errors: list = [None] * r
+    for i in np.flatnonzero(rs.k1_invalid).tolist():
+        errors[i] = InfeasibleTarget("invalid model: K = N + Q = 1 is rejected by Go's stale validity check (B2)")
+    pairs = [(i, name) for name in _LATENCY for i in range(r) if targets[name][i] > 0 and errors[i] is None]
+    if not pairs:
+        return rates, errors
+    rows = np.array([i for i, _ in pairs], dtype=np.int64)
+    is_ttft = np.array([nm == "ttft" for _, nm in pairs])
+    y = np.array([targets[nm][i] for i, nm in pairs])
+    buggy = rs.kind in ("v01", "v02")  # both link v0.1.0 utils (B10)
+
+    def f(sel, x):
+        ev = rs.evaluate(rows[sel], x)
+        return np.where(is_ttft[sel], ev.ttft, ev.itl)
+
+    lo, hi = _f32(rs.lam_min[rows]), _f32(hi64[rows])
+    everything = np.arange(rows.size)
+    y0, y1 = f(everything, lo), f(everything, hi)
+    x = lo.copy()
+    ind = np.zeros(rows.size, dtype=np.int8)
+    done = _within(y0, y, buggy)
+    hit1 = ~done & _within(y1, y, buggy)
+    x[hit1] = hi[hit1]
+    done |= hit1
+    inc = y0 < y1
+    below = ~done & ((inc & (y < y0)) | (~inc & (y > y0)))
+    ind[below], done = -1, done | below
+    above = ~done & ((inc & (y > y1)) | (~inc & (y < y1)))
+    ind[above], x[above], done = 1, hi[above], done | above
+    for _ in range(GO_MAX_ITERATIONS):
+        live = np.flatnonzero(~done)
+        if live.size == 0:
+            break
+        xm = _f32(0.5 * (lo[live] + hi[live]))
+        ym = f(live, xm)
+        x[live] = xm
+        hit = _within(ym, y[live], buggy)
+        left = (inc[live] & (y[live] < ym)) | (~inc[live] & (y[live] > ym))
+        new_lo, new_hi = np.where(left, lo[live], xm), np.where(left, xm, hi[live])
+        stuck = (new_lo == lo[live]) & (new_hi == hi[live])  # every later iteration would repeat
+        lo[live], hi[live] = new_lo, new_hi
+        done[live[hit | stuck]] = True
+    for s, i in enumerate(rows.tolist()):
+        name = "ttft" if is_ttft[s] else "itl"
+        if ind[s] < 0:
+            if errors[i] is None:
+                errors[i] = InfeasibleTarget(
+                    f"{name.upper()} target {y[s]} ms: target below region ({name.upper()} at min rate "
+                    f"{1000 * rs.lam_min[i]:.6g} req/s is {y0[s]:.6g} ms, at max rate {y1[s]:.6g} ms)")
+        elif ind[s] > 0:
+            rates[name][i] = hi64[i]
+        else:
+            rates[name][i] = min(max(x[s], rs.lam_min[i]), hi64[i])
+    return rates, errors
+
+
+# ------------------------------------------------------------------------------------ many models
+def _groups(models: Sequence["PerfModel"]) -> dict:
+    groups: dict = {}
+    for i, m in enumerate(models):
+        groups.setdefault((m.kind, m.compat), []).append(i)
+    return groups
+
+
+def size_specs(models: Sequence["PerfModel"], mi, n, q, targets: np.ndarray, *, budget: int = 2_000_000) -> list:
+    """Sizing (or InfeasibleTarget) per row (models[mi[r]] at batch n[r], queue q[r]); targets (R, 3).
+
+    Rows are grouped by perf-model kind and mode, sorted by n and cut into chunks of about
+    `budget` grid elements, so memory stays bounded and padding small.
+    """
+    mi, n, q = (np.asarray(a, dtype=np.int64) for a in (mi, n, q))
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(mi), 3)
+    out: list = [None] * len(mi)
+    for members in _groups([models[i] for i in mi]).values():
+        members = np.array(members, dtype=np.int64)
+        members = members[np.argsort(n[members], kind="stable")]
+        start = 0
+        while start < members.size:
+            stop = start + 1
+            first = int(n[members[start]])
+            while stop < members.size:
+                nxt = int(n[members[stop]])
+                if (stop - start + 1) * GRID * (nxt + 1) > budget or (nxt > 32 and nxt > 2 * first + 1):
+                    break  # bounded memory; widths within 2x so padding stays small
+                stop += 1
+            chunk = members[start:stop]
+            used = list(dict.fromkeys(mi[chunk].tolist()))
+            pos = {m: k for k, m in enumerate(used)}
+            rs = RowSet([models[m] for m in used], [pos[m] for m in mi[chunk].tolist()], n[chunk], q[chunk])
+            for i, res in zip(chunk.tolist(), size_rows(rs, *targets[chunk].T)):
+                out[i] = res
+            start = stop
+    return out
+
+
+def size_models(models: Sequence["PerfModel"], targets: Sequence[tuple[float, float, float]]) -> list:
+    """Size every model (at its own N, Q) for its (ttft, itl, tps) targets in vectorised groups.
+
+    Returns a Sizing or an InfeasibleTarget per model (not raised). Uses and fills each model's
+    result cache, so repeated (model, targets) pairs cost nothing.
+    """
+    out: list = [None] * len(models)
+    todo: dict = {}
+    for i, (m, t) in enumerate(zip(models, targets)):
+        key = tuple(float(v) for v in t)
+        hit = m._size_cache.get(key)
+        if hit is not None:
+            out[i] = hit
+        else:
+            todo.setdefault((id(m), key), []).append(i)
+    if not todo:
+        return out
+    firsts = [ix[0] for ix in todo.values()]
+    uniq = list({id(models[i]): models[i] for i in firsts}.values())
+    pos = {id(m): k for k, m in enumerate(uniq)}
+    mi = [pos[id(models[i])] for i in firsts]
+    results = size_specs(uniq, mi, [uniq[k].max_batch for k in mi], [uniq[k].max_queue for k in mi],
+                         np.array([key for _, key in todo.keys()]))
+    for ((_, key), ix), res in zip(todo.items(), results):
+        models[ix[0]]._remember(key, res)
+        for i in ix:
+            out[i] = res
+    return out
+
+
+def analyze_models(models: Sequence["PerfModel"], rates: Sequence[float]) -> list:
+    """Metrics (floats) of each model at its rate in req/s (> 0), in vectorised groups; no range checks."""
+    out: list = [None] * len(models)
+    for members in _groups(models).values():
+        ms = [models[j] for j in members]
+        uniq = list({id(m): m for m in ms}.values())
+        pos = {id(m): k for k, m in enumerate(uniq)}
+        rs = RowSet(uniq, [pos[id(m)] for m in ms], [m.max_batch for m in ms], [m.max_queue for m in ms])
+        lam = np.array([rates[j] for j in members], dtype=np.float64)
+        ev = rs.evaluate(np.arange(len(members)), lam / 1000.0)
+        for k, j in enumerate(members):
+            out[j] = rs.metrics(ev, k, offered=float(lam[k]))
+    return out
