@@ -75,13 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     from .tuner.cli import register as register_tuner
 
     register_tuner(sub)
+
+    from .queueing.cli import register as register_sizing
+
+    register_sizing(sub)
     return parser
 
 
 def _scenario_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="scenario folder (inferno's six files) or system-data file (JSON/YAML)")
     p.add_argument("--compat", action="store_true", help="reproduce inferno exactly (queue 10N, its perf models)")
-    p.add_argument("--perf-model", help="perf model version: v02, old3, old, new (default: by data generation)")
+    p.add_argument("--perf-model", help="perf model version: v01, v02, old3, old, new (default: by data generation)")
+    p.add_argument("--batch-rule", choices=("inferno", "optimal"),
+                   help="max batch size: inferno's token-scaled rule (default) or the optimal concurrency M*")
     p.add_argument("--saturation-policy", choices=SATURATION_POLICIES, help="override the scenario's policy")
     p.add_argument("--delayed-best-effort", action="store_true", default=None,
                    help="satisfy every priority level before any best-effort top-up (greedy)")
@@ -97,7 +103,7 @@ def _scenario_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pyomo-solver", help="pyomo backend: appsi_highs (default), cbc, glpk, scip, gurobi, cplex")
 
 
-OPTION_ARGUMENTS = ("perf_model", "saturation_policy", "delayed_best_effort", "unlimited", "heterogeneous",
+OPTION_ARGUMENTS = ("perf_model", "batch_rule", "saturation_policy", "delayed_best_effort", "unlimited", "heterogeneous",
                     "time_limit", "mip_gap", "threads", "seed", "warm_start", "max_replica_change", "pyomo_solver")
 
 

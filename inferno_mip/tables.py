@@ -1,7 +1,9 @@
 """Candidate tables: every (server, accelerator) option with its replicas, cost, units and predicted metrics.
 
-A candidate follows inferno's rules (spec optimizer.md §2): batch size from the perf data scaled by output tokens,
-queue 10·N, the max SLO-feasible rate per replica from the perf model, replicas = max(ceil(rate/rateStar), min),
+A candidate follows inferno's rules (spec optimizer.md §2): batch size from the perf data scaled by output tokens
+(or, with batch_rule "optimal", the smallest batch with near-peak SLO-feasible throughput, capped there),
+queue 10·N, the max SLO-feasible rate per replica from the perf model (all candidates sized in one vectorised
+pass), replicas = max(ceil(rate/rateStar), min),
 cost = acc.cost · accCount · R, units = R · accCount · multiplicity, and inferno's transition value against the
 current allocation. Solvers only choose among candidates; the table is their single source of truth.
 """
@@ -15,12 +17,16 @@ from functools import lru_cache
 import numpy as np
 
 from .queueing import InfeasibleTarget, Metrics, QueueingError, make_perf_model
+from .queueing.concurrency import DEFAULT_EPSILON, throughput_curves
+from .queueing.sizing import analyze_models, size_models
 from .spec import Accelerator, PerfData, Server, System, reference_problem
 
 QUEUE_TO_BATCH_RATIO = 10
 ACCEL_PENALTY_FACTOR = 0.1
 CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that integer (float noise, not load)
-DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}
+DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "new"}  # G3 perfParms: queue-analysis v0.7+
+COMPAT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}  # what inferno's sample solutions were made with
+BATCH_RULES = ("inferno", "optimal")
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,19 @@ class Settings:
     """How candidates are computed. ``compat`` reproduces inferno exactly; the defaults fix its known bugs."""
 
     compat: bool = False
-    perf_model: str | None = None  # None: by perf-data generation (DEFAULT_PERF_MODEL)
+    perf_model: str | None = None  # None: by perf-data generation (DEFAULT_PERF_MODEL, compat: COMPAT_PERF_MODEL)
     queue_ratio: int = QUEUE_TO_BATCH_RATIO
     max_num_tokens: int = 8192
+    # Max batch size: "inferno" = perf maxBatchSize·atTokens/outTokens (a memory limit); "optimal" = the smallest
+    # batch with near-peak SLO-feasible throughput (queue-analysis v0.8), capped at that memory limit.
+    batch_rule: str = "inferno"
+
+    def __post_init__(self):
+        if self.batch_rule not in BATCH_RULES:
+            raise ValueError(f"unknown batch rule {self.batch_rule!r}; expected one of {BATCH_RULES}")
 
     def perf_model_for(self, perf: PerfData) -> str:
-        return self.perf_model or DEFAULT_PERF_MODEL[perf.generation]
+        return self.perf_model or (COMPAT_PERF_MODEL if self.compat else DEFAULT_PERF_MODEL)[perf.generation]
 
 
 @dataclass(frozen=True)
@@ -99,11 +112,20 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
     type_index = {t: k for k, t in enumerate(types)}
     acc_index = {a.name: j for j, a in enumerate(system.accelerators)}
 
+    plans = [_plan_server(system, server, settings) for server in system.servers]
+    _size_all([slot for _, slots in plans for slot in slots if isinstance(slot, _Pending)], settings)
     rows: list[ServerRow] = []
     columns: dict[str, list] = {name: [] for name in _COLUMNS}
-    for i, server in enumerate(system.servers):
-        row, candidates = _server_candidates(system, server, settings)
-        rows.append(row)
+    for i, (row, slots) in enumerate(plans):
+        candidates, rejected = [], []
+        for slot in slots:
+            cand = slot.result if isinstance(slot, _Pending) else slot
+            if isinstance(cand, str):
+                rejected.append(cand)
+            elif cand is not None:
+                cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
+                candidates.append(cand)
+        rows.append(_with_rejected(row, rejected) if rejected or row.rejected else row)
         candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name))
         for cand in candidates:
             acc = cand["acc"]
@@ -128,7 +150,22 @@ _COLUMNS = ("server", "acc", "type", "batch", "queue", "replicas", "cost", "valu
             "rate_star", "itl", "ttft", "rho", "binding", "perf")
 
 
-def _server_candidates(system: System, server: Server, settings: Settings) -> tuple[ServerRow, list[dict]]:
+@dataclass
+class _Pending:
+    """A (server, accelerator) candidate waiting for the vectorised sizing pass; result is a dict or a reason."""
+
+    server: Server
+    row: ServerRow
+    acc: Accelerator
+    perf: PerfData
+    batch: int
+    queue: int = 0
+    model: object = None
+    result: dict | str | None = None
+
+
+def _plan_server(system: System, server: Server, settings: Settings) -> tuple[ServerRow, list]:
+    """The server's row and one slot per accelerator: a _Pending, a finished candidate, or a rejection."""
     problem = reference_problem(server, system)
     cls = system.class_by_name.get(server.class_name)
     target = cls.targets.get(server.model) if cls else None
@@ -149,22 +186,70 @@ def _server_candidates(system: System, server: Server, settings: Settings) -> tu
     if server.keep_accelerator and server.current.accelerator:
         accelerators = tuple(a for a in accelerators if a.name == server.current.accelerator)
         if not accelerators:
-            reason = f"keepAccelerator: current accelerator {server.current.accelerator!r} does not exist"
-            return _with_rejected(row, [reason]), []
+            return row, [f"keepAccelerator: current accelerator {server.current.accelerator!r} does not exist"]
 
-    candidates, rejected = [], []
+    slots: list = []
     for acc in accelerators:
         perf = system.perf_by_key.get((server.model, acc.name))
         if perf is None:
             continue
-        cand = _zero_load_candidate(server, acc, perf) if zero_load else _candidate(server, row, acc, perf, settings)
-        if isinstance(cand, str):
-            rejected.append(f"{acc.name}: {cand}")
-            continue
-        if cand is not None:
-            cand["value"] = transition_value(server, acc.name, cand["replicas"], cand["cost"])
-            candidates.append(cand)
-    return _with_rejected(row, rejected), candidates
+        if zero_load:
+            slots.append(_zero_load_candidate(server, acc, perf))
+        elif perf.alpha == perf.beta == perf.gamma == perf.delta == 0:
+            slots.append(f"{acc.name}: all perf parameters are zero")
+        else:
+            slots.append(_Pending(server, row, acc, perf, batch_size(server, perf, settings)))
+    return row, slots
+
+
+def _size_all(pending: list[_Pending], settings: Settings) -> None:
+    """Size every pending candidate in vectorised passes and fill in its result."""
+    for p in pending:
+        p.queue = queue_size(p.server, p.batch, settings)
+        try:
+            p.model = _perf_model(settings, p.perf, p.server, p.batch, p.queue)
+        except QueueingError as exc:
+            p.result = f"{p.acc.name}: perf model error at max batch {p.batch}: {exc}"
+    if settings.batch_rule == "optimal":
+        _choose_optimal_batches([p for p in pending if p.result is None], settings)
+    live = [p for p in pending if p.result is None]
+    sizings = size_models([p.model for p in live], [_targets(p.row) for p in live])
+    ok = []
+    for p, sizing in zip(live, sizings):
+        if isinstance(sizing, InfeasibleTarget):
+            p.result = f"{p.acc.name}: infeasible at max batch {p.batch}: {sizing}"
+        elif isinstance(sizing, Exception):
+            p.result = f"{p.acc.name}: perf model error at max batch {p.batch}: {sizing}"
+        elif not sizing.throughput > 0:
+            p.result = f"{p.acc.name}: no positive SLO-feasible rate at max batch {p.batch}"
+        else:
+            p.result = sizing
+            ok.append(p)
+    replicas = [replicas_needed(p.row.total_rate, float(p.result.throughput), p.server.min_num_replicas) for p in ok]
+    metrics = analyze_models([p.model for p in ok], [p.row.total_rate / r for p, r in zip(ok, replicas)])
+    for p, r, m in zip(ok, replicas, metrics):
+        p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), m.itl,
+                            _reported_ttft(m, settings), m.rho, p.result.binding)
+
+
+def _targets(row: ServerRow) -> tuple[float, float, float]:
+    return row.ttft_target, row.itl_target, row.tps_target
+
+
+def _choose_optimal_batches(pending: list[_Pending], settings: Settings) -> None:
+    """batch_rule "optimal": the smallest batch M <= inferno's memory-derived N with near-peak f(M)."""
+    ratios = [settings.queue_ratio if settings.compat or p.server.max_queue_size <= 0 else None for p in pending]
+    queues = [p.queue for p in pending]
+    curves = throughput_curves([p.model for p in pending], [_targets(p.row) for p in pending],
+                               max_queue=queues, queue_ratio=ratios)
+    for p, curve in zip(pending, curves):
+        if not curve.peak_throughput > 0:
+            continue  # infeasible at every batch size: keep inferno's batch (and its rejection reason)
+        m_star = curve.onset(DEFAULT_EPSILON)
+        if m_star != p.batch:
+            p.batch = m_star
+            p.queue = queue_size(p.server, m_star, settings)
+            p.model = _perf_model(settings, p.perf, p.server, p.batch, p.queue)
 
 
 def _with_rejected(row: ServerRow, rejected: list[str]) -> ServerRow:
@@ -198,27 +283,6 @@ def transition_value(server: Server, acc: str, replicas: int, cost: float) -> fl
 def replicas_needed(total_rate: float, rate_per_replica: float, min_replicas: int) -> int:
     ratio = total_rate / rate_per_replica
     return max(math.ceil(ratio * (1 - CEIL_RTOL)), min_replicas)
-
-
-def _candidate(server: Server, row: ServerRow, acc: Accelerator, perf: PerfData, settings: Settings) -> dict | str:
-    if perf.alpha == perf.beta == perf.gamma == perf.delta == 0:
-        return "all perf parameters are zero"
-    batch = batch_size(server, perf, settings)
-    queue = queue_size(server, batch, settings)
-    try:
-        model = _perf_model(settings, perf, server, batch, queue)
-        sizing = model.size(ttft=row.ttft_target, itl=row.itl_target, tps=row.tps_target)
-    except InfeasibleTarget as exc:
-        return f"infeasible at max batch {batch}: {exc}"
-    except QueueingError as exc:
-        return f"perf model error at max batch {batch}: {exc}"
-    rate_star = float(sizing.throughput)
-    if not rate_star > 0:
-        return f"no positive SLO-feasible rate at max batch {batch}"
-    replicas = replicas_needed(row.total_rate, rate_star, server.min_num_replicas)
-    metrics = model.analyze(row.total_rate / replicas)
-    return _columns(acc, perf, replicas, batch, queue, rate_star, metrics.itl, _reported_ttft(metrics, settings),
-                    metrics.rho, sizing.binding)
 
 
 def _reported_ttft(metrics: Metrics, settings: Settings) -> float:
