@@ -193,14 +193,7 @@ class InitEstimator:
 
     def add(self, obs: Observation | None) -> bool:
         """Add a valid observation (invalid ones are ignored, as inferno); True if added."""
-        if obs is None:
-            return False
-        try:
-            obs.validate()
-        except TunerError:
-            return False
-        self.observations.append(obs)
-        return True
+        return _append_valid(self.observations, obs)
 
     @property
     def ready(self) -> bool:
@@ -267,14 +260,8 @@ class SlidingWindowEstimator:
         self.last_condition = 0.0
 
     def add(self, obs: Observation | None) -> bool:
-        if obs is None:
-            return False
-        try:
-            obs.validate()
-        except TunerError:
-            return False
-        self.observations.append(obs)
-        return True
+        """Add a valid observation (invalid ones are ignored, as inferno); True if added."""
+        return _append_valid(self.observations, obs)
 
     def seed_observations(self, observations) -> None:
         for o in observations:
@@ -339,3 +326,15 @@ class SlidingWindowEstimator:
         self.last_fit = None if lf is None else np.array(lf, dtype=np.float64)
         self.held = bool(d.get("held", False))
         return self
+
+
+def _append_valid(window: deque, obs: Observation | None) -> bool:
+    """Append `obs` to `window` if it is a valid observation; True if appended."""
+    if obs is None:
+        return False
+    try:
+        obs.validate()
+    except TunerError:
+        return False
+    window.append(obs)
+    return True

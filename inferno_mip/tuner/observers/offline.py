@@ -52,11 +52,10 @@ def _int(v: float) -> int | float:
     return int(v) if math.isfinite(v) else v
 
 
-class OfflineObserver:
-    """inferno's offline observer: one decode Observation per row (wait and ITL in ms, max_queue 0)."""
+class _CsvObserver:
+    """Observations from the rows of a CSV trace with the columns `COLUMNS`."""
 
-    kind = DECODE
-    COLUMNS = ("RPM", "tokens", "avgConcurrency", "maxConcurrency", "avgWait", "avgITL")
+    COLUMNS: tuple[str, ...] = ()
 
     def __init__(self, path: str | Path, *, max_queue: int = 0):
         self.path, self.max_queue = Path(path), max_queue
@@ -64,6 +63,13 @@ class OfflineObserver:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+class OfflineObserver(_CsvObserver):
+    """inferno's offline observer: one decode Observation per row (wait and ITL in ms, max_queue 0)."""
+
+    kind = DECODE
+    COLUMNS = ("RPM", "tokens", "avgConcurrency", "maxConcurrency", "avgWait", "avgITL")
 
     def __iter__(self) -> Iterator[Observation]:
         for r in self.rows:
@@ -72,18 +78,11 @@ class OfflineObserver:
                               max_queue=self.max_queue)
 
 
-class TraceObserver:
+class TraceObserver(_CsvObserver):
     """inferno's DataObserver traces: per-replica rate = rpmTotal / numReplicas; prefill-decode observations."""
 
     kind = PREFILL_DECODE
     COLUMNS = ("rpmTotal", "numReplicas", "inputTokens", "outputTokens", "maxBatchSize", "ttft_ms", "itl_ms")
-
-    def __init__(self, path: str | Path, *, max_queue: int = 0):
-        self.path, self.max_queue = Path(path), max_queue
-        self.rows = read_rows(self.path, self.COLUMNS)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __iter__(self) -> Iterator[Observation]:
         for r in self.rows:
