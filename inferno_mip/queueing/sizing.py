@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .errors import InfeasibleTarget
-from .results import Sizing
+from .results import Metrics, Sizing
 from .rows import RowSet
 from .search import GO_EPSILON, GO_MAX_ITERATIONS
 
@@ -288,6 +288,18 @@ def size_specs(models: Sequence["PerfModel"], mi, n, q, targets: np.ndarray, *, 
     mi, n, q = (np.asarray(a, dtype=np.int64) for a in (mi, n, q))
     targets = np.asarray(targets, dtype=np.float64).reshape(len(mi), 3)
     out: list = [None] * len(mi)
+    for chunk, rs in _row_chunks(models, mi, n, q, budget, per_row=GRID):
+        for i, res in zip(chunk.tolist(), size_rows(rs, *targets[chunk].T)):
+            out[i] = res
+    return out
+
+
+def _row_chunks(models: Sequence["PerfModel"], mi, n, q, budget: int, per_row: int):
+    """(row indices, RowSet) chunks over rows (models[mi[r]] at batch n[r], queue q[r]).
+
+    Rows are grouped by perf-model kind and mode, sorted by n and cut into chunks of about `budget` elements
+    (`per_row` evaluations of n + 1 states each), so memory stays bounded; widths within 2x keep padding small.
+    """
     for members in _groups([models[i] for i in mi]).values():
         members = np.array(members, dtype=np.int64)
         members = members[np.argsort(n[members], kind="stable")]
@@ -297,17 +309,14 @@ def size_specs(models: Sequence["PerfModel"], mi, n, q, targets: np.ndarray, *, 
             first = int(n[members[start]])
             while stop < members.size:
                 nxt = int(n[members[stop]])
-                if (stop - start + 1) * GRID * (nxt + 1) > budget or (nxt > 32 and nxt > 2 * first + 1):
-                    break  # bounded memory; widths within 2x so padding stays small
+                if (stop - start + 1) * per_row * (nxt + 1) > budget or (nxt > 32 and nxt > 2 * first + 1):
+                    break
                 stop += 1
             chunk = members[start:stop]
             used = list(dict.fromkeys(mi[chunk].tolist()))
             pos = {m: k for k, m in enumerate(used)}
-            rs = RowSet([models[m] for m in used], [pos[m] for m in mi[chunk].tolist()], n[chunk], q[chunk])
-            for i, res in zip(chunk.tolist(), size_rows(rs, *targets[chunk].T)):
-                out[i] = res
+            yield chunk, RowSet([models[m] for m in used], [pos[m] for m in mi[chunk].tolist()], n[chunk], q[chunk])
             start = stop
-    return out
 
 
 def size_models(models: Sequence["PerfModel"], targets: Sequence[tuple[float, float, float]]) -> list:
@@ -340,16 +349,19 @@ def size_models(models: Sequence["PerfModel"], targets: Sequence[tuple[float, fl
     return out
 
 
-def analyze_models(models: Sequence["PerfModel"], rates: Sequence[float]) -> list:
-    """Metrics (floats) of each model at its rate in req/s (> 0), in vectorised groups; no range checks."""
+def analyze_models(models: Sequence["PerfModel"], rates: Sequence[float], *, budget: int = 4_000_000) -> list:
+    """Metrics (floats) of each model at its rate in req/s (> 0), in vectorised chunks; no range checks."""
     out: list = [None] * len(models)
-    for members in _groups(models).values():
-        ms = [models[j] for j in members]
-        uniq = list({id(m): m for m in ms}.values())
-        pos = {id(m): k for k, m in enumerate(uniq)}
-        rs = RowSet(uniq, [pos[id(m)] for m in ms], [m.max_batch for m in ms], [m.max_queue for m in ms])
-        lam = np.array([rates[j] for j in members], dtype=np.float64)
-        ev = rs.evaluate(np.arange(len(members)), lam / 1000.0)
-        for k, j in enumerate(members):
-            out[j] = rs.metrics(ev, k, offered=float(lam[k]))
+    uniq = list({id(m): m for m in models}.values())
+    pos = {id(m): k for k, m in enumerate(uniq)}
+    mi = np.array([pos[id(m)] for m in models], dtype=np.int64)
+    n = np.array([m.max_batch for m in uniq], dtype=np.int64)[mi]
+    q = np.array([m.max_queue for m in uniq], dtype=np.int64)[mi]
+    lam = np.asarray(rates, dtype=np.float64)
+    for chunk, rs in _row_chunks(uniq, mi, n, q, budget, per_row=1):
+        metrics = rs.metrics(rs.evaluate(np.arange(len(chunk)), lam[chunk] / 1000.0), offered=lam[chunk])
+        columns = {name: np.broadcast_to(np.asarray(value, dtype=np.float64), (len(chunk),)).tolist()
+                   for name, value in vars(metrics).items()}
+        for k, j in enumerate(chunk.tolist()):
+            out[j] = Metrics(**{name: values[k] for name, values in columns.items()})
     return out
