@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -93,9 +93,14 @@ class CandidateTable:
     def __len__(self) -> int:
         return len(self.server)
 
+    @cached_property
+    def _offsets(self) -> np.ndarray:
+        """Candidates are contiguous per server: those of server i are offsets[i]:offsets[i + 1]."""
+        return np.searchsorted(self.server, np.arange(len(self.rows) + 1))
+
     def of_server(self, i: int) -> np.ndarray:
         """Candidate indices of server i, best (lowest value) first."""
-        return np.flatnonzero(self.server == i)
+        return np.arange(self._offsets[i], self._offsets[i + 1])
 
     def evaluate(self, c: int, rate_per_replica: float) -> Metrics:
         """Metrics of candidate c's replica at a given rate (above its SLO rate it may be overloaded)."""
