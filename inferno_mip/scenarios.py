@@ -2,8 +2,8 @@
 
 Perf parameters follow the shape of inferno's sample data (perfParms alpha/beta/gamma, G3): a 13B model on one
 A100 has alpha 20.58 ms, beta 0.041 ms/token, gamma 0.00128 ms/token²; they scale with model size, accelerator
-speed and tensor parallelism (with a 15 % loss per doubling). Capacity is a fraction of the estimated demand
-(the cards the cheapest accelerator of each server would need), spread over the types.
+speed and tensor parallelism (with a 15 % loss per doubling). Capacity is a fraction of the demand (the cards
+the unlimited optimum uses), spread over the types.
 """
 
 from __future__ import annotations
@@ -134,31 +134,19 @@ def _servers(count: int, rng: np.random.Generator, classes: list[ServiceClass], 
 
 
 def _capacity(system: System, tightness: float | None) -> dict[str, int]:
-    """Cards per type: tightness × (half this type's estimated demand + half the mean demand per type)."""
-    types = sorted({a.type for a in system.accelerators})
-    demand = {t: 0.0 for t in types}
-    for server in system.servers:
-        best = None
-        for p in system.perf:
-            if p.model != server.model:
-                continue
-            acc = system.accelerator_by_name[p.accelerator]
-            rate = _rough_rate(p, server.load)
-            replicas = math.ceil(server.load.arrival_rate / rate)
-            cost = replicas * p.acc_count * acc.cost
-            if best is None or cost < best[0]:
-                best = (cost, acc.type, replicas * p.acc_count * acc.multiplicity)
-        if best:
-            demand[best[1]] += best[2]
+    """Cards per type: tightness × (half this type's demand + half the mean demand per type).
+
+    The demand of a type is the cards the unlimited optimum (every server on its cheapest candidate) puts on it.
+    Unlimited (tightness None): twice each type's demand, recorded for reference.
+    """
+    from .tables import Settings, build_table  # sizing needs the perf models; only capacity needs it
+
+    table = build_table(system.replace(optimizer=system.optimizer.model_copy(update={"unlimited": True})),
+                        Settings())
+    types = table.types
+    _, first = np.unique(table.server, return_index=True)
+    demand = np.bincount(table.type[first], weights=table.units[first], minlength=len(types))
     if tightness is None:
-        return {t: math.ceil(d) * 2 for t, d in demand.items()}
-    mean = sum(demand.values()) / len(types)
-    return {t: math.ceil(tightness * (0.5 * demand[t] + 0.5 * mean)) for t in types}
-
-
-def _rough_rate(p: PerfData, load: Load) -> float:
-    """A quick per-replica rate estimate (req/s): 60 % of the service rate at a quarter of the max batch."""
-    n, m = load.avg_in_tokens, load.avg_out_tokens
-    batch = max(1.0, p.max_batch_size * p.at_tokens / m / 4)
-    iteration = p.alpha + batch * (p.beta * (n + m) / (m + 1) + p.gamma * (n + m / 2))
-    return 0.6 * 1000.0 * batch / ((m + 1) * iteration)
+        return {t: int(math.ceil(2 * d)) for t, d in zip(types, demand)}
+    mean = float(demand.mean())
+    return {t: int(math.ceil(tightness * (0.5 * d + 0.5 * mean))) for t, d in zip(types, demand)}
