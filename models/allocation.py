@@ -39,6 +39,11 @@ class Stage:
     c: np.ndarray
     maximize: bool = False
     integral: bool = False  # objective takes integer values on integer points (exact fixing)
+    # Columns held at 0 in this stage because they cannot improve it and later stages decide them: partial
+    # service of lower priorities. Dropping them is exact and makes the stage much smaller.
+    zero_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fix: np.ndarray | None = None  # what later stages keep (default: c); e.g. the count without the tie-break
+    freeze_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # held at their value after
 
 
 @dataclass(frozen=True)
@@ -262,8 +267,12 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
 
     _capacity_rows(b, table, capacity_cols, capacity_coef, capacity_types)
     n = len(b.lb)
+    partial_server = np.r_[srv[partial >= 0], srv[info["z_cols"] >= 0]] if not options.heterogeneous else \
+        np.zeros(0, dtype=np.int64)
+    partial_all = np.r_[partial[partial >= 0], info["z_cols"][info["z_cols"] >= 0]] if not options.heterogeneous \
+        else np.zeros(0, dtype=np.int64)
     stages = _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
-                     options.best_effort)
+                     options.best_effort, partial_all, partial_server)
     return Formulation(
         A=b.matrix(), row_lb=np.array(b.row_lb), row_ub=np.array(b.row_ub), lb=np.array(b.lb), ub=np.array(b.ub),
         integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=full,
@@ -301,25 +310,36 @@ def _replica_change_rows(b, table, served_rows, local, full, limit) -> None:
 
 
 def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
-            best_effort) -> tuple[Stage, ...]:
+            best_effort, partial_cols, partial_server) -> tuple[Stage, ...]:
+    """Unserved servers (all, then per level), best-effort rate per level, value; see ``Stage.zero_cols``."""
     stages = []
-    levels = sorted({table.rows[i].priority for i in served_rows})
+    priority = np.array([r.priority for r in table.rows])
+    levels = sorted({int(priority[i]) for i in served_rows})
     all_u = np.zeros(n)
     all_u[unserved[served_rows]] = 1
-    stages.append(Stage("unserved", all_u, integral=True))
-    for p in levels:
-        c = np.zeros(n)
-        rows = [i for i in served_rows if table.rows[i].priority == p]
-        c[unserved[rows]] = 1
-        stages.append(Stage(f"unserved priority {p}", c, integral=True))
+    stages.append(Stage("unserved", all_u, integral=True, zero_cols=partial_cols))
+    load = np.array([r.total_rate for r in table.rows])
+    for k, p in enumerate(levels):
+        rows = np.array([i for i in served_rows if priority[i] == p], dtype=np.int64)
+        count = np.zeros(n)
+        count[unserved[rows]] = 1
+        # Tie-break among equally many unserved servers: leave out the least load (weights sum below 1, so the
+        # count still comes first). It makes the unserved set, and so the answer, the same for every backend.
+        c = count.copy()
+        c[unserved[rows]] += load[rows] / (2.0 * max(load[rows].sum(), 1e-300))
+        last = k == len(levels) - 1
+        stages.append(Stage(f"unserved priority {p}", c, integral=True, zero_cols=partial_cols, fix=count,
+                            freeze_cols=unserved[served_rows] if last and best_effort else
+                            np.zeros(0, dtype=np.int64)))
     if best_effort and len(rate_cols):
         for p in levels:
-            sel = np.array([table.rows[i].priority == p for i in rate_server], dtype=bool)
+            sel = priority[rate_server] == p
             if not sel.any():
                 continue
             c = np.zeros(n)
             np.add.at(c, rate_cols[sel], rate_coef[sel])
-            stages.append(Stage(f"best-effort rate priority {p}", c, maximize=True))
+            lower = partial_cols[priority[partial_server] > p]
+            stages.append(Stage(f"best-effort rate priority {p}", c, maximize=True, zero_cols=lower))
     c = np.zeros(n)
     np.add.at(c, value_cols, value_coef)
     stages.append(Stage("value", c))

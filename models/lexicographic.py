@@ -17,6 +17,8 @@ import scipy.sparse as sp
 from .allocation import Formulation
 
 FIX_RTOL = 1e-9
+EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
+                         # its incumbent's value, which is feasible, and the next stages go on)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class LexResult:
     objective: float | None
     bound: float | None
     gap: float | None
-    stages: tuple[tuple[str, str, float | None], ...]  # (stage, status, objective)
+    stages: tuple[tuple[str, str, float | None, float], ...]  # (stage, status, objective, seconds)
     message: str = ""
 
 
@@ -73,7 +75,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
-    ub = form.ub.copy()
+    lb, ub = form.lb, form.ub.copy()
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last = "optimal", [], None
     all_served = False
@@ -87,15 +89,24 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             status = "time-limit"
             break
         A = form.A if not extra_rows else sp.vstack([form.A, sp.csr_matrix(np.array(extra_rows))], format="csr")
+        stage_ub, start = ub, x
+        if len(stage.zero_cols):
+            stage_ub = ub.copy()
+            stage_ub[stage.zero_cols] = 0.0
+            if x is not None:  # zeroing unrewarded partial service keeps every constraint satisfied
+                start = x.copy()
+                start[stage.zero_cols] = 0.0
         problem = MipProblem(A=A, row_lb=np.r_[form.row_lb, extra_lb], row_ub=np.r_[form.row_ub, extra_ub],
-                             lb=form.lb, ub=ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
-                             warm_start=x, fixed_rows=len(extra_rows))
-        stage_options = options if stage.name == "value" else SolveOptions(remaining, 0.0, options.threads,
-                                                                            options.seed)
-        if stage.name == "value":
-            stage_options = SolveOptions(remaining, options.mip_gap, options.threads, options.seed)
+                             lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
+                             warm_start=start, fixed_rows=len(extra_rows))
+        # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may use
+        # part of the time only, so that the cost is always optimised too.
+        gap = 0.0 if stage.integral else options.mip_gap
+        limit = remaining if stage.name == "value" else remaining * EARLY_STAGE_SHARE
+        stage_options = SolveOptions(limit, gap, options.threads, options.seed)
+        began = time.perf_counter()
         result = backend(problem, stage_options)
-        log.append((stage.name, result.status, result.objective))
+        log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
         if result.x is None:
             # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
             status = "time-limit" if result.status == "time-limit" else "feasible"
@@ -107,14 +118,15 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         last = result
         if result.status != "optimal":
             status = "time-limit"
-        value = float(stage.c @ x)
+        fix = stage.c if stage.fix is None else stage.fix
+        value = float(fix @ x)
         if stage.name == "unserved" and round(value) == 0:
             ub[form.unserved_cols[form.unserved_cols >= 0]] = 0.0  # everyone is served: fix it and skip ahead
             all_served = True
             continue
         if stage.name == "value":
             break
-        extra_rows.append(stage.c)
+        extra_rows.append(fix)
         if stage.integral:
             bound = float(np.round(value))
             extra_lb.append(bound if stage.maximize else -np.inf)
@@ -123,8 +135,10 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             tol = FIX_RTOL * max(1.0, abs(value))
             extra_lb.append(value - tol if stage.maximize else -np.inf)
             extra_ub.append(np.inf if stage.maximize else value + tol)
-        if status != "optimal":
-            break  # out of time: keep the incumbent rather than start stages that cannot finish
+        if len(stage.freeze_cols):
+            lb = lb.copy() if lb is form.lb else lb
+            lb[stage.freeze_cols] = np.round(x[stage.freeze_cols])
+            ub[stage.freeze_cols] = np.round(x[stage.freeze_cols])
     if x is None:
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
