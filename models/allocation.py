@@ -179,105 +179,121 @@ class _Builder:
                              shape=(len(self.row_lb), len(self.lb)))
 
 
+@dataclass
+class _Parts:
+    """What the single- and multi-assign forms contribute to the shared rows and stages."""
+
+    full: np.ndarray  # x_c or n_c per kept candidate
+    capacity: tuple[np.ndarray, np.ndarray, np.ndarray]  # columns, cards per unit, type
+    value: tuple[np.ndarray, np.ndarray]  # columns, value per unit
+    rate: tuple[np.ndarray, np.ndarray, np.ndarray]  # best-effort columns, req/s per unit, server row
+    partial: np.ndarray  # y_c per kept candidate, -1 if none
+    partial_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # y and z columns
+    partial_server: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their server rows
+
+
 def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulation:
     """The formulation of `table` under `options` (see the module docstring)."""
     kept = presolve(table, options)
     srv = table.server[kept]
-    n_rows = len(table.rows)
-    has_cands = np.zeros(n_rows, dtype=bool)
+    has_cands = np.zeros(len(table.rows), dtype=bool)
     has_cands[srv] = True
     served_rows = np.flatnonzero(has_cands)
     b = _Builder()
-    R = table.replicas[kept].astype(float)
-    per_replica_value = _per_replica_value(table, kept, options.heterogeneous)
     info: dict = {"replicas": table.replicas[kept], "kept": kept}
-
-    unserved = np.full(n_rows, -1, dtype=np.int64)
-    if options.heterogeneous:
-        full = b.columns(len(kept), 0, R, True)
-        unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
-        share = np.full(n_rows, -1, dtype=np.int64)
-        share[served_rows] = b.columns(len(served_rows), 0, SHARE_STEPS, True)
-        need = np.array([table.rows[i].total_rate for i in range(n_rows)])
-        local = np.searchsorted(served_rows, srv)
-        # Σ_c (S rate_c / λ_i) n_c - w_i >= 0: scaled by S/λ_i so that w_i has coefficient -1 (well conditioned,
-        # and exact for CP-SAT's integer rows). A server without load needs no covering row.
-        loaded = need[srv] > 0
-        covering = np.flatnonzero(need[served_rows] > 0)
-        rank = np.searchsorted(covering, local[loaded])
-        b.rows_of(np.r_[rank, np.arange(len(covering))], np.r_[full[loaded], share[served_rows[covering]]],
-                  np.r_[table.rate_star[kept][loaded] * SHARE_STEPS / need[srv][loaded], -np.ones(len(covering))],
-                  0.0, np.inf)
-        # w_i + S u_i >= S; without best effort a server is all or nothing: w_i + S u_i = S
-        b.rows_of(np.r_[np.arange(len(served_rows)), np.arange(len(served_rows))],
-                  np.r_[share[served_rows], unserved[served_rows]],
-                  np.r_[np.ones(len(served_rows)), np.full(len(served_rows), SHARE_STEPS)], SHARE_STEPS,
-                  np.inf if options.best_effort else SHARE_STEPS)
-        info["share_cols"] = share
-        # minNumReplicas: Σ_c n_c + min_i u_i >= min_i
-        mins = np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float)
-        has_min = np.flatnonzero(mins > 0)
-        if len(has_min):
-            sel = np.isin(local, has_min)
-            rank = np.searchsorted(has_min, local[sel])
-            b.rows_of(np.r_[rank, np.arange(len(has_min))], np.r_[full[sel], unserved[served_rows[has_min]]],
-                      np.r_[np.ones(sel.sum()), mins[has_min]], mins[has_min], np.inf)
-        if options.max_replica_change is not None:
-            _replica_change_rows(b, table, served_rows, local, full, options.max_replica_change)
-        capacity_cols, capacity_coef, capacity_types = full, table.unit_per_replica[kept].astype(float), table.type[kept]
-        partial = np.full(len(kept), -1, dtype=np.int64)
-        value_cols, value_coef = full, per_replica_value
-        rate_cols, rate_coef = share[served_rows], need[served_rows] / SHARE_STEPS
-        rate_server = served_rows
-    else:
-        full = b.columns(len(kept), 0, 1, True)
-        unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
-        local = np.searchsorted(served_rows, srv)
-        # Σ_c x_c + u_i = 1
-        b.rows_of(np.r_[local, np.arange(len(served_rows))], np.r_[full, unserved[served_rows]],
-                  np.ones(len(kept) + len(served_rows)), 1.0, 1.0)
-        partial = np.full(len(kept), -1, dtype=np.int64)
-        z = np.full(len(kept), -1, dtype=np.int64)
-        can_split = np.flatnonzero(R > 1) if options.best_effort else np.array([], dtype=np.int64)
-        if len(can_split):
-            partial[can_split] = b.columns(len(can_split), 0, R[can_split] - 1, True)
-            z[can_split] = b.columns(len(can_split), 0, 1, True)
-            m = len(can_split)
-            # y_c - (R_c - 1) z_c <= 0 ; z_c - y_c <= 0
-            b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[partial[can_split], z[can_split]],
-                      np.r_[np.ones(m), -(R[can_split] - 1)], -np.inf, 0.0)
-            b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[z[can_split], partial[can_split]],
-                      np.r_[np.ones(m), -np.ones(m)], -np.inf, 0.0)
-            # Σ_c z_c - u_i <= 0
-            split_servers = np.unique(local[can_split])
-            rank = np.searchsorted(split_servers, local[can_split])
-            b.rows_of(np.r_[rank, np.arange(len(split_servers))],
-                      np.r_[z[can_split], unserved[served_rows[split_servers]]],
-                      np.r_[np.ones(m), -np.ones(len(split_servers))], -np.inf, 0.0)
-        info["z_cols"] = z
-        upr = table.unit_per_replica[kept].astype(float)
-        has = partial >= 0
-        capacity_cols = np.r_[full, partial[has]]
-        capacity_coef = np.r_[upr * R, upr[has]]
-        capacity_types = np.r_[table.type[kept], table.type[kept][has]]
-        value_cols = np.r_[full, partial[has]]
-        value_coef = np.r_[table.value[kept], table.value[kept][has] / R[has]]
-        rate_cols, rate_coef = partial[has], table.rate_star[kept][has]
-        rate_server = srv[has]
-
-    _capacity_rows(b, table, capacity_cols, capacity_coef, capacity_types)
-    n = len(b.lb)
-    partial_server = np.r_[srv[partial >= 0], srv[info["z_cols"] >= 0]] if not options.heterogeneous else \
-        np.zeros(0, dtype=np.int64)
-    partial_all = np.r_[partial[partial >= 0], info["z_cols"][info["z_cols"] >= 0]] if not options.heterogeneous \
-        else np.zeros(0, dtype=np.int64)
-    stages = _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
-                     options.best_effort, partial_all, partial_server)
+    assign = _multi_assign if options.heterogeneous else _single_assign
+    parts, unserved = assign(b, table, kept, served_rows, options, info)
+    _capacity_rows(b, table, *parts.capacity)
+    stages = _stages(table, len(b.lb), unserved, served_rows, *parts.rate, *parts.value, options.best_effort,
+                     parts.partial_cols, parts.partial_server)
     return Formulation(
         A=b.matrix(), row_lb=np.array(b.row_lb), row_ub=np.array(b.row_ub), lb=np.array(b.lb), ub=np.array(b.ub),
-        integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=full,
-        partial_cols=partial, unserved_cols=unserved, heterogeneous=options.heterogeneous,
+        integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=parts.full,
+        partial_cols=parts.partial, unserved_cols=unserved, heterogeneous=options.heterogeneous,
         n_candidates=len(table), info=info)
+
+
+def _single_assign(b: _Builder, table: CandidateTable, kept, served_rows, options: MipOptions, info: dict):
+    """x_c binary, u_i, and for best effort y_c ≤ (R_c - 1) z_c with Σ_c z_c ≤ u_i."""
+    srv = table.server[kept]
+    R = table.replicas[kept].astype(float)
+    unserved = np.full(len(table.rows), -1, dtype=np.int64)
+    full = b.columns(len(kept), 0, 1, True)
+    unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
+    local = np.searchsorted(served_rows, srv)
+    # Σ_c x_c + u_i = 1
+    b.rows_of(np.r_[local, np.arange(len(served_rows))], np.r_[full, unserved[served_rows]],
+              np.ones(len(kept) + len(served_rows)), 1.0, 1.0)
+    partial = np.full(len(kept), -1, dtype=np.int64)
+    z = np.full(len(kept), -1, dtype=np.int64)
+    can_split = np.flatnonzero(R > 1) if options.best_effort else np.array([], dtype=np.int64)
+    if len(can_split):
+        partial[can_split] = b.columns(len(can_split), 0, R[can_split] - 1, True)
+        z[can_split] = b.columns(len(can_split), 0, 1, True)
+        m = len(can_split)
+        # y_c - (R_c - 1) z_c <= 0 ; z_c - y_c <= 0
+        b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[partial[can_split], z[can_split]],
+                  np.r_[np.ones(m), -(R[can_split] - 1)], -np.inf, 0.0)
+        b.rows_of(np.r_[np.arange(m), np.arange(m)], np.r_[z[can_split], partial[can_split]],
+                  np.r_[np.ones(m), -np.ones(m)], -np.inf, 0.0)
+        # Σ_c z_c - u_i <= 0
+        split_servers = np.unique(local[can_split])
+        rank = np.searchsorted(split_servers, local[can_split])
+        b.rows_of(np.r_[rank, np.arange(len(split_servers))],
+                  np.r_[z[can_split], unserved[served_rows[split_servers]]],
+                  np.r_[np.ones(m), -np.ones(len(split_servers))], -np.inf, 0.0)
+    info["z_cols"] = z
+    upr = table.unit_per_replica[kept].astype(float)
+    has = partial >= 0
+    parts = _Parts(
+        full=full, partial=partial,
+        capacity=(np.r_[full, partial[has]], np.r_[upr * R, upr[has]], np.r_[table.type[kept], table.type[kept][has]]),
+        value=(np.r_[full, partial[has]], np.r_[table.value[kept], table.value[kept][has] / R[has]]),
+        rate=(partial[has], table.rate_star[kept][has], srv[has]),
+        partial_cols=np.r_[partial[has], z[has]], partial_server=np.r_[srv[has], srv[has]])
+    return parts, unserved
+
+
+def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options: MipOptions, info: dict):
+    """n_c ∈ [0, R_c], u_i, served share w_i ∈ [0, S] covering the load in proportion to rate."""
+    srv = table.server[kept]
+    unserved = np.full(len(table.rows), -1, dtype=np.int64)
+    full = b.columns(len(kept), 0, table.replicas[kept].astype(float), True)
+    unserved[served_rows] = b.columns(len(served_rows), 0, 1, True)
+    share = np.full(len(table.rows), -1, dtype=np.int64)
+    share[served_rows] = b.columns(len(served_rows), 0, SHARE_STEPS, True)
+    need = np.array([row.total_rate for row in table.rows])
+    local = np.searchsorted(served_rows, srv)
+    # Σ_c (S rate_c / λ_i) n_c - w_i >= 0: scaled by S/λ_i so that w_i has coefficient -1 (well conditioned,
+    # and exact for CP-SAT's integer rows). A server without load needs no covering row.
+    loaded = need[srv] > 0
+    covering = np.flatnonzero(need[served_rows] > 0)
+    rank = np.searchsorted(covering, local[loaded])
+    b.rows_of(np.r_[rank, np.arange(len(covering))], np.r_[full[loaded], share[served_rows[covering]]],
+              np.r_[table.rate_star[kept][loaded] * SHARE_STEPS / need[srv][loaded], -np.ones(len(covering))],
+              0.0, np.inf)
+    # w_i + S u_i >= S; without best effort a server is all or nothing: w_i + S u_i = S
+    b.rows_of(np.r_[np.arange(len(served_rows)), np.arange(len(served_rows))],
+              np.r_[share[served_rows], unserved[served_rows]],
+              np.r_[np.ones(len(served_rows)), np.full(len(served_rows), SHARE_STEPS)], SHARE_STEPS,
+              np.inf if options.best_effort else SHARE_STEPS)
+    info["share_cols"] = share
+    # minNumReplicas: Σ_c n_c + min_i u_i >= min_i
+    mins = np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float)
+    has_min = np.flatnonzero(mins > 0)
+    if len(has_min):
+        sel = np.isin(local, has_min)
+        rank = np.searchsorted(has_min, local[sel])
+        b.rows_of(np.r_[rank, np.arange(len(has_min))], np.r_[full[sel], unserved[served_rows[has_min]]],
+                  np.r_[np.ones(sel.sum()), mins[has_min]], mins[has_min], np.inf)
+    if options.max_replica_change is not None:
+        _replica_change_rows(b, table, served_rows, local, full, options.max_replica_change)
+    parts = _Parts(
+        full=full, partial=np.full(len(kept), -1, dtype=np.int64),
+        capacity=(full, table.unit_per_replica[kept].astype(float), table.type[kept]),
+        value=(full, _per_replica_value(table, kept, True)),
+        rate=(share[served_rows], need[served_rows] / SHARE_STEPS, served_rows))
+    return parts, unserved
 
 
 def _per_replica_value(table: CandidateTable, kept: np.ndarray, multi: bool) -> np.ndarray:

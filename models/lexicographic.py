@@ -120,9 +120,12 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             status = "time-limit"
         fix = stage.c if stage.fix is None else stage.fix
         value = float(fix @ x)
-        if stage.name == "unserved" and round(value) == 0:
-            ub[form.unserved_cols[form.unserved_cols >= 0]] = 0.0  # everyone is served: fix it and skip ahead
-            all_served = True
+        if stage.name == "unserved":
+            # Only a shortcut: the total count is no lexicographic objective (a lower priority must not be
+            # traded for fewer servers in all), so it is never kept as a constraint.
+            if round(value) == 0:
+                ub[form.unserved_cols[form.unserved_cols >= 0]] = 0.0  # everyone is served: skip ahead
+                all_served = True
             continue
         if stage.name == "value":
             break

@@ -123,6 +123,15 @@ def test_exact_invariants(seed, tightness, classes, heterogeneous):
         assert best.objective <= greedy.objective + 1e-6
 
 
+def test_priority_before_total_count():
+    """Three Gold servers left out rather than one Premium: the total count is not an objective."""
+    system = generate(servers=12, accelerators=6, classes=2, seed=8385, tightness=0.875)
+    best = solve(system, solver="highs", saturation_policy="None")
+    greedy = solve(system, solver="greedy", saturation_policy="None")
+    assert unserved_by_priority(greedy) == {2: 3}
+    assert unserved_by_priority(best).get(1, 0) == 0
+
+
 def brute_force(table, kept):
     """Lexicographic optimum of single-assign without best effort by enumeration: (unserved per level, value)."""
     rows = range(len(table.rows))
