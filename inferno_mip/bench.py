@@ -181,7 +181,16 @@ def run_ray(all_tasks: list[Task], address: str | None = None, progress=None) ->
         import ray
     except ImportError:
         raise ValueError("the ray executor needs Ray: pip install 'inferno-mip[ray]'") from None
+    started_here = not ray.is_initialized()
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    try:
+        return _ray_sweep(ray, all_tasks, progress)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_sweep(ray, all_tasks: list[Task], progress) -> list[Record]:
     remote = ray.remote(max_retries=0)(run_task)
     refs = {remote.remote(task): (i, task, time.monotonic()) for i, task in enumerate(all_tasks)}
     results: dict[int, Record] = {}

@@ -68,3 +68,15 @@ def test_bench_cli(tmp_path, capsys):
     assert (tmp_path / "results.csv").exists() and "Machine:" in (tmp_path / "summary.md").read_text()
     assert main(["bench", "--family", "nonesuch", "--output", str(tmp_path)]) == 2
     assert "unknown family" in capsys.readouterr().err
+
+
+def test_ray_executor_runs_the_same_sweep(sweep):
+    pytest.importorskip("ray")
+    tasks, records = sweep
+    some = [t for t in tasks if t.servers == 6]
+    on_ray = bench.run_ray(some)
+    local = {(r.solver, r.seed): (r.outcome, r.total_cost) for r in records if r.servers == 6}
+    for r in on_ray:
+        outcome, cost = local[(r.solver, r.seed)]
+        assert r.outcome == outcome
+        assert r.total_cost == cost or (math.isnan(r.total_cost) and math.isnan(cost))
