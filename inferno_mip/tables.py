@@ -1,7 +1,8 @@
 """Candidate tables: every (server, accelerator) option with its replicas, cost, units and predicted metrics.
 
 A candidate follows inferno's rules (spec optimizer.md §2): batch size from the perf data scaled by output tokens
-(or, with batch_rule "optimal", the smallest batch with near-peak SLO-feasible throughput, capped there),
+(or, with batch_rule "optimal", the smallest batch with near-peak SLO-feasible throughput, capped there; with
+"all", both and the current batch, as separate candidates for the solver to choose from),
 queue 10·N, the max SLO-feasible rate per replica from the perf model (all candidates sized in one vectorised
 pass), replicas = max(ceil(rate/rateStar), min),
 cost = acc.cost · accCount · R, units = R · accCount · multiplicity, and inferno's transition value against the
@@ -11,7 +12,7 @@ current allocation. Solvers only choose among candidates; the table is their sin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -26,7 +27,7 @@ ACCEL_PENALTY_FACTOR = 0.1
 CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that integer (float noise, not load)
 DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "new"}  # G3 perfParms: queue-analysis v0.7+
 COMPAT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}  # what inferno's sample solutions were made with
-BATCH_RULES = ("inferno", "optimal")
+BATCH_RULES = ("inferno", "optimal", "all")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Settings:
     queue_ratio: int = QUEUE_TO_BATCH_RATIO
     max_num_tokens: int = 8192
     # Max batch size: "inferno" = perf maxBatchSize·atTokens/outTokens (a memory limit); "optimal" = the smallest
-    # batch with near-peak SLO-feasible throughput (queue-analysis v0.8), capped at that memory limit.
+    # batch with near-peak SLO-feasible throughput (queue-analysis v0.8), capped at that memory limit; "all" =
+    # a candidate for each of these and for the current batch (the MIP presolve keeps the dominant one).
     batch_rule: str = "inferno"
 
     def __post_init__(self):
@@ -109,6 +111,7 @@ class CandidateTable:
                             overload=True)
         return model.analyze(rate_per_replica)
 
+
 def build_table(system: System, settings: Settings = Settings()) -> CandidateTable:
     """All candidates of all servers of `system` (servers in name order)."""
     unlimited = system.optimizer.unlimited
@@ -118,20 +121,23 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
     acc_index = {a.name: j for j, a in enumerate(system.accelerators)}
 
     plans = [_plan_server(system, server, settings) for server in system.servers]
+    if settings.batch_rule == "all":
+        plans = [(row, _with_batch_variants(slots, settings)) for row, slots in plans]
     _size_all([slot for _, slots in plans for slot in slots if isinstance(slot, _Pending)], settings)
     rows: list[ServerRow] = []
     columns: dict[str, list] = {name: [] for name in _COLUMNS}
     for i, (row, slots) in enumerate(plans):
-        candidates, rejected = [], []
+        candidates, rejected, seen = [], [], set()
         for slot in slots:
             cand = slot.result if isinstance(slot, _Pending) else slot
             if isinstance(cand, str):
                 rejected.append(cand)
-            elif cand is not None:
+            elif cand is not None and (cand["acc"].name, cand["batch"]) not in seen:  # batch variants may coincide
+                seen.add((cand["acc"].name, cand["batch"]))
                 cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
                 candidates.append(cand)
         rows.append(_with_rejected(row, rejected) if rejected or row.rejected else row)
-        candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name))
+        candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name, c["batch"]))
         for cand in candidates:
             acc = cand["acc"]
             cand.update(server=i, acc=acc_index[acc.name], type=type_index[acc.type])
@@ -167,6 +173,22 @@ class _Pending:
     queue: int = 0
     model: object = None
     result: dict | str | None = None
+    optimal: bool = True  # move to the optimal batch when the batch rule asks for it
+
+
+def _with_batch_variants(slots: list, settings: Settings) -> list:
+    """batch_rule "all": per (server, accelerator) inferno's batch, the optimal one, and the current batch."""
+    out = []
+    for slot in slots:
+        out.append(slot)
+        if not isinstance(slot, _Pending):
+            continue
+        slot.optimal = False  # this one keeps inferno's batch
+        out.append(replace(slot, optimal=True))
+        current = slot.server.current
+        if current.accelerator == slot.acc.name and 0 < current.max_batch <= slot.batch:
+            out.append(replace(slot, batch=current.max_batch, optimal=False))
+    return out
 
 
 def _plan_server(system: System, server: Server, settings: Settings) -> tuple[ServerRow, list]:
@@ -215,8 +237,8 @@ def _size_all(pending: list[_Pending], settings: Settings) -> None:
             p.model = _perf_model(settings, p.perf, p.server, p.batch, p.queue)
         except QueueingError as exc:
             p.result = f"{p.acc.name}: perf model error at max batch {p.batch}: {exc}"
-    if settings.batch_rule == "optimal":
-        _choose_optimal_batches([p for p in pending if p.result is None], settings)
+    if settings.batch_rule != "inferno":
+        _choose_optimal_batches([p for p in pending if p.result is None and p.optimal], settings)
     live = [p for p in pending if p.result is None]
     sizings = size_models([p.model for p in live], [_targets(p.row) for p in live])
     ok = []

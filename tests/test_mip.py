@@ -229,3 +229,25 @@ def test_solution_reports_solver_statistics():
         assert d[key] is not None
     assert {"sizing", "solve", "total"} <= set(d["timings"])
     assert all(s["reason"] for s in d["servers"])
+
+
+def test_batch_sizes_as_candidates_presolved_to_one_per_accelerator():
+    system = load_scenario(SCENARIOS / "inferno-small")
+    name = "Premium-llama_13b"
+    current = next(s for s in system.servers if s.name == name).current.model_copy(
+        update={"accelerator": "G2", "num_replicas": 3, "max_batch": 7, "cost": 69.0})
+    system = system.replace(servers=tuple(s.model_copy(update={"current": current}) if s.name == name else s
+                                          for s in system.servers))
+    table = build_table(system, Settings(batch_rule="all"))
+    i = next(k for k, r in enumerate(table.rows) if r.server.name == name)
+    batches = {(table.accelerators[table.acc[c]].name, int(table.batch[c])) for c in table.of_server(i)}
+    assert ("G2", 7) in batches and len(batches) > len({a for a, _ in batches})
+    kept = build(table, MipOptions()).candidates
+    pairs = [(int(table.server[c]), int(table.acc[c])) for c in kept]
+    assert len(pairs) == len(set(pairs))  # one batch size per (server, accelerator) survives
+    for c in kept:  # and it is one with the fewest replicas there
+        same = [k for k in range(len(table)) if table.server[k] == table.server[c] and table.acc[k] == table.acc[c]]
+        assert table.replicas[c] == min(table.replicas[k] for k in same)
+    objectives = {rule: solve(system, solver="highs", batch_rule=rule).objective for rule in ("inferno", "optimal",
+                                                                                              "all")}
+    assert objectives["all"] <= min(objectives["inferno"], objectives["optimal"]) + 1e-9
