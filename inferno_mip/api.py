@@ -26,7 +26,7 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     ``compat`` (inferno's algorithm), ``unlimited`` when the system has unlimited capacity, else ``highs``.
     Options: ``compat`` (reproduce inferno exactly), ``perf_model``, ``queue_ratio``, ``max_num_tokens``
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
-    ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, whole solve),
+    ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, for the whole call, sizing included),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
     ``max_replica_change`` and ``pyomo_solver``. `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
@@ -53,6 +53,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
 
     table = build_table(system, settings)
     sized = time.perf_counter()
+    if "time_limit" in solver_options:  # the caller's budget is for the whole solve, sizing included
+        solver_options["time_limit"] = max(0.0, solver_options["time_limit"] - (sized - start))
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
     build = assignment.timings.get("build", 0.0)

@@ -39,8 +39,11 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
         start = form.vector(fallback.counts, table)
     elif warm_start == "current":
         start = form.vector(_current_counts(table, form), table)
+    remaining = time_limit - (time.perf_counter() - started)  # the caller's budget covers build and warm start
+    if remaining <= 0:
+        return _fallback(table, fallback, "time limit spent before the MIP could start", timings, "time-limit")
     try:
-        result = solve_lexicographic(form, backend, SolveOptions(time_limit, mip_gap, threads, seed), start)
+        result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed), start)
     except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan
         return _fallback(table, fallback, f"exact solver error: {exc}", timings)
     if result.x is None:
@@ -58,8 +61,9 @@ def _bound_in_value(result, table, counts) -> float | None:
     return result.bound + (objective_value(table, counts) - result.objective)
 
 
-def _fallback(table: CandidateTable, greedy_answer: Assignment, why: str, timings: dict) -> Assignment:
-    return Assignment(counts=greedy_answer.counts, status="fallback-greedy",
+def _fallback(table: CandidateTable, greedy_answer: Assignment, why: str, timings: dict,
+              status: str = "fallback-greedy") -> Assignment:
+    return Assignment(counts=greedy_answer.counts, status=status,
                       objective=objective_value(table, greedy_answer.counts), message=why, timings=timings)
 
 
