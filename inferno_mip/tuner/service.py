@@ -172,24 +172,36 @@ class TunerService:
     # -- tune -----------------------------------------------------------------------------------------------
     def tune(self, specs: Any) -> tuple[dict, list[str]]:
         """One control cycle: returns (ModelData of the requested pairs with stored params, issues)."""
+        groups, issues = self._active_groups(specs)
+        with self._lock:
+            self._each_group(groups, self._tune_group, issues)
+            data = self._model_data(groups)
+        if not data["models"]:
+            raise ServiceError("tuning produced no results: " + "; ".join(issues))
+        return data, issues
+
+    def _active_groups(self, specs: Any) -> tuple[dict[str, list[Replica]], list[str]]:
+        """Replicas with traffic grouped per (model, accelerator), and why the others were left out."""
         replicas = parse_specs(specs)
         issues = [r.reason for r in replicas if r.observation is None and NO_TRAFFIC not in r.reason]
         groups = self._group(replicas)
         if not groups:
             raise ServiceError("no replicas with active traffic" + (f": {'; '.join(issues)}" if issues else ""))
-        with self._lock:
-            try:
-                for key, reps in groups.items():
-                    try:
-                        self._tune_group(key, reps)
-                    except ServiceError as exc:
-                        issues.append(f"{key}: {exc}")
-            finally:
-                self._save()
-            data = self._model_data(groups)
-        if not data["models"]:
-            raise ServiceError("tuning produced no results: " + "; ".join(issues))
-        return data, issues
+        return groups, issues
+
+    def _each_group(self, groups: dict[str, list[Replica]], work, issues: list[str]) -> dict[str, list[Replica]]:
+        """work(key, replicas) per group (a failing group is an issue, not an error); state saved after."""
+        done = {}
+        try:
+            for key, reps in groups.items():
+                try:
+                    work(key, reps)
+                    done[key] = reps
+                except ServiceError as exc:
+                    issues.append(f"{key}: {exc}")
+        finally:
+            self._save()
+        return done
 
     @staticmethod
     def _group(replicas: list[Replica]) -> dict[str, list[Replica]]:
@@ -305,22 +317,9 @@ class TunerService:
     # -- calibrate --------------------------------------------------------------------------------------------
     def calibrate(self, specs: Any) -> tuple[dict, list[str]]:
         """One-shot fit of a load sweep per pair; returns ModelData of the pairs calibrated by this call."""
-        replicas = parse_specs(specs)
-        issues = [r.reason for r in replicas if r.observation is None and NO_TRAFFIC not in r.reason]
-        groups = self._group(replicas)
-        if not groups:
-            raise ServiceError("no replicas with active traffic" + (f": {'; '.join(issues)}" if issues else ""))
-        done = {}
+        groups, issues = self._active_groups(specs)
         with self._lock:
-            try:
-                for key, reps in groups.items():
-                    try:
-                        self._calibrate_group(key, reps)
-                        done[key] = reps
-                    except ServiceError as exc:
-                        issues.append(f"{key}: {exc}")
-            finally:
-                self._save()
+            done = self._each_group(groups, self._calibrate_group, issues)
             data = self._model_data(done)
         if not data["models"]:
             raise ServiceError("no pair calibrated: " + "; ".join(issues))
