@@ -42,7 +42,6 @@ class Stage:
     # Columns held at 0 in this stage because they cannot improve it and later stages decide them: partial
     # service of lower priorities. Dropping them is exact and makes the stage much smaller.
     zero_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    fix: np.ndarray | None = None  # what later stages keep (default: c); e.g. the count without the tie-break
     freeze_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # held at their value after
 
 
@@ -334,19 +333,15 @@ def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, 
     all_u = np.zeros(n)
     all_u[unserved[served_rows]] = 1
     stages.append(Stage("unserved", all_u, integral=True, zero_cols=partial_cols))
-    load = np.array([r.total_rate for r in table.rows])
     for k, p in enumerate(levels):
-        rows = np.array([i for i in served_rows if priority[i] == p], dtype=np.int64)
-        count = np.zeros(n)
-        count[unserved[rows]] = 1
-        # Tie-break among equally many unserved servers: leave out the least load (weights sum below 1, so the
-        # count still comes first). It makes the unserved set, and so the answer, the same for every backend.
-        c = count.copy()
-        c[unserved[rows]] += load[rows] / (2.0 * max(load[rows].sum(), 1e-300))
-        last = k == len(levels) - 1
-        stages.append(Stage(f"unserved priority {p}", c, integral=True, zero_cols=partial_cols, fix=count,
-                            freeze_cols=unserved[served_rows] if last and best_effort else
-                            np.zeros(0, dtype=np.int64)))
+        c = np.zeros(n)
+        c[unserved[[i for i in served_rows if priority[i] == p]]] = 1
+        # With best effort, the last count stage also fixes which servers are left out: best effort then works on
+        # that set, as inferno's best effort works on the servers its greedy left over (and fast: the choice of
+        # the set is not reopened for a little more partial service).
+        freeze = unserved[served_rows] if best_effort and len(rate_cols) and k == len(levels) - 1 else None
+        stages.append(Stage(f"unserved priority {p}", c, integral=True, zero_cols=partial_cols,
+                            freeze_cols=np.zeros(0, dtype=np.int64) if freeze is None else freeze))
     if best_effort and len(rate_cols):
         for p in levels:
             sel = priority[rate_server] == p

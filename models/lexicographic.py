@@ -102,8 +102,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may use
         # part of the time only, so that the cost is always optimised too.
         gap = 0.0 if stage.integral else options.mip_gap
-        limit = remaining if stage.name == "value" else remaining * EARLY_STAGE_SHARE
-        stage_options = SolveOptions(limit, gap, options.threads, options.seed)
+        share = 1.0 if stage.name == "value" else EARLY_STAGE_SHARE
+        stage_options = SolveOptions(remaining * share, gap, options.threads, options.seed)
         began = time.perf_counter()
         result = backend(problem, stage_options)
         log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
@@ -118,8 +118,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         last = result
         if result.status != "optimal":
             status = "time-limit"
-        fix = stage.c if stage.fix is None else stage.fix
-        value = float(fix @ x)
+        value = float(stage.c @ x)
         if stage.name == "unserved":
             # Only a shortcut: the total count is no lexicographic objective (a lower priority must not be
             # traded for fewer servers in all), so it is never kept as a constraint.
@@ -129,7 +128,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             continue
         if stage.name == "value":
             break
-        extra_rows.append(fix)
+        extra_rows.append(stage.c)
         if stage.integral:
             bound = float(np.round(value))
             extra_lb.append(bound if stage.maximize else -np.inf)
