@@ -311,6 +311,7 @@ def plot(records: list[Record], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     solved = [r for r in records if r.outcome == "solved"]
     solvers = sorted({r.solver for r in solved})
+    title = "family " + ", ".join(sorted({r.family + (" (multi)" if r.heterogeneous else "") for r in records}))
     charts = {
         "time": ("total time per solve (s)", lambda r: r.total_s, "log"),
         "gap": ("optimality gap", lambda r: max(r.gap, 1e-12) if math.isfinite(r.gap) else math.nan, "log"),
@@ -329,6 +330,7 @@ def plot(records: list[Record], folder: Path) -> list[Path]:
         ax.set_yscale(scale)
         ax.set_xlabel("servers")
         ax.set_ylabel(label)
+        ax.set_title(f"{title}: median over repeats")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
