@@ -277,8 +277,13 @@ def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options
               np.r_[np.ones(len(served_rows)), np.full(len(served_rows), SHARE_STEPS)], SHARE_STEPS,
               np.inf if options.best_effort else SHARE_STEPS)
     info["share_cols"] = share
-    # minNumReplicas: Σ_c n_c + min_i u_i >= min_i
-    mins = np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float)
+    # Σ_c n_c + m_i u_i >= m_i with m_i = max(minNumReplicas, ceil(λ_i / best rate)): a fully served server
+    # needs at least that many replicas. Valid for integer n, and it cuts off the fractional covers of the LP.
+    best_rate = np.zeros(len(table.rows))
+    np.maximum.at(best_rate, srv, table.rate_star[kept])
+    fewest = np.where(need > 0, np.ceil(need / np.where(best_rate > 0, best_rate, np.inf) - 1e-9), 0.0)
+    mins = np.maximum(np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float),
+                      fewest[served_rows])
     has_min = np.flatnonzero(mins > 0)
     if len(has_min):
         sel = np.isin(local, has_min)
@@ -326,13 +331,10 @@ def _replica_change_rows(b, table, served_rows, local, full, limit) -> None:
 
 def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
             best_effort, partial_cols, partial_server) -> tuple[Stage, ...]:
-    """Unserved servers (all, then per level), best-effort rate per level, value; see ``Stage.zero_cols``."""
+    """Unserved servers per level, best-effort rate per level, value; see ``Stage.zero_cols``."""
     stages = []
     priority = np.array([r.priority for r in table.rows])
     levels = sorted({int(priority[i]) for i in served_rows})
-    all_u = np.zeros(n)
-    all_u[unserved[served_rows]] = 1
-    stages.append(Stage("unserved", all_u, integral=True, zero_cols=partial_cols))
     for k, p in enumerate(levels):
         c = np.zeros(n)
         c[unserved[[i for i in served_rows if priority[i] == p]]] = 1

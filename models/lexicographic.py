@@ -1,8 +1,7 @@
 """Lexicographic optimisation of a formulation's stages with any MIP backend.
 
 Each stage is optimised with the earlier stages' optima kept as constraints, so a higher priority is never traded
-for a lower one, and no weights that could drown the cost in floating-point noise are needed. The first stage
-asks whether every server can be served; when it can, the per-priority and best-effort stages are skipped.
+for a lower one, and no weights that could drown the cost in floating-point noise are needed.
 """
 
 from __future__ import annotations
@@ -78,10 +77,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     lb, ub = form.lb, form.ub.copy()
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last = "optimal", [], None
-    all_served = False
     for stage in form.stages:
-        if all_served and stage.name != "value":
-            continue
         if not stage.c.any():
             continue
         remaining = deadline - time.perf_counter()
@@ -119,13 +115,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         if result.status != "optimal":
             status = "time-limit"
         value = float(stage.c @ x)
-        if stage.name == "unserved":
-            # Only a shortcut: the total count is no lexicographic objective (a lower priority must not be
-            # traded for fewer servers in all), so it is never kept as a constraint.
-            if round(value) == 0:
-                ub[form.unserved_cols[form.unserved_cols >= 0]] = 0.0  # everyone is served: skip ahead
-                all_served = True
-            continue
         if stage.name == "value":
             break
         extra_rows.append(stage.c)
