@@ -23,6 +23,7 @@ from pathlib import Path
 FAMILIES = {  # name -> generator parameters besides the number of servers
     "balanced": {"accelerators": 20, "classes": 3, "tightness": 0.8},
     "tight": {"accelerators": 20, "classes": 4, "tightness": 0.6},
+    "roomy": {"accelerators": 20, "classes": 3, "tightness": 1.5},
     "unlimited": {"accelerators": 20, "classes": 3, "tightness": None},
     "wide": {"accelerators": 40, "classes": 5, "tightness": 0.8},
     "small-pool": {"accelerators": 5, "classes": 2, "tightness": 0.9},
