@@ -49,9 +49,19 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
     if result.x is None:
         return _fallback(table, fallback, result.message or "exact solver found no solution in time", timings)
     counts = form.counts(result.x)
+    if (result.status != "optimal" and start is not None and warm_start == "greedy"
+            and _stage_key(form, start) < _stage_key(form, result.x)):
+        # Stopped early, the exact solver never answers worse than its own warm start.
+        return _fallback(table, fallback, "the greedy answer is better than the exact solver's within the time "
+                                          "limit", timings, "time-limit")
     return Assignment(counts=counts, status=result.status, objective=objective_value(table, counts),
                       bound=_bound_in_value(result, table, counts), gap=result.gap, message=result.message,
                       timings=timings)
+
+
+def _stage_key(form, x: np.ndarray) -> tuple[float, ...]:
+    """The lexicographic objectives of a solution vector, all to be minimised."""
+    return tuple(float(-(stage.c @ x) if stage.maximize else stage.c @ x) for stage in form.stages)
 
 
 def _bound_in_value(result, table, counts) -> float | None:

@@ -251,3 +251,20 @@ def test_batch_sizes_as_candidates_presolved_to_one_per_accelerator():
     objectives = {rule: solve(system, solver="highs", batch_rule=rule).objective for rule in ("inferno", "optimal",
                                                                                               "all")}
     assert objectives["all"] <= min(objectives["inferno"], objectives["optimal"]) + 1e-9
+
+
+def test_timed_out_exact_solver_never_answers_worse_than_greedy():
+    """A backend stopped early with a poor incumbent (here: nobody served) loses to its greedy warm start."""
+    table = build_table(load_scenario(SCENARIOS / "inferno-small"), Settings())
+    form = build(table, MipOptions())
+
+    def poor(problem, options):
+        x = np.zeros(len(problem.lb))
+        x[form.unserved_cols[form.unserved_cols >= 0]] = 1
+        from inferno_mip.models.lexicographic import MipResult
+        return MipResult("time-limit", x, float(problem.c @ x), None)
+
+    answer = exact.solve_exact(table, poor, saturation_policy="RoundRobin")
+    greedy_counts = exact.greedy.solve(table, saturation_policy="RoundRobin").counts
+    assert answer.status == "time-limit" and "greedy" in answer.message
+    assert np.array_equal(answer.counts, greedy_counts)
