@@ -333,7 +333,8 @@ def plot(records: list[Record], folder: Path) -> list[Path]:
         ax.set_ylabel(label)
         ax.set_title(f"{title}: median over repeats")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         fig.tight_layout()
         path = folder / f"{name}_vs_size.png"
         fig.savefig(path, dpi=110)
