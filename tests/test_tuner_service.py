@@ -183,3 +183,8 @@ def test_merge_into_system_feeds_a_solve():
     assert system.perf_by_key[key].alpha != 10.0  # input untouched
     sol = solve(tuned)
     assert sol is not None
+    # Through solve(params=...), and an unknown accelerator is reported, not silently dropped.
+    via_solve = solve(system, params={key: {"alpha": 10.0, "beta": 0.02, "gamma": 1e-4},
+                                      (key[0], "TPU9"): {"alpha": 1.0, "beta": 0.01, "gamma": 1e-5}})
+    assert via_solve.total_cost == sol.total_cost
+    assert any("TPU9" in issue for issue in via_solve.issues)

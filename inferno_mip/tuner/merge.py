@@ -11,6 +11,7 @@ import copy
 import math
 from typing import Any, Mapping
 
+from ..errors import InputIssue
 from ..spec import PerfData, System
 from .errors import TunerError
 
@@ -73,11 +74,17 @@ def _merge_system(system: System, tuned: dict) -> System:
             p = PerfData.model_validate({**p.model_dump(), "generation": "G3", "delta": 0.0, **tuned[key]})
         perf.append(p)
     known = system.accelerator_by_name
+    issues = list(system.issues)
     for (model, acc), vals in sorted(tuned.items()):
-        if (model, acc) not in seen and acc in known:  # unknown accelerators cannot be allocated: skip
-            perf.append(PerfData(model=model, accelerator=acc, acc_count=1, max_batch_size=DEFAULT_MAX_BATCH,
-                                 generation="G3", **vals))
-    return system.replace(perf=tuple(perf))
+        if (model, acc) in seen:
+            continue
+        if acc not in known:  # cannot be allocated: said, not silently dropped
+            issues.append(InputIssue("tuned parameters", f"{model}/{acc}",
+                                     f"accelerator {acc!r} is not in the scenario, ignored"))
+            continue
+        perf.append(PerfData(model=model, accelerator=acc, acc_count=1, max_batch_size=DEFAULT_MAX_BATCH,
+                             generation="G3", **vals))
+    return system.replace(perf=tuple(sorted(perf, key=lambda p: (p.model, p.accelerator))), issues=tuple(issues))
 
 
 def _merge_model_data(data: Mapping, tuned: dict) -> dict:
