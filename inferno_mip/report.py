@@ -23,6 +23,12 @@ def format_table(solution: Solution) -> str:
     lines.append("")
     lines.append(f"solver {solution.solver} ({solution.status})   total cost {solution.total_cost:.2f}   "
                  + "   ".join(f"{status} {n}" for status, n in solution.counts().items()))
+    if solution.bound is not None:
+        gap = "-" if solution.gap is None else f"{solution.gap:.2e}"
+        lines.append(f"objective (transition value) {_num(solution.objective)}   best bound {_num(solution.bound)}"
+                     f"   gap {gap}")
+    if solution.message:
+        lines.append(f"note: {solution.message}")
     usage = [f"{t} {used}/{_cap(solution.capacity.get(t))}" for t, used in solution.units_used.items()
              if used or solution.capacity.get(t)]
     lines.append("cards used/capacity: " + ", ".join(usage))
