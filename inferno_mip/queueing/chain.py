@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BirthDeathChain", "ChainStats", "solve_chain", "solve_rows"]
+__all__ = ["BirthDeathChain", "ChainStats", "solve_chain", "solve_rows", "solve_lw"]
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,41 @@ class ChainStats:
 def _log_geom_sum(x: np.ndarray, q: int) -> np.ndarray:
     """log sum_{i=0..q} exp(x i), stable for any sign of x."""
     ax = np.abs(x)
-    safe = np.where(ax > 0, ax, 1.0)
+    pos = ax > 0
+    if pos.all():  # the usual case: no x = 0 to patch (same values as below)
+        return np.maximum(x, 0.0) * q + np.log(-np.expm1(-ax * (q + 1))) - np.log(-np.expm1(-ax))
+    safe = np.where(pos, ax, 1.0)
     val = np.maximum(x, 0.0) * q + np.log(-np.expm1(-safe * (q + 1))) - np.log(-np.expm1(-safe))
-    return np.where(ax > 0, val, np.log(q + 1.0))
+    return np.where(pos, val, np.log(q + 1.0))
 
 
 def _bernoulli_f(y: np.ndarray) -> np.ndarray:
     """f(y) = 1/(1 - e^-y) - 1/y, smooth through y = 0 (f(0) = 1/2)."""
     small = np.abs(y) < 1e-2
+    if not small.any():  # only the closed form is needed (same values as below)
+        with np.errstate(over="ignore", divide="ignore"):
+            return 1.0 / (-np.expm1(-y)) - 1.0 / y
     ys = np.where(small, 1.0, y)
     with np.errstate(over="ignore", divide="ignore"):
         big = 1.0 / (-np.expm1(-ys)) - 1.0 / ys
-    y2 = y * y
-    series = 0.5 + y * (1.0 / 12.0 - y2 * (1.0 / 720.0 - y2 / 30240.0))
-    return np.where(small, series, big)
+    if np.ndim(big) == 0:
+        y2 = y * y
+        return np.where(small, 0.5 + y * (1.0 / 12.0 - y2 * (1.0 / 720.0 - y2 / 30240.0)), big)
+    i = np.flatnonzero(small)  # the series at the few small |y| only
+    ys = y[i]
+    y2 = ys * ys
+    big[i] = 0.5 + ys * (1.0 / 12.0 - y2 * (1.0 / 720.0 - y2 / 30240.0))
+    return big
+
+
+def _geom_tail(x: np.ndarray, q: np.ndarray, q1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(_log_geom_sum(x, q), _geom_mean(x, q)) for per-rate arrays, q1 = q + 1: the same values, less work."""
+    ax = np.abs(x)
+    if not ((ax > 0).all() and q.all()):
+        return _log_geom_sum(x, q), _geom_mean(x, q)
+    neg = -ax
+    lz = np.maximum(x, 0.0) * q + np.log(-np.expm1(neg * q1)) - np.log(-np.expm1(neg))
+    return lz, q1 * _bernoulli_f(q1 * x) - _bernoulli_f(x)
 
 
 def _geom_mean(x: np.ndarray, q) -> np.ndarray:
@@ -63,7 +84,9 @@ def _geom_mean(x: np.ndarray, q) -> np.ndarray:
     if np.ndim(q) == 0 and q == 0:
         return np.zeros_like(x)
     # d/dx log sum_{i<=q} e^{xi} = (q+1) f((q+1)x) - f(x); the 1/x poles cancel analytically.
-    return np.where(q == 0, 0.0, (q + 1) * _bernoulli_f((q + 1) * x) - _bernoulli_f(x))
+    q1 = q + 1
+    val = q1 * _bernoulli_f(q1 * x) - _bernoulli_f(x)
+    return val if np.all(q != 0) else np.where(q == 0, 0.0, val)
 
 
 def _log_geom_sum_1(x: float, q: int) -> float:
@@ -171,24 +194,33 @@ def solve_rows(cum: np.ndarray, log_mu: np.ndarray, lam: np.ndarray, n: np.ndarr
     lam = np.asarray(lam, dtype=np.float64)
     n = np.asarray(n, dtype=np.int64)
     q = np.asarray(q, dtype=np.float64)
-    rows = lam.shape[0]
     width = cum.shape[1] - 1
     k = np.arange(width + 1, dtype=np.float64)
-    r_idx = np.arange(rows)
     log_lam = np.log(lam)
     lw = np.multiply(log_lam[:, None], k[None, :])
     lw -= cum
-    lw_n = lw[r_idx, n] if cum_n is None else log_lam * n - cum_n
+    lw_n = lw[np.arange(lam.shape[0]), n] if cum_n is None else log_lam * n - cum_n
     if log_mu_n is None:
-        log_mu_n = log_mu[0 if log_mu.shape[0] == 1 else r_idx, n - 1]
+        log_mu_n = log_mu[0 if log_mu.shape[0] == 1 else np.arange(lam.shape[0]), n - 1]
+    return solve_lw(lw[:, :width], k, lam, log_lam, n, q, lw_n, log_mu_n, mask=mask)
+
+
+def solve_lw(head: np.ndarray, k: np.ndarray, lam: np.ndarray, log_lam: np.ndarray, n: np.ndarray, q: np.ndarray,
+             lw_n: np.ndarray, log_mu_n: np.ndarray, *, mask: bool = True) -> ChainStats:
+    """solve_rows from head[r, j] = j log lam[r] - cum[r, j], j < W (R, W), which it overwrites with p_head.
+
+    k = arange(>= W) (float), lw_n = n log lam - cum[r, n[r]] (finite), log_mu_n = log mu(n[r]), q float.
+    A C-contiguous head is fastest (whole-array passes).
+    """
+    width = head.shape[1]
+    r_idx = np.arange(lam.shape[0])
     x = log_lam - log_mu_n
-    lz, gm = _log_geom_sum(x, q), _geom_mean(x, q)
-    head = lw[:, :width]
+    lz, gm = _geom_tail(x, q, q + 1)
     if mask:
-        head = np.where(k[None, :width] < n[:, None], head, -np.inf)
+        np.copyto(head, -np.inf, where=k[None, :width] >= n[:, None])
     block = lw_n + lz
     top = np.maximum(head.max(axis=1), block)
-    p_head = np.subtract(head, top[:, None], out=head if not mask else None)
+    p_head = np.subtract(head, top[:, None], out=head)
     np.exp(p_head, out=p_head)
     head_sum = p_head.sum(axis=1)
     lognorm = top + np.log(head_sum + np.exp(block - top))

@@ -15,7 +15,8 @@ from .chain import ChainStats
 from .chunks import chunk_counts
 from .errors import QueueingError
 
-__all__ = ["ServiceModel", "V01Model", "V02Model", "OldModel", "NewModel", "new_primitives", "gather", "PARAM_KEYS"]
+__all__ = ["ServiceModel", "V01Model", "V02Model", "OldModel", "NewModel", "new_primitives", "gather", "pad_rows",
+           "PARAM_KEYS"]
 
 PARAM_KEYS = {
     "v01": ("alpha", "beta"),
@@ -51,6 +52,16 @@ class ServiceModel:
     SCALARS: tuple[str, ...] = ()  # per-model constants used by row_latencies
     TABLES: tuple[str, ...] = ()  # per-model tables indexed by batch size B = 0..N
 
+    @classmethod
+    def row_scalars(cls, compat: bool) -> tuple[str, ...]:
+        """The SCALARS that row_latencies reads in this mode (the only ones stack() builds)."""
+        return cls.SCALARS
+
+    @classmethod
+    def row_tables(cls, compat: bool) -> tuple[str, ...]:
+        """The TABLES that row_latencies reads in this mode (the only ones stack() builds)."""
+        return cls.TABLES
+
     def latencies(self, st: ChainStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prefill, itl, ttft) in ms for chain stats of this model at N = max_batch."""
         return self.row_latencies(self, st, self.max_batch)
@@ -66,36 +77,50 @@ class ServiceModel:
 
     @classmethod
     def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
-        """Per-model parameters as arrays: scalars (M,), tables (M, width+1) padded with their last value."""
+        """Per-model parameters as arrays: scalars (M,), tables (M, width+1) padded with their last value.
+
+        Only the scalars and tables row_latencies reads in the models' mode are built.
+        """
         out = {"compat": models[0].compat}
-        for name in cls.SCALARS:
+        for name in cls.row_scalars(models[0].compat):
             out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
-        for name in cls.TABLES:
-            tab = np.empty((len(models), width + 1))
-            for i, mdl in enumerate(models):
-                t = np.asarray(getattr(mdl, name), dtype=np.float64)[: width + 1]
-                tab[i, : t.shape[0]] = t
-                tab[i, t.shape[0]:] = t[-1]
-            out[name] = tab
+        for name in cls.row_tables(models[0].compat):
+            out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
         return SimpleNamespace(**out)
 
 
-class _RowTable:
-    """Rows idx of a stacked (M, W+1) table, indexed lazily (no full copy per evaluation)."""
+def pad_rows(arrays: list, width: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(M, width) float64 array (or out): row i is arrays[i][:width], padded with its last value."""
+    if out is None:
+        out = np.empty((len(arrays), width))
+    for i, a in enumerate(arrays):
+        k = min(a.shape[0], width)
+        out[i, :k] = a[:k]
+        if k < width:
+            out[i, k:] = a[k - 1]
+    return out
 
-    __slots__ = ("table", "idx")
+
+class _RowTable:
+    """Rows idx of a stacked (M, W+1) table, indexed lazily (no full copy per evaluation).
+
+    work: optional (>= len(idx), W) scratch array that a gather of the rows' first W columns may overwrite;
+    rep > 1: idx comes in runs of rep equal rows (gathered once per run).
+    """
+
+    __slots__ = ("table", "idx", "work", "rep")
     ndim = 2
 
-    def __init__(self, table: np.ndarray, idx: np.ndarray):
-        self.table, self.idx = table, idx
+    def __init__(self, table: np.ndarray, idx: np.ndarray, work: np.ndarray | None = None, rep: int = 1):
+        self.table, self.idx, self.work, self.rep = table, idx, work, rep
 
 
-def gather(p: SimpleNamespace, idx: np.ndarray) -> SimpleNamespace:
-    """Rows idx of stacked parameters: scalars as (R,) arrays, tables as lazy row views."""
+def gather(p: SimpleNamespace, idx: np.ndarray, work: np.ndarray | None = None, rep: int = 1) -> SimpleNamespace:
+    """Rows idx of stacked parameters: scalars as (R,) arrays, tables as lazy row views (gathered into work)."""
     out = {}
     for k, v in vars(p).items():
         if isinstance(v, np.ndarray):
-            out[k] = v[idx] if v.ndim == 1 else _RowTable(v, idx)
+            out[k] = v[idx] if v.ndim == 1 else _RowTable(v, idx, work, rep)
         else:
             out[k] = v
     return SimpleNamespace(**out)
@@ -117,6 +142,13 @@ def _head_dot(p_head: np.ndarray, table) -> np.ndarray:
         t = table.table
         if t.shape[0] == 1:
             return np.einsum("ij,j->i", p_head, t[0, :w])
+        work, rep, r = table.work, table.rep, table.idx.shape[0]
+        if work is not None and work.shape[0] >= r and work.shape[1] == w:
+            if rep > 1:  # p_head rows in runs of rep: one table row per run, broadcast (same sums)
+                runs = r // rep
+                rows = np.take(t[:, :w], table.idx[::rep], axis=0, out=work[:runs], mode="clip")
+                return np.einsum("agw,aw->ag", p_head.reshape(runs, rep, w), rows).reshape(r)
+            return np.einsum("ij,ij->i", p_head, np.take(t[:, :w], table.idx, axis=0, out=work[:r], mode="clip"))
         return np.einsum("ij,ij->i", p_head, t[table.idx, :w])
     if table.ndim == 1:
         return np.einsum("ij,j->i", p_head, table[:w])
@@ -281,12 +313,21 @@ class NewModel(ServiceModel):
         self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=compat)  # B = 0..N
         c = self.nc.astype(np.float64)
         self.w_p, self.w_tot, self.delta = _new_work(a, b, g, n, m, c)
+        self.w_d = b * m + g * m * (n + (m + 1) / 2.0)  # w_tot - w_p, as _new_work computes it
         bs = np.arange(max_batch + 1, dtype=np.float64)
         self.prefill_table = c * np.maximum(0.0, a + (bs - 1) * self.delta) + self.w_p
         self._set_tau(((c + m) * a + bs * self.w_tot)[1:])
 
-    SCALARS = ("alpha", "m")
+    SCALARS = ("alpha", "m", "beta", "gamma", "n", "w_d")
     TABLES = ("nc", "w_p", "delta", "prefill_table")
+
+    @classmethod
+    def row_scalars(cls, compat: bool) -> tuple[str, ...]:
+        return cls.SCALARS if compat else ("alpha", "m")
+
+    @classmethod
+    def row_tables(cls, compat: bool) -> tuple[str, ...]:
+        return ("nc",) if compat else ("prefill_table",)
 
     @staticmethod
     def row_latencies(p, st, n):
@@ -294,7 +335,10 @@ class NewModel(ServiceModel):
         if p.compat:
             idx = np.clip(np.floor(bbar + 0.5), 1, n).astype(np.int64)
             c = _at(p.nc, idx).astype(np.float64)
-            pf = c * np.maximum(0.0, p.alpha + (bbar - 1) * _at(p.delta, idx)) + _at(p.w_p, idx)
+            # w_p(c) and delta(c) as _new_work computes their tables (same values, no table lookups)
+            w_p = (p.beta + p.gamma * (c + 1) / 2.0) * p.n
+            delta = (w_p + p.w_d) / (c + p.m)
+            pf = c * np.maximum(0.0, p.alpha + (bbar - 1) * delta) + w_p
         else:
             pf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
         itl = (st.service_time - pf) / p.m

@@ -47,15 +47,23 @@ def size_rows(rs: RowSet, ttft, itl, tps) -> list:
     ok = np.array([e is None for e in errors], dtype=bool)
     lam = np.minimum(np.minimum(rates["ttft"], rates["itl"]), rates["tps"])
     idx = np.flatnonzero(ok)
-    ev = rs.evaluate(idx, lam[idx]) if final is None else None
+    if final is None:
+        final = [None] * r
+        for i, m in zip(idx.tolist(), rs.metrics_list(rs.evaluate(idx, lam[idx]))):
+            final[i] = m
     out = list(errors)
-    for j, i in enumerate(idx.tolist()):
+    lam_l, lam_max = lam.tolist(), rs.lam_max.tolist()
+    rate_l = [rates[k].tolist() for k in _ORDER]
+    set_l = [(targets[k] > 0).tolist() for k in _ORDER]
+    for i in idx.tolist():
+        li = lam_l[i]
         binding = "none"
-        if lam[i] < rs.lam_max[i]:
-            binding = next(k for k in _ORDER if targets[k][i] > 0 and rates[k][i] == lam[i])
-        metrics = rs.metrics(ev, j) if final is None else final[i]
-        out[i] = Sizing(rate=1000.0 * float(lam[i]), throughput=metrics.throughput, binding=binding,
-                        target_rates={k: 1000.0 * float(rates[k][i]) for k in _ORDER}, metrics=metrics)
+        if li < lam_max[i]:
+            binding = next(k for k, rk, sk in zip(_ORDER, rate_l, set_l) if sk[i] and rk[i] == li)
+        metrics = final[i]
+        out[i] = Sizing(rate=1000.0 * li, throughput=metrics.throughput, binding=binding, metrics=metrics,
+                        target_rates={"ttft": 1000.0 * rate_l[0][i], "itl": 1000.0 * rate_l[1][i],
+                                      "tps": 1000.0 * rate_l[2][i]})
     return out
 
 
@@ -65,6 +73,7 @@ def _default_rates(rs: RowSet, targets: dict):
     lo, hi = rs.lam_min, rs.lam_max
     rates = {k: hi.copy() for k in _ORDER}
     errors: list = [None] * r
+    rs.reserve(GRID * r)
     upper = hi.copy()
     active = np.arange(r)
     final: list = [None] * r
@@ -75,7 +84,7 @@ def _default_rates(rs: RowSet, targets: dict):
         llo, lup = np.log(lo[active]), np.log(upper[active])
         xs = np.exp(llo[:, None] + t[None, :] * (lup - llo)[:, None])
         xs[:, 0], xs[:, -1] = lo[active], upper[active]
-        grid = rs.evaluate(np.repeat(active, GRID), xs.ravel())
+        grid = rs.evaluate(np.repeat(active, GRID), xs.ravel(), rep=GRID)
         brackets = []  # (name, local rows, target, xa, xb, fa, fb) of every crossing to refine
         for name in _LATENCY:
             tgt = targets[name][active]
@@ -130,8 +139,9 @@ def _verify(rs: RowSet, active, rates: dict, targets: dict, upper, final: list):
             bad[name] = miss
             good &= ~miss
             noise &= ~miss | (val <= tgt * (1.0 + ULP_SLACK))
-        for j in np.flatnonzero(good).tolist():
-            final[int(active[j])] = rs.metrics(ev, j)
+        ok = np.flatnonzero(good)
+        for i, m in zip(active[ok].tolist(), rs.metrics_list(ev, ok)):
+            final[i] = m
         for name in _LATENCY:
             rows = active[bad[name] & noise]
             rates[name][rows] = np.minimum(rates[name][rows], lam[bad[name] & noise]) * (1.0 - 1e-13)
@@ -218,17 +228,40 @@ def _compat_rates(rs: RowSet, targets: dict):
     errors: list = [None] * r
     for i in np.flatnonzero(rs.k1_invalid).tolist():
         errors[i] = InfeasibleTarget("invalid model: K = N + Q = 1 is rejected by Go's stale validity check (B2)")
-    pairs = [(i, name) for name in _LATENCY for i in range(r) if targets[name][i] > 0 and errors[i] is None]
-    if not pairs:
+    valid = ~np.asarray(rs.k1_invalid, dtype=bool)
+    sel = [np.flatnonzero((targets[name] > 0) & valid) for name in _LATENCY]  # pairs: TTFT rows, then ITL rows
+    if sel[0].size + sel[1].size == 0:
         return rates, errors
-    rows = np.array([i for i, _ in pairs], dtype=np.int64)
-    is_ttft = np.array([nm == "ttft" for _, nm in pairs])
-    y = np.array([targets[nm][i] for i, nm in pairs])
+    rows = np.concatenate(sel)
+    is_ttft = np.concatenate((np.ones(sel[0].size, dtype=bool), np.zeros(sel[1].size, dtype=bool)))
+    y = np.concatenate([targets[name][s] for name, s in zip(_LATENCY, sel)])
     buggy = rs.kind in ("v01", "v02")  # both link v0.1.0 utils (B10)
+    rs.reserve(rows.size)
+    # A row with both targets runs two searches; while they probe the same rate, evaluate it once.
+    partner = np.full(rows.size, -1, dtype=np.int64)  # ITL pair -> TTFT pair of the same row
+    has_t = np.zeros(len(rs), dtype=bool)
+    has_t[sel[0]] = True
+    pos_t = np.zeros(len(rs), dtype=np.int64)
+    pos_t[sel[0]] = np.arange(sel[0].size)
+    both = has_t[sel[1]]
+    partner[sel[0].size + np.flatnonzero(both)] = pos_t[sel[1][both]]
+    where_ev = np.empty(rows.size, dtype=np.int64)
+    x_at = np.empty(rows.size)
 
-    def f(sel, x):
-        ev = rs.evaluate(rows[sel], x)
-        return np.where(is_ttft[sel], ev.ttft, ev.itl)
+    def f(live, x):
+        """TTFT or ITL of pairs live at rates x; an ITL pair probing its TTFT partner's rate reuses that evaluation."""
+        x_at.fill(np.nan)
+        x_at[live] = x
+        pl = partner[live]
+        dup = pl >= 0
+        dup[dup] = x_at[pl[dup]] == x[dup]
+        own = ~dup
+        evl = live[own]
+        ev = rs.evaluate(rows[evl], x[own])
+        where_ev[evl] = np.arange(evl.size)
+        pos = where_ev[live]
+        pos[dup] = where_ev[pl[dup]]
+        return np.where(is_ttft[live], ev.ttft[pos], ev.itl[pos])
 
     lo, hi = _f32(rs.lam_min[rows]), _f32(hi64[rows])
     everything = np.arange(rows.size)
@@ -257,17 +290,17 @@ def _compat_rates(rs: RowSet, targets: dict):
         stuck = (new_lo == lo[live]) & (new_hi == hi[live])  # every later iteration would repeat
         lo[live], hi[live] = new_lo, new_hi
         done[live[hit | stuck]] = True
-    for s, i in enumerate(rows.tolist()):
+    for s in np.flatnonzero(ind < 0).tolist():
+        i = int(rows[s])
         name = "ttft" if is_ttft[s] else "itl"
-        if ind[s] < 0:
-            if errors[i] is None:
-                errors[i] = InfeasibleTarget(
-                    f"{name.upper()} target {y[s]} ms: target below region ({name.upper()} at min rate "
-                    f"{1000 * rs.lam_min[i]:.6g} req/s is {y0[s]:.6g} ms, at max rate {y1[s]:.6g} ms)")
-        elif ind[s] > 0:
-            rates[name][i] = hi64[i]
-        else:
-            rates[name][i] = min(max(x[s], rs.lam_min[i]), hi64[i])
+        if errors[i] is None:
+            errors[i] = InfeasibleTarget(
+                f"{name.upper()} target {y[s]} ms: target below region ({name.upper()} at min rate "
+                f"{1000 * rs.lam_min[i]:.6g} req/s is {y0[s]:.6g} ms, at max rate {y1[s]:.6g} ms)")
+    rate = np.where(ind > 0, hi64[rows], np.minimum(np.maximum(x, rs.lam_min[rows]), hi64[rows]))
+    for name, flag in (("ttft", True), ("itl", False)):
+        m = (ind >= 0) & (is_ttft == flag)
+        rates[name][rows[m]] = rate[m]
     return rates, errors
 
 
@@ -328,7 +361,7 @@ def size_models(models: Sequence["PerfModel"], targets: Sequence[tuple[float, fl
     out: list = [None] * len(models)
     todo: dict = {}
     for i, (m, t) in enumerate(zip(models, targets)):
-        key = tuple(float(v) for v in t)
+        key = tuple(map(float, t))
         hit = m._size_cache.get(key)
         if hit is not None:
             out[i] = hit
