@@ -256,7 +256,7 @@ def _size_all(pending: list[_Pending], settings: Settings) -> None:
     metrics = analyze_models([p.model for p in ok], [p.row.total_rate / r for p, r in zip(ok, replicas)])
     for p, r, m in zip(ok, replicas, metrics):
         p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), m.itl,
-                            _reported_ttft(m, settings), m.rho, p.result.binding)
+                            m.ttft, m.rho, p.result.binding)
 
 
 def _targets(row: ServerRow) -> tuple[float, float, float]:
@@ -310,10 +310,6 @@ def transition_value(server: Server, acc: str, replicas: int, cost: float) -> fl
 def replicas_needed(total_rate: float, rate_per_replica: float, min_replicas: int) -> int:
     ratio = total_rate / rate_per_replica
     return max(math.ceil(ratio * (1 - CEIL_RTOL)), min_replicas)
-
-
-def _reported_ttft(metrics: Metrics, settings: Settings) -> float:
-    return float(metrics.ttft)
 
 
 def _zero_load_candidate(server: Server, acc: Accelerator, perf: PerfData) -> dict | None:

@@ -199,7 +199,7 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
     has_cands[srv] = True
     served_rows = np.flatnonzero(has_cands)
     b = _Builder()
-    info: dict = {"replicas": table.replicas[kept], "kept": kept}
+    info: dict = {"replicas": table.replicas[kept]}
     assign = _multi_assign if options.heterogeneous else _single_assign
     parts, unserved = assign(b, table, kept, served_rows, options, info)
     _capacity_rows(b, table, *parts.capacity)
