@@ -1,0 +1,1 @@
+"""Closed-loop control: collect -> tune -> forecast -> solve -> stabilise -> actuate -> record."""

@@ -1,0 +1,1 @@
+"""Kubernetes: collector and actuator on managed Deployments, and the optimizer operator."""

@@ -1,0 +1,1 @@
+"""HTTP optimizer service: inferno's REST API and a native one."""
