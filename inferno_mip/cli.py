@@ -7,11 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .api import solve
+from . import __version__
 from .errors import ScenarioError
-from .io import load_scenario, write_scenario
-from .report import format_comparison, format_table
-from .spec import SATURATION_POLICIES
+from .policies import SATURATION_POLICIES
 
 EXIT_BAD_INPUT = 2
 
@@ -31,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferno-mip", description="Accelerator allocation for LLM inference "
                                      "servers by queueing models and mathematical programming.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("solve", help="allocate accelerators for a scenario and print the allocation")
@@ -115,6 +114,10 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _solve(args: argparse.Namespace) -> int:
+    from .api import solve
+    from .io import load_scenario
+    from .report import format_table
+
     system = load_scenario(args.path)
     try:
         solution = solve(system, solver=args.solver, **_options(args))
@@ -130,6 +133,10 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .api import solve
+    from .io import load_scenario
+    from .report import format_comparison
+
     system = load_scenario(args.path)
     solutions = []
     for name in [s.strip() for s in args.solvers.split(",") if s.strip()]:
@@ -143,6 +150,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from .io import write_scenario
     from .scenarios import generate
 
     try:
