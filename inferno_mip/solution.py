@@ -98,6 +98,10 @@ class ServerAllocation:
                 and (self.ttft_target == 0 or self.ttft <= self.ttft_target * tol))
 
 
+JSON_UNITS = {"rates": "requests/second", "latencies": "ms", "cost": "per hour", "timings": "s"}
+INFERNO_UNITS = {"arrivalRate": "requests/minute", "itlAverage": "ms", "ttftAverage": "ms", "cost": "per hour"}
+
+
 @dataclass(frozen=True)
 class Solution:
     allocations: tuple[ServerAllocation, ...]
@@ -127,8 +131,9 @@ class Solution:
         return {s: n for s, n in out.items() if n}
 
     def to_dict(self) -> dict:
-        """JSON-ready form: totals, solver statistics and one entry per server."""
+        """JSON-ready form: totals, solver statistics and one entry per server; rates in req/s (see ``units``)."""
         return {
+            "units": JSON_UNITS,
             "solver": self.solver, "status": self.status, "message": self.message, "totalCost": self.total_cost,
             "objective": self.objective, "bound": self.bound, "gap": self.gap,
             "unitsUsed": self.units_used,
@@ -138,7 +143,11 @@ class Solution:
         }
 
     def to_inferno(self) -> dict:
-        """inferno's AllocationSolution, extended with a status and reason per server (unallocated ones included)."""
+        """inferno's AllocationSolution, extended with a status and reason per server (unallocated ones included).
+
+        As in inferno, ``load.arrivalRate`` is in requests/minute (the native form, :meth:`to_dict`, uses req/s);
+        the top-level ``units`` entry says so and is ignored by inferno's Go decoder.
+        """
         out = {}
         for a in self.allocations:
             out[a.name] = {
@@ -148,7 +157,7 @@ class Solution:
                          "avgOutTokens": a.avg_out_tokens},
                 "status": a.status, "reason": a.reason,
             }
-        return {"allocations": out}
+        return {"units": INFERNO_UNITS, "allocations": out}
 
 
 def _camel(d: dict) -> dict:

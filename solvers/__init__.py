@@ -48,6 +48,16 @@ def get_solver(name: str) -> Solver:
     return SOLVERS[check_solver_name(name)]
 
 
+def check_backend(name: str, options: dict) -> None:
+    """Raise ValueError if backend `name` cannot run with `options` here (e.g. a pyomo solver not installed).
+
+    A backend module may define ``check_options(**options)``; it is called before any sizing starts.
+    """
+    check = getattr(import_module(f"{__name__}.{BACKEND_MODULES[check_solver_name(name)]}"), "check_options", None)
+    if check is not None:
+        check(**options)
+
+
 def check_solver_name(name: str) -> str:
     """`name` if it is a registered solver, else the ValueError of :func:`get_solver` (nothing imported)."""
     if name not in BACKEND_MODULES:
@@ -55,4 +65,4 @@ def check_solver_name(name: str) -> str:
     return name
 
 
-__all__ = ["SOLVERS", "BACKEND_MODULES", "Solver", "get_solver", "check_solver_name"]
+__all__ = ["SOLVERS", "BACKEND_MODULES", "Solver", "check_backend", "check_solver_name", "get_solver"]
