@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write a seeded synthetic fleet in inferno's format")
     p.add_argument("output", type=Path, help="folder to write the six inferno files into")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing, non-empty folder")
     p.add_argument("--servers", type=int, default=100)
     p.add_argument("--accelerators", type=int, default=20)
     p.add_argument("--classes", type=int, default=3)
@@ -159,7 +160,7 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    folder = write_scenario(system, args.output)
+    folder = write_scenario(system, args.output, overwrite=args.force)
     print(f"wrote {len(system.servers)} servers, {len(system.accelerators)} accelerators to {folder}")
     return 0
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .io import go_int
 from .tables import CandidateTable
 
 STATUSES = ("ok", "best-effort", "infeasible-SLO", "no-perf-data", "capacity-limited", "zero-load", "invalid-input")
@@ -153,8 +154,8 @@ class Solution:
             out[a.name] = {
                 "accelerator": a.accelerator, "numReplicas": a.replicas, "maxBatch": a.max_batch, "cost": a.cost,
                 "itlAverage": a.itl, "ttftAverage": a.ttft,
-                "load": {"arrivalRate": a.arrival_rate * 60.0, "avgInTokens": a.avg_in_tokens,
-                         "avgOutTokens": a.avg_out_tokens},
+                "load": {"arrivalRate": a.arrival_rate * 60.0, "avgInTokens": go_int(a.avg_in_tokens),
+                         "avgOutTokens": go_int(a.avg_out_tokens)},
                 "status": a.status, "reason": a.reason,
             }
         return {"units": INFERNO_UNITS, "allocations": out}
