@@ -19,6 +19,7 @@ import numpy as np
 
 from .queueing import InfeasibleTarget, Metrics, QueueingError, make_perf_model
 from .queueing.concurrency import DEFAULT_EPSILON, throughput_curves
+from .queueing.limits import MAX_BATCH
 from .queueing.sizing import analyze_models, size_models
 from .spec import Accelerator, PerfData, Server, System, reference_problem
 
@@ -284,12 +285,16 @@ def _with_rejected(row: ServerRow, rejected: list[str]) -> ServerRow:
 
 
 def batch_size(server: Server, perf: PerfData, settings: Settings) -> int:
-    """inferno's rule: the server's maxBatchSize, else perf maxBatchSize at atTokens scaled to the output tokens."""
+    """inferno's rule: the server's maxBatchSize, else perf maxBatchSize at atTokens scaled to the output tokens.
+
+    The scaled size is capped at MAX_BATCH (short outputs would otherwise ask for a chain of millions of slots).
+    """
     if server.max_batch_size > 0:
         return server.max_batch_size
     if perf.at_tokens == 0 and not settings.compat:
         return max(perf.max_batch_size, 1)  # no reference token count: take the batch size as given
-    return max(perf.max_batch_size * perf.at_tokens // int(server.load.avg_out_tokens), 1)
+    out_tokens = max(int(server.load.avg_out_tokens), 1)  # under one token (not zero load): no division by zero
+    return min(max(perf.max_batch_size * perf.at_tokens // out_tokens, 1), MAX_BATCH)
 
 
 def queue_size(server: Server, batch: int, settings: Settings) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from .chain import BirthDeathChain
 from .chunks import DEFAULT_MAX_NUM_TOKENS
 from .errors import QueueingError
+from .limits import MAX_BATCH, MAX_PARAM, MAX_QUEUE, MAX_TOKENS
 from .models import PARAM_KEYS, NewModel, OldModel, ServiceModel, V01Model, V02Model
 from .results import Metrics, Sizing
 from .rows import EPSILON, RowSet
@@ -158,20 +159,24 @@ class PerfModel:
         return RowSet([self], [0], [self.max_batch], [self.max_queue])
 
 
-def _check_number(name: str, v, *, lo: float, strict: bool = False) -> float:
+def _check_number(name: str, v, *, lo: float, strict: bool = False, hi: float = math.inf) -> float:
     if isinstance(v, bool) or not isinstance(v, Real):
         raise QueueingError(f"{name} must be a number, got {v!r}")
     f = float(v)
     if not math.isfinite(f) or f < lo or (strict and f <= lo):
         raise QueueingError(f"{name} must be finite and {'>' if strict else '>='} {lo}, got {v!r}")
+    if f > hi:
+        raise QueueingError(f"{name} {v!r} exceeds the supported maximum {hi:,.0f}")
     return f
 
 
-def _check_int(name: str, v, *, lo: int) -> int:
+def _check_int(name: str, v, *, lo: int, hi: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)) or float(v) != int(v):
         raise QueueingError(f"{name} must be an integer, got {v!r}")
     if int(v) < lo:
         raise QueueingError(f"{name} must be >= {lo}, got {v!r}")
+    if hi is not None and int(v) > hi:
+        raise QueueingError(f"{name} {v!r} exceeds the supported maximum {hi:,}")
     return int(v)
 
 
@@ -205,14 +210,14 @@ def make_perf_model(kind: str, params: Mapping[str, float], *, in_tokens: float,
     missing = [k for k in keys if k not in params]
     if missing:
         raise QueueingError(f"{kind} perf model params missing {missing} (need {list(keys)})")
-    vals = tuple((k, _check_number(f"param {k}", params[k], lo=0.0)) for k in keys)
+    vals = tuple((k, _check_number(f"param {k}", params[k], lo=0.0, hi=MAX_PARAM)) for k in keys)
     if all(v == 0 for _, v in vals):
         raise QueueingError(f"{kind} perf model params are all zero: {dict(vals)}")
-    n = _check_number("in_tokens", in_tokens, lo=0.0)
-    m = _check_number("out_tokens", out_tokens, lo=1.0)
+    n = _check_number("in_tokens", in_tokens, lo=0.0, hi=MAX_TOKENS)
+    m = _check_number("out_tokens", out_tokens, lo=1.0, hi=MAX_TOKENS)
     if kind in ("v01", "v02") and compat:  # Go's optimizer and REST v0.1 use int token counts
         n, m = float(int(n)), float(int(m))
-    big_n = _check_int("max_batch", max_batch, lo=1)
-    q = _check_int("max_queue", max_queue, lo=0)
+    big_n = _check_int("max_batch", max_batch, lo=1, hi=MAX_BATCH)
+    q = _check_int("max_queue", max_queue, lo=0, hi=MAX_QUEUE)
     mt = _check_number("max_num_tokens", max_num_tokens, lo=0.0) or DEFAULT_MAX_NUM_TOKENS
     return _build(kind, vals, n, m, big_n, q, mt, bool(compat))
