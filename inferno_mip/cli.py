@@ -15,6 +15,7 @@ from .policies import SATURATION_POLICIES
 from .solvers import BACKEND_MODULES
 
 EXIT_BAD_INPUT = 2
+LARGE_FLEET = 500  # servers from which a solve on a terminal shows its stages without --verbose
 MAX_SERVERS = 100_000  # generated fleets and bench sizes: beyond this a run needs more memory than a host has
 
 
@@ -140,6 +141,8 @@ def _solve(args: argparse.Namespace) -> int:
 
     _check_output_file(args.output)  # before the solve, not after it
     system = load_scenario(args.path)
+    if args.verbose or (sys.stderr.isatty() and len(system.servers) >= LARGE_FLEET):
+        _log_progress()
     try:
         solution = solve(system, solver=args.solver, **_options(args))
     except ValueError as exc:  # unknown solver or perf model: a usage error, not a crash
@@ -192,10 +195,11 @@ def _bench(args: argparse.Namespace) -> int:
         tasks = bench.tasks(args.family, args.sizes, args.solvers, args.repeat, args.seed, args.time_limit,
                             args.heterogeneous)
         _make_folder(args.output)
-        if args.executor == "ray":
-            records = bench.run_ray(tasks, args.ray_address, progress=bench.progress_bar)
-        else:
-            records = bench.run_local(tasks, args.jobs, progress=bench.progress_bar)
+        with bench.progress_bar(len(tasks)) as progress:
+            if args.executor == "ray":
+                records = bench.run_ray(tasks, args.ray_address, progress=progress)
+            else:
+                records = bench.run_local(tasks, args.jobs, progress=progress)
     except ValueError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -208,6 +212,19 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     print(f"wrote {args.output / 'results.csv'} and {args.output / 'summary.md'}")
     return 0
+
+
+def _log_progress() -> None:
+    """Stage progress (sizing, each MIP stage with its objective and bound) on standard error."""
+    import logging
+
+    logger = logging.getLogger("inferno_mip")
+    if not any(h.get_name() == "inferno-mip-progress" for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name("inferno-mip-progress")
+        handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f ms  %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _check_output_file(output: Path | None) -> None:

@@ -6,6 +6,7 @@ for a lower one, and no weights that could drown the cost in floating-point nois
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +16,7 @@ import scipy.sparse as sp
 
 from .allocation import Formulation
 
+_LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
@@ -103,6 +105,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         began = time.perf_counter()
         result = backend(problem, stage_options)
         log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
+        _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
+                  result.objective, result.bound, _gap(result.objective, result.bound), log[-1][3])
         if result.x is None:
             # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
             status = "time-limit" if result.status == "time-limit" else "feasible"
@@ -140,8 +144,14 @@ def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, 
     objective = float(form.stages[-1].c @ x)
     if status == "optimal" and (bound is None or not np.isfinite(bound)):
         bound = objective
-    gap = None if bound is None else abs(objective - bound) / max(abs(objective), 1e-9)
-    return LexResult(x, status, objective, bound, gap, log, message)
+    return LexResult(x, status, objective, bound, _gap(objective, bound), log, message)
+
+
+def _gap(objective: float | None, bound: float | None) -> float | None:
+    """Relative optimality gap |objective - bound| / |objective|; None without both."""
+    if objective is None or bound is None:
+        return None
+    return abs(objective - bound) / max(abs(objective), 1e-9)
 
 
 def _feasible(form: Formulation, x: np.ndarray, tol: float = 1e-6) -> bool:
