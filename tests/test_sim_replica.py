@@ -23,6 +23,8 @@ def naive_replica(cfg: ReplicaConfig, arrivals, n_in, n_out):
     the list of (time, gap) of every token after the first.
     """
     A, B, G = cfg.alpha / 1000, cfg.beta / 1000, cfg.gamma / 1000
+    Bp = B if cfg.prefill_beta is None else cfg.prefill_beta / 1000
+    P = cfg.prefill_overhead / 1000
     cap = cfg.max_batch + cfg.max_queue
     size = len(arrivals)
     admitted = np.full(size, np.inf)
@@ -48,7 +50,7 @@ def naive_replica(cfg: ReplicaConfig, arrivals, n_in, n_out):
             arrive(i)
             i += 1
         budget = math.inf if cfg.max_num_tokens is None else cfg.max_num_tokens
-        tokens = read = 0
+        tokens = prompt = read = 0
         work = []  # (request state, prompt tokens this iteration; 0 = decode)
         for r in running:
             if r["done"] == n_in[r["k"]]:
@@ -60,7 +62,7 @@ def naive_replica(cfg: ReplicaConfig, arrivals, n_in, n_out):
             if r["done"] < n_in[r["k"]] and budget > 0:
                 ch = min(n_in[r["k"]] - r["done"], budget)
                 work.append((r, ch))
-                tokens += ch
+                prompt += ch
                 read += r["ctx"] + ch
                 budget -= ch
         while waiting and len(running) < cfg.max_batch and budget > 0:
@@ -70,10 +72,10 @@ def naive_replica(cfg: ReplicaConfig, arrivals, n_in, n_out):
             running.append(r)
             ch = min(n_in[k], budget)
             work.append((r, ch))
-            tokens += ch
+            prompt += ch
             read += ch
             budget -= ch
-        end = t + A + B * tokens + G * read
+        end = t + A + B * tokens + Bp * prompt + G * read + (P if prompt else 0.0)
         while i < size and arrivals[i] < end:
             arrive(i)
             i += 1
@@ -132,9 +134,11 @@ def assert_agree(cfg, arrivals, n_in, n_out):
             np.testing.assert_allclose(np.sort(fast), np.sort(ref), rtol=1e-9)
 
 
-@pytest.mark.parametrize("max_num_tokens", [None, 160])
-def test_fast_engine_agrees_with_naive_loop_request_by_request(max_num_tokens):
-    cfg = ReplicaConfig(alpha=8.0, beta=0.05, gamma=0.002, max_batch=6, max_queue=5, max_num_tokens=max_num_tokens)
+@pytest.mark.parametrize("max_num_tokens, prefill", [(None, {}), (160, {}),
+                                                     (None, dict(prefill_beta=0.01, prefill_overhead=30.0))])
+def test_fast_engine_agrees_with_naive_loop_request_by_request(max_num_tokens, prefill):
+    cfg = ReplicaConfig(alpha=8.0, beta=0.05, gamma=0.002, max_batch=6, max_queue=5, max_num_tokens=max_num_tokens,
+                        **prefill)
     arrivals, n_in, n_out = workload(3, 4.0, 60.0, LengthDist.lognormal(120, 0.8), LengthDist.geometric(40))
     assert_agree(cfg, arrivals, n_in, n_out)
 

@@ -4,9 +4,11 @@ It never imports ``inferno_mip.queueing`` or ``inferno_mip.tables``.
 """
 
 from .errors import SimulationError
+from .fleet import Fleet, ServerWindow
 from .lengths import LengthDist
 from .replica import Replica, ReplicaConfig, Request
 from .single import ReplicaResult, simulate_replica
+from .workload import ServerWorkload, Workload
 
-__all__ = ["LengthDist", "Replica", "ReplicaConfig", "ReplicaResult", "Request", "SimulationError",
-           "simulate_replica"]
+__all__ = ["Fleet", "LengthDist", "Replica", "ReplicaConfig", "ReplicaResult", "Request", "ServerWindow",
+           "ServerWorkload", "SimulationError", "Workload", "simulate_replica"]

@@ -6,7 +6,8 @@ remaining chunks of prompts already being prefilled). An iteration costs (queue-
 
     alpha + beta * (tokens computed) + gamma * (context tokens read)
 
-where a request computing t tokens with k tokens already in its KV cache reads k + t context tokens. As in vLLM,
+where a request computing t tokens with k tokens already in its KV cache reads k + t context tokens
+(``ReplicaConfig`` can price prompt tokens apart, for older perf-data generations). As in vLLM,
 the iteration that completes a prompt emits the first output token; each later iteration emits one token to
 every decoding request, so a request with m output tokens decodes in m - 1 iterations and its context ends at
 n + m - 1 tokens. An idle replica starts an iteration the moment a request arrives; otherwise an arrival waits
@@ -34,7 +35,12 @@ INF = math.inf
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """Perf parameters (ms) and limits of one replica; ``max_num_tokens`` None means no per-iteration budget."""
+    """Perf parameters (ms) and limits of one replica; ``max_num_tokens`` None means no per-iteration budget.
+
+    Two optional terms carry older perf-data generations (decode alpha/beta, prefill gamma/delta) without
+    approximation: ``prefill_beta`` is the cost of a prompt token (default ``beta``) and ``prefill_overhead``
+    is added to every iteration that prefills. With their defaults the cost model is exactly spec §1.3.
+    """
 
     alpha: float
     beta: float
@@ -42,10 +48,14 @@ class ReplicaConfig:
     max_batch: int
     max_queue: int = 0
     max_num_tokens: int | None = None
+    prefill_beta: float | None = None
+    prefill_overhead: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "gamma"):
+        for name in ("alpha", "beta", "gamma", "prefill_beta", "prefill_overhead"):
             v = getattr(self, name)
+            if v is None and name == "prefill_beta":
+                continue
             if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
                 raise SimulationError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.alpha + self.beta + self.gamma <= 0:
@@ -103,6 +113,8 @@ class Replica:
         self._A = cfg.alpha / 1000.0
         self._B = cfg.beta / 1000.0
         self._G = cfg.gamma / 1000.0
+        self._Bp = self._B if cfg.prefill_beta is None else cfg.prefill_beta / 1000.0
+        self._P = cfg.prefill_overhead / 1000.0
         self.max_batch = cfg.max_batch
         self.capacity = cfg.max_batch + cfg.max_queue
         self._budget = INF if cfg.max_num_tokens is None else cfg.max_num_tokens
@@ -204,7 +216,7 @@ class Replica:
             self.busy = True
             return
         budget = self._budget - d
-        tokens = d
+        tokens = 0  # prompt tokens
         read = self._ctx + d
         chunks = []
         for req in prefilling:
@@ -225,7 +237,7 @@ class Replica:
             tokens += ch
             read += ch
             budget -= ch
-        dur = self._A + self._B * tokens + self._G * read
+        dur = self._A + self._B * d + self._Bp * tokens + self._G * read + (self._P if tokens else 0.0)
         self._a, self._b, self._count, self._decoding = dur, 0.0, 1, d
         self._chunks = chunks
         self.end = s + dur

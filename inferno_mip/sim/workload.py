@@ -98,8 +98,9 @@ class Workload:
 class ArrivalStream:
     """Arrivals of one server, drawn lazily in fixed chunks: ``until(t)`` returns those before t not yet given."""
 
-    def __init__(self, spec: ServerWorkload, seed: int, name: str, resolution: float):
-        seq = np.random.SeedSequence([seed, zlib.crc32(name.encode("utf-8"))])
+    def __init__(self, spec: ServerWorkload, seed: int | tuple[int, ...], name: str, resolution: float):
+        seeds = seed if isinstance(seed, tuple) else (seed,)
+        seq = np.random.SeedSequence([*seeds, zlib.crc32(name.encode("utf-8"))])
         arrivals, noise, n_in, n_out = (np.random.default_rng(s) for s in seq.spawn(4))
         self.spec = spec
         self._rng, self._in_rng, self._out_rng = arrivals, n_in, n_out
