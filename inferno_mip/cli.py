@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from .queueing.cli import register as register_sizing
 
     register_sizing(sub)
+
+    from .service.cli import register as register_optimizer_service
+
+    register_optimizer_service(sub)
     return parser
 
 
