@@ -403,14 +403,14 @@ def to_system_data(system: System) -> dict[str, Any]:
                 "currentAlloc": {"accelerator": cur.accelerator, "numReplicas": cur.num_replicas,
                                  "maxBatch": cur.max_batch, "cost": cur.cost,
                                  "load": {"arrivalRate": s.load.arrival_rate * 60.0,
-                                          "avgInTokens": s.load.avg_in_tokens,
-                                          "avgOutTokens": s.load.avg_out_tokens}}}
+                                          "avgInTokens": _go_int(s.load.avg_in_tokens),
+                                          "avgOutTokens": _go_int(s.load.avg_out_tokens)}}}
 
     o = system.optimizer
     return {"system": {
         "acceleratorData": {"accelerators": [
-            {"name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": a.mem_size,
-             "memBW": a.mem_bw, "cost": a.cost} for a in system.accelerators]},
+            {"name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": _go_int(a.mem_size),
+             "memBW": _go_int(a.mem_bw), "cost": a.cost} for a in system.accelerators]},
         "capacityData": {"count": [{"type": t, "count": n} for t, n in sorted(system.capacity.items())]},
         "modelData": {"models": [perf(p) for p in system.perf]},
         "serviceClassData": {"serviceClasses": [
@@ -423,6 +423,11 @@ def to_system_data(system: System) -> dict[str, Any]:
             "useCplex": o.use_cplex, "delayedBestEffort": o.delayed_best_effort,
             "saturationPolicy": o.saturation_policy}},
     }}
+
+
+def _go_int(x: float) -> float | int:
+    """Whole numbers as JSON integers: inferno's Go types are int there and reject 128.0."""
+    return int(x) if float(x).is_integer() else x
 
 
 def write_scenario(system: System, folder: str | Path) -> Path:
