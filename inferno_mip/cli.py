@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     from .sim.cli import register as register_simulator
 
     register_simulator(sub)
+
+    from .service.cli import register as register_optimizer_service
+
+    register_optimizer_service(sub)
     return parser
 
 

@@ -143,6 +143,22 @@ class Solution:
             "servers": [_camel(asdict(a)) for a in self.allocations],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Solution:
+        """The Solution of :meth:`to_dict`'s JSON (e.g. from the optimizer service): ``from_dict(s.to_dict()) == s``."""
+        def allocation(entry: dict) -> ServerAllocation:
+            fields = _snake(entry, ServerAllocation)
+            fields["placements"] = tuple(Placement(**_snake(p, Placement)) for p in entry.get("placements", ()))
+            return ServerAllocation(**fields)
+
+        return cls(
+            allocations=tuple(allocation(a) for a in data["servers"]), solver=data["solver"], status=data["status"],
+            total_cost=data["totalCost"], units_used=dict(data["unitsUsed"]),
+            capacity={t: float("inf") if c is None else float(c) for t, c in data["capacity"].items()},
+            objective=data.get("objective"), bound=data.get("bound"), gap=data.get("gap"),
+            timings=dict(data.get("timings", {})), issues=tuple(data.get("issues", ())),
+            message=data.get("message", ""))
+
     def to_inferno(self) -> dict:
         """inferno's AllocationSolution, extended with a status and reason per server (unallocated ones included).
 
@@ -161,11 +177,19 @@ class Solution:
         return {"units": INFERNO_UNITS, "allocations": out}
 
 
+def _camel_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
 def _camel(d: dict) -> dict:
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(w.capitalize() for w in rest)
-    return {camel(k): [_camel(x) for x in v] if k == "placements" else v for k, v in d.items()}
+    return {_camel_name(k): [_camel(x) for x in v] if k == "placements" else v for k, v in d.items()}
+
+
+def _snake(d: dict, cls) -> dict:
+    """The dataclass fields of `cls` from their camelCase keys in `d` (the inverse of :func:`_camel`)."""
+    return {name: d[_camel_name(name)] for name in cls.__dataclass_fields__
+            if _camel_name(name) in d and name != "placements"}
 
 
 def build_solution(table: CandidateTable, assignment: Assignment, solver: str, invalid=(), issues=(),
