@@ -10,7 +10,7 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``all`` (default) every speed-up, or a
 comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``. ``--compare`` runs both in one process,
-interleaved, and prints the ratio. Times are CPU seconds of this process (``time.process_time``: the machine is
+interleaved; ``--ablation`` runs none, each speed-up alone and all. Times are CPU seconds of this process (``time.process_time``: the machine is
 shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
 """
 
@@ -97,6 +97,10 @@ def fleet(args) -> None:
 
 
 def _variants(args) -> list[tuple[str, dict]]:
+    if args.ablation:  # the plain path, each speed-up alone, all of them
+        from inferno_mip.models.lexicographic import SPEEDUPS
+
+        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "all")]
     if args.compare:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
@@ -112,10 +116,12 @@ def _unserved(solution) -> str:
 
 def _same_answers(outcome: dict[str, list]) -> None:
     """With --compare: do both variants give the same statuses, unserved counts and value?"""
-    if len(outcome) == 2:
-        plain, fast = outcome.values()
-        same = sum(a == b for a, b in zip(plain, fast))
-        print(f"\nsame status, unserved counts and objective: {same} of {len(plain)}")
+    if len(outcome) >= 2:
+        plain, *others = outcome.values()
+        for name, other in zip(list(outcome)[1:], others):
+            same = sum(a == b for a, b in zip(plain, other))
+            print(f"\n{name}: same status, unserved counts and objective as {next(iter(outcome))}: "
+                  f"{same} of {len(plain)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
         p.add_argument("--speedups", default="all")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
+        p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
         p.add_argument("--time-limit", type=float, default=60.0 if name == "cycles" else 120.0)
     cyc = sub.choices["cycles"]
     cyc.add_argument("--cycles", type=int, default=200)
