@@ -15,7 +15,7 @@ from .tables import Settings, build_table
 SETTINGS_OPTIONS = frozenset(Settings.__dataclass_fields__)
 SYSTEM_OPTIONS = frozenset(OptimizerOptions.model_fields)
 SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_start", "best_effort",
-                            "max_replica_change", "pyomo_solver"})
+                            "max_replica_change", "pyomo_solver", "speedups"})
 
 
 def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
@@ -29,7 +29,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
     ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, for the whole call, sizing included),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
-    ``max_replica_change`` and ``pyomo_solver``. `params` maps (model, accelerator) to tuned perf parameters
+    ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('all' by default, 'none', or names from
+    ``inferno_mip.models.lexicographic.SPEEDUPS``; each exact). `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
     """
     from .solvers import check_backend, get_solver  # solvers import this package: resolve at call time
@@ -61,7 +62,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
     build = assignment.timings.get("build", 0.0)
-    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start}
+    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start,
+               **{k: v for k, v in assignment.timings.items() if k.startswith("stage ")}}
     return build_solution(table, assignment, name, invalid=system.invalid_servers, issues=system.issues,
                           timings=timings)
 

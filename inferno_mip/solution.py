@@ -195,6 +195,7 @@ def _snake(d: dict, cls) -> dict:
 def build_solution(table: CandidateTable, assignment: Assignment, solver: str, invalid=(), issues=(),
                    timings=None) -> Solution:
     """Turn a solver's assignment into per-server allocations with status, reason and metrics."""
+    table.load_metrics(np.flatnonzero(assignment.counts))  # the chosen candidates' metrics, in one pass
     allocations = [_allocation(table, i, assignment) for i in range(len(table.rows))]
     allocations += [ServerAllocation(name=s.name, service_class="", model="", priority=0, status="invalid-input",
                                      reason=s.reason) for s in invalid]
@@ -262,7 +263,7 @@ def _placements(table: CandidateTable, row, chosen: list[int], counts: np.ndarra
         n = int(counts[c])
         rate = row.total_rate * cap / total_capacity if total_capacity > 0 else 0.0
         if len(chosen) == 1 and n == int(table.replicas[c]) or row.zero_load or rate <= 0:
-            itl, ttft, rho = float(table.itl[c]), float(table.ttft[c]), float(table.rho[c])
+            itl, ttft, rho = map(float, table.load_metrics([c])[0])
         else:
             m = table.evaluate(c, rate / n)
             itl, ttft, rho = float(m.itl), float(m.ttft), float(m.rho)
