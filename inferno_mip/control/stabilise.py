@@ -30,7 +30,7 @@ class StabilityOptions:
     scale_down_window: float = 180.0  # seconds; 0: off
     deadband: float = 0.1  # fraction of the current replicas; 0: off
     starting_aware: bool = True
-    starting_tolerance: float = 0.1  # demand growth over the pending scale-up's that allows another one
+    starting_tolerance: float = 0.05  # demand growth over the pending scale-up's that allows another one
     max_replica_change: int | None = None  # per server per cycle; None: off
     hold_on_failure: bool = True
     min_replicas: int = 1  # never below this for a running server (0 allows scale to zero on zero load)
