@@ -31,6 +31,37 @@ BATCH_RULES = ("inferno", "optimal", "all")
 
 
 @dataclass(frozen=True)
+class ChurnCosts:
+    """What changing a running allocation costs, in the cost unit of the objective (per hour, like a candidate's
+    cost); added to each candidate's transition value so the solver trades churn against cost. Per replica
+    added, per replica removed, for a change of accelerator (all replicas restart: the removals and additions
+    are charged too) and for a change of max batch size on the same accelerator. A server with nothing running
+    pays only for the replicas it adds."""
+
+    replica_added: float = 0.0
+    replica_removed: float = 0.0
+    accelerator_change: float = 0.0
+    batch_change: float = 0.0
+
+    def __post_init__(self):
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"churn.{name}: must be a finite number >= 0, got {v!r}")
+
+    def of(self, server: Server, acc: str, replicas: int, batch: int) -> float:
+        """The churn cost of moving `server` from its current allocation to (acc, replicas, batch)."""
+        cur = server.current
+        if not cur.accelerator or cur.num_replicas == 0:
+            return self.replica_added * replicas
+        if cur.accelerator != acc:
+            return self.accelerator_change + self.replica_removed * cur.num_replicas + self.replica_added * replicas
+        delta = replicas - cur.num_replicas
+        cost = self.replica_added * max(delta, 0) + self.replica_removed * max(-delta, 0)
+        return cost + (self.batch_change if cur.max_batch and batch != cur.max_batch else 0.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     """How candidates are computed. ``compat`` reproduces inferno exactly; the defaults fix its known bugs."""
 
@@ -42,8 +73,11 @@ class Settings:
     # batch with near-peak SLO-feasible throughput (queue-analysis v0.8), capped at that memory limit; "all" =
     # a candidate for each of these and for the current batch (the MIP presolve keeps the dominant one).
     batch_rule: str = "inferno"
+    churn: ChurnCosts | None = None  # costs of changing the current allocation, added to the transition value
 
     def __post_init__(self):
+        if isinstance(self.churn, dict):
+            object.__setattr__(self, "churn", ChurnCosts(**self.churn))
         if self.batch_rule not in BATCH_RULES:
             raise ValueError(f"unknown batch rule {self.batch_rule!r}; expected one of {BATCH_RULES}")
 
@@ -169,6 +203,8 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
             elif cand is not None and (cand["acc"].name, cand["batch"]) not in seen:  # batch variants may coincide
                 seen.add((cand["acc"].name, cand["batch"]))
                 cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
+                if settings.churn is not None:
+                    cand["value"] += settings.churn.of(row.server, cand["acc"].name, cand["replicas"], cand["batch"])
                 candidates.append(cand)
         rows.append(_with_rejected(row, rejected) if rejected or row.rejected else row)
         candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name, c["batch"]))
