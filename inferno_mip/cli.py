@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from .queueing.cli import register as register_sizing
 
     register_sizing(sub)
+
+    from .k8s.cli import register as register_operator
+
+    register_operator(sub)
     return parser
 
 
