@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from . import __version__
@@ -12,6 +13,7 @@ from .errors import ScenarioError
 from .policies import SATURATION_POLICIES
 
 EXIT_BAD_INPUT = 2
+COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".k8s.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,21 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write PNG plots")
     p.set_defaults(run=_bench)
 
-    from .tuner.cli import register as register_tuner
-
-    register_tuner(sub)
-
-    from .queueing.cli import register as register_sizing
-
-    register_sizing(sub)
-
-    from .sim.cli import register as register_simulator
-
-    register_simulator(sub)
-
-    from .service.cli import register as register_optimizer_service
-
-    register_optimizer_service(sub)
+    for module in COMMAND_MODULES:  # each adds its subcommands; they import their heavy parts when run
+        import_module(module, __package__).register(sub)
     return parser
 
 
