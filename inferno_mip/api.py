@@ -17,7 +17,7 @@ _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 SETTINGS_OPTIONS = frozenset(Settings.__dataclass_fields__)
 SYSTEM_OPTIONS = frozenset(OptimizerOptions.model_fields)
 SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_start", "best_effort",
-                            "max_replica_change", "pyomo_solver"})
+                            "max_replica_change", "pyomo_solver", "speedups"})
 
 
 def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
@@ -31,7 +31,8 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
     ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, for the whole call, sizing included),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
-    ``max_replica_change`` and ``pyomo_solver``. `params` maps (model, accelerator) to tuned perf parameters
+    ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('all' by default, 'none', or names from
+    ``inferno_mip.models.lexicographic.SPEEDUPS``; each exact). `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
     """
     from .solvers import check_backend, get_solver  # solvers import this package: resolve at call time
@@ -64,10 +65,12 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     solver_options["time_limit"] = max(0.0, solver_options.get("time_limit", DEFAULT_TIME_LIMIT) - (sized - start))
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
-    _LOG.info("%s: %s, objective %s, gap %s, %.2f s in all", name, assignment.status, assignment.objective,
-              assignment.gap, solved - start)
+    _LOG.info("%s: %s, objective %s, gap %s, %.2f s in all", name, assignment.status,
+              "-" if assignment.objective is None else f"{assignment.objective:.6g}",
+              "-" if assignment.gap is None else f"{assignment.gap:.1e}", solved - start)
     build = assignment.timings.get("build", 0.0)
-    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start}
+    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start,
+               **{k: v for k, v in assignment.timings.items() if k.startswith("stage ")}}
     return build_solution(table, assignment, name, invalid=system.invalid_servers, issues=system.issues,
                           timings=timings)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from . import __version__
@@ -17,6 +18,7 @@ from .solvers import BACKEND_MODULES
 EXIT_BAD_INPUT = 2
 LARGE_FLEET = 500  # servers from which a solve on a terminal shows its stages without --verbose
 MAX_SERVERS = 100_000  # generated fleets and bench sizes: beyond this a run needs more memory than a host has
+COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".k8s.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,13 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write PNG plots")
     p.set_defaults(run=_bench)
 
-    from .tuner.cli import register as register_tuner
-
-    register_tuner(sub)
-
-    from .queueing.cli import register as register_sizing
-
-    register_sizing(sub)
+    for module in COMMAND_MODULES:  # each adds its subcommands; they import their heavy parts when run
+        import_module(module, __package__).register(sub)
     return parser
 
 

@@ -148,7 +148,7 @@ def run_serve(args) -> int:
             overrides["mode"] = args.mode
         if args.compat:
             overrides["compat"] = True
-        app = create_app(settings=ServiceSettings.from_env(**overrides))
+        app = create_app(settings=ServiceSettings.from_env(**overrides), address=f"http://{args.host}:{args.port}")
     except (TunerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
