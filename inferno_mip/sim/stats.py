@@ -32,6 +32,7 @@ class Sample:
     done_itl: np.ndarray      # s, their own mean ITL (NaN with one output token),
     done_in: np.ndarray       # their prompt and output tokens
     done_out: np.ndarray
+    done_wait: np.ndarray     # s, their time from arrival to admission
     running_area: float       # request-seconds in the batch
     waiting_area: float       # request-seconds waiting
 
@@ -42,7 +43,7 @@ class Sample:
             return np.concatenate(arrays) if arrays else np.empty(0)
         return Sample(span, sum(s.offered for s in samples), sum(s.rejected for s in samples),
                       cat("ttft"), cat("gaps"), cat("gap_weights"), cat("done_ttft"), cat("done_itl"),
-                      cat("done_in"), cat("done_out"), sum(s.running_area for s in samples),
+                      cat("done_in"), cat("done_out"), cat("done_wait"), sum(s.running_area for s in samples),
                       sum(s.waiting_area for s in samples))
 
     def summary(self) -> dict[str, float]:
@@ -119,7 +120,8 @@ def replica_sample(replica: Replica, t0: float, t1: float) -> Sample:
     wait_area = float(np.clip(np.minimum(admitted, t1) - np.maximum(arrival, t0), 0, None).sum())
     gaps, weights = _gaps(replica, t0, t1)
     return Sample(t1 - t0, offered, n_rej, first[in_ttft] - arrival[in_ttft], gaps, weights,
-                  first[done] - arrival[done], done_itl, n_in[done], n_out[done], run_area, wait_area)
+                  first[done] - arrival[done], done_itl, n_in[done], n_out[done], admitted[done] - arrival[done],
+                  run_area, wait_area)
 
 
 def _tail(column, i0: int) -> np.ndarray:
