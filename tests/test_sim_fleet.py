@@ -125,7 +125,7 @@ def test_accelerator_change_starts_new_before_draining_old():
     assert w.per_replica["s1/r3"]["accelerator"] == "B" and w.per_replica["s1/r3"]["offered_rate"] > 0
     old = fleet.servers["s1"].replicas[:2]
     for r in old:  # took nothing after the new replicas were ready, and finished what it held
-        assert max(r.engine.log.done_arrival) < 245.0 and r.engine.in_system == 0
+        assert r.engine.log.table("done")[:, 0].max() < 245.0 and r.engine.in_system == 0
 
 
 def test_stopping_a_server_rejects_its_load():
@@ -166,7 +166,7 @@ def test_generation_g2_reproduces_its_own_decode_and_prefill_times():
     rep = Replica(cfg)
     rep.arrive(Request(0.0, 96, 3), 0.0)
     rep.advance(10.0)
-    first, finish = rep.log.done_first[0], rep.log.done_finish[0]
+    _, _, first, finish, _, _ = rep.log.table("done")[0]
     assert first * 1000 == pytest.approx(170.0 + 0.017 * 96)          # Pf(1) = gamma + delta n
     assert (finish - first) * 1000 / 2 == pytest.approx(17.0 + 0.34)  # Dec(1) = alpha + beta
     g1 = PerfData(model="m", accelerator="X", generation="G1", alpha=17.0, beta=0.34)
