@@ -3,6 +3,7 @@
 It never imports ``inferno_mip.queueing`` or ``inferno_mip.tables``.
 """
 
+from .allocation import load_allocation, parse_allocation
 from .errors import SimulationError
 from .fleet import Fleet, ServerWindow
 from .lengths import LengthDist
@@ -11,4 +12,4 @@ from .single import ReplicaResult, simulate_replica
 from .workload import ServerWorkload, Workload
 
 __all__ = ["Fleet", "LengthDist", "Replica", "ReplicaConfig", "ReplicaResult", "Request", "ServerWindow",
-           "ServerWorkload", "SimulationError", "Workload", "simulate_replica"]
+           "ServerWorkload", "SimulationError", "Workload", "load_allocation", "parse_allocation", "simulate_replica"]
