@@ -15,12 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .errors import SimulationError
-from .lengths import LengthDist
-from .replica import ReplicaConfig
-from .single import simulate_replica
 
 __all__ = ["register", "EXIT_BAD_INPUT"]
 
@@ -103,8 +98,10 @@ def max_num_tokens(value: float) -> int | None:
     return int(value) or None
 
 
-def replica_config(args) -> ReplicaConfig:
-    """The replica of the one-replica form, from alpha/beta/gamma or decode/prefill flags."""
+def replica_config(args):
+    """The ReplicaConfig of the one-replica form, from alpha/beta/gamma or decode/prefill flags."""
+    from .replica import ReplicaConfig
+
     v02 = {k: getattr(args, k) for k in ("decode_alpha", "decode_beta", "prefill_gamma", "prefill_delta")}
     new = {k: getattr(args, k) for k in ("alpha", "beta", "gamma")}
     if args.max_batch is None:
@@ -141,7 +138,9 @@ def _check_params(params: dict) -> None:
             raise SimulationError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {v!r}")
 
 
-def length_dist(mean, cv: float, kind: str | None, flag: str) -> LengthDist:
+def length_dist(mean, cv: float, kind: str | None, flag: str):
+    from .lengths import LengthDist
+
     if mean is None:
         raise SimulationError(f"{flag} is required")
     if not (math.isfinite(mean) and mean >= 1):
@@ -170,6 +169,8 @@ METRICS = (  # (json key, label, unit, ReplicaResult attribute or function)
 
 
 def _run_replica(args) -> int:
+    from .single import simulate_replica
+
     cfg = replica_config(args)
     n_in = length_dist(args.in_tokens, args.in_tokens_cv, args.in_tokens_dist, "--in-tokens")
     n_out = length_dist(args.out_tokens, args.out_tokens_cv, args.out_tokens_dist, "--out-tokens")
@@ -210,6 +211,8 @@ def _run_replica(args) -> int:
 
 def mean_ci(values) -> tuple[float, float, list[float]]:
     """Mean and 95% confidence half-width (Student t) over runs, ignoring NaN runs."""
+    import numpy as np
+
     arr = np.asarray(values, dtype=np.float64)
     ok = arr[np.isfinite(arr)]
     if not len(ok):
