@@ -108,3 +108,18 @@ def test_bad_allocation_files(tmp_path, capsys, content, message):
     path.write_text(content)
     code, out, err = run(["simulate", "scenarios/inferno-small", "--allocation", str(path)], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: -3}]}\n", "servers.*.rate.phases[0].rpm"),
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: 3}]}\n    burst: 2\n", "servers.*.burst"),
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: 3}]}\n    out_tokens: {dist: fixed, mean: 0}\n",
+     "out_tokens.mean"),
+    ("servers:\n  Nobody:\n    rate: {phases: [{for: 60, rpm: 3}]}\n", "servers.Nobody: no such server"),
+])
+def test_bad_workload_through_the_cli(tmp_path, capsys, content, message):
+    path = tmp_path / "w.yaml"
+    path.write_text(content)
+    code, out, err = run(["simulate", "scenarios/inferno-small", "--allocation", SOLUTION, "--workload", str(path)],
+                         capsys)
+    assert code == 2 and not out and message in err and len(err.strip().splitlines()) == 1
