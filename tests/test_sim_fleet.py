@@ -17,6 +17,9 @@ from inferno_mip.sim.fleet import perf_config
 from inferno_mip.sim.replica import Replica, Request
 from inferno_mip.spec import CurrentAllocation, Load, PerfData, Server, System
 
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = str(ROOT / "scenarios" / "inferno-small")
+
 PERF = (PerfData(model="m", accelerator="A", generation="G3", alpha=8.0, beta=0.016, gamma=0.0005),
         PerfData(model="m", accelerator="B", generation="G3", alpha=4.0, beta=0.008, gamma=0.00025))
 
@@ -177,8 +180,8 @@ def test_generation_g2_reproduces_its_own_decode_and_prefill_times():
 
 
 def test_from_system_with_a_solved_scenario():
-    scenario = inferno_mip.load_scenario("scenarios/inferno-small")
-    solution = json.loads(Path("tests/data/sim/inferno-small-solution.json").read_text())
+    scenario = inferno_mip.load_scenario(SMALL)
+    solution = json.loads((ROOT / "tests" / "data" / "sim" / "inferno-small-solution.json").read_text())
     alloc = {s["name"]: (s["accelerator"], s["replicas"], s["maxBatch"]) for s in solution["servers"]}
     fleet = Fleet.from_system(scenario, None, allocation=alloc)
     fleet.advance(120.0)

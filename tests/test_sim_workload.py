@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import yaml
 from inferno_mip.sim import SimulationError, Workload
 from inferno_mip.sim.rates import Diurnal, OUNoise, Phases, StepRates
 
-SCENARIO_RAMP = "scenarios/workloads/five-phase-ramp.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO_RAMP = ROOT / "scenarios" / "workloads" / "five-phase-ramp.yaml"
 
 
 def write(tmp_path, data, name="w.yaml"):
