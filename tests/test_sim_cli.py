@@ -87,6 +87,8 @@ def test_both_solution_formats_give_the_same_allocation():
     (ONE + ["--seeds", "0"], "--seeds"),
     (ONE + ["--max-num-tokens", "4"], "--max-num-tokens"),
     (["simulate", str(ROOT / "scenarios" / "nope")], "no such file"),
+    ([*ONE, "--allocation", "x.json"], "--allocation: only for the fleet form"),
+    (["simulate", SMALL, "--allocation", SOLUTION, "--rate", "2"], "--rate: only for the one-replica form"),
     (["simulate", SMALL], "--allocation"),
     (["simulate", SMALL, "--allocation", SOLUTION, "--window", "0"], "--window"),
     (["simulate", SMALL, "--allocation", str(DATA / "missing.json")], "cannot read"),

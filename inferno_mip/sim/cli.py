@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         "simulate", help="simulate a fleet request by request (SCENARIO), or one replica at a fixed rate",
         description="With SCENARIO: simulate its servers under a workload and print per-window metrics as vLLM "
                     "exports them. Without: simulate one replica at --rate over --seeds seeds and print the "
-                    "measured metrics with 95%% confidence intervals (the flags of 'analyze').")
+                    "measured metrics with 95 percent confidence intervals (the flags of 'analyze').")
     p.add_argument("scenario", nargs="?", type=Path, help="scenario folder or system-data file (fleet form)")
     f = p.add_argument_group("fleet form")
     f.add_argument("--workload", type=Path, help="workload YAML (default: each server's scenario load, constant)")
@@ -78,8 +78,19 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+ONE_REPLICA_ONLY = ("alpha", "beta", "gamma", "decode_alpha", "decode_beta", "prefill_gamma", "prefill_delta",
+                    "in_tokens", "out_tokens", "max_batch", "max_queue", "rate", "warmup")
+FLEET_ONLY = ("workload", "allocation", "serve_metrics")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        fleet = args.scenario is not None
+        given = [f"--{k.replace('_', '-')}" for k in (ONE_REPLICA_ONLY if fleet else FLEET_ONLY)
+                 if getattr(args, k) is not None]
+        if given:
+            raise SimulationError(f"{', '.join(given)}: only for the "
+                                  + ("one-replica form (without SCENARIO)" if fleet else "fleet form (give a SCENARIO)"))
         if args.scenario is not None:
             from .fleet_cli import run_fleet
 
