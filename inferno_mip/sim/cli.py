@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k in (ONE_REPLICA_ONLY if fleet else FLEET_ONLY)
                  if getattr(args, k) is not None]
         if given:
-            raise SimulationError(f"{', '.join(given)}: only for the "
-                                  + ("one-replica form (without SCENARIO)" if fleet else "fleet form (give a SCENARIO)"))
-        if args.scenario is not None:
+            form = "one-replica form (without SCENARIO)" if fleet else "fleet form (give a SCENARIO)"
+            raise SimulationError(f"{', '.join(given)}: only for the {form}")
+        if fleet:
             from .fleet_cli import run_fleet
 
             return run_fleet(args)
