@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,3 +54,12 @@ def serve(command: str, *args: str, ready: str = "/healthz", timeout: float = 12
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+def run_clients(client, n: int, timeout: float = 600.0) -> None:
+    """client(k) for k in 0..n-1, each in its own thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)

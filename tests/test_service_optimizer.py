@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import inferno_mip
 from inferno_mip.client import OptimizerClient, OptimizerServiceError
 from inferno_mip.errors import ScenarioError
 
-from live_server import serve
+from live_server import run_clients, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ("inferno-small", "inferno-large", "inferno-legacy-small", "inferno-legacy-large")
@@ -317,11 +316,7 @@ def test_eight_concurrent_clients_get_the_serial_answers(stateless):
         except Exception as exc:  # a dropped connection is a failure too
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    run_clients(client, 8)
     assert not errors and not mismatches
 
 

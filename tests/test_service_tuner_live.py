@@ -3,12 +3,11 @@ different (model, accelerator) pairs getting the serial answers, and schema fuzz
 
 from __future__ import annotations
 
-import threading
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, settings
-from live_server import serve
+from live_server import run_clients, serve
 from test_tuner_service import LOADS, spec
 
 from inferno_mip.tuner.service import ServiceSettings, TunerService
@@ -77,11 +76,7 @@ def test_eight_clients_on_their_own_pairs_get_the_serial_answers(tuner):
         except Exception as exc:
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
+    run_clients(client, 8)
     assert not errors and not mismatches[:3]
 
 
@@ -96,11 +91,7 @@ def test_health_and_a_short_concurrent_burst(tuner):
                 if code >= 500:
                     errors.append((k, path, code))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    run_clients(client, 8)
     assert not errors
     # every pair tuned twice -> stored (INIT_OBS = 2), and the store reads back through /merge
     merged = httpx.post(tuner + "/merge", json={}).json()["models"]
