@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,10 @@ class SolveRunner:
             return await asyncio.wait_for(future, timeout=limit + GRACE_SECONDS)
         except asyncio.TimeoutError:
             raise SolveTimeout(f"solve did not finish within its time limit of {limit:g} s") from None
+        except BrokenProcessPool:  # a worker died (e.g. killed for memory): a fresh pool for the next request
+            self.stop()
+            self.start()
+            raise
 
     def describe(self) -> dict[str, Any]:
         return {"workers": self.workers, "timeLimit": self.time_limit}
