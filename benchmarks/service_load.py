@@ -106,8 +106,10 @@ def tuner_requests(k: int, n: int) -> list[tuple[str, str, object]]:
             else reads[i % 3] for i in range(n)]
 
 
-def tuner_rows(args) -> list[str]:
-    with serve("serve-tuner", env={"TUNER_INIT_OBS": "3"}) as url:
+def tuner_rows(args, tree: Path = ROOT) -> list[str]:
+    """The tuner load against the service of the source tree `tree` (default: this one)."""
+    ready = "/healthz" if tree == ROOT else "/warmup"
+    with serve("serve-tuner", env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as url:
         result = load(url, lambda k: tuner_requests(k, args.tuner_requests), CLIENTS)
     rows = [f"| all | {result['requests']} | {result['p50'] * 1e3:.1f} | {result['p99'] * 1e3:.1f} | "
             f"{result['throughput']:.0f} |"]
@@ -122,17 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuner-requests", type=int, default=200, help="tuner requests per client")
     parser.add_argument("--workers", type=int, default=2, help="solve worker processes of the optimizer")
     parser.add_argument("--repeat", type=int, default=5, help="in-process solves for the reference time")
+    parser.add_argument("--baseline", type=Path, help="also load the tuner service of this source tree "
+                        "(e.g. `git archive REV | tar -x -C DIR`), for a before/after on the same machine")
+    parser.add_argument("--tuner-only", action="store_true")
     args = parser.parse_args(argv)
     start_cpu = children_cpu()
     print(f"Machine: {machine()}; servers on 127.0.0.1; optimizer with {args.workers} solve workers.\n")
-    print("| body | clients x requests | in-process solve() ms | p50 ms | p99 ms | target p99 ms "
-          "(2 x solve + 20) | requests/s | failures |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(optimizer_rows(args)))
-    print(f"\nTuner service, {CLIENTS} clients x {args.tuner_requests} mixed requests (a /tune every fourth):\n")
-    print("| endpoint | requests | p50 ms | p99 ms | requests/s |")
-    print("|---|---:|---:|---:|---:|")
-    print("\n".join(tuner_rows(args)))
+    if not args.tuner_only:
+        print("| body | clients x requests | in-process solve() ms | p50 ms | p99 ms | target p99 ms "
+              "(2 x solve + 20) | requests/s | failures |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(optimizer_rows(args)), flush=True)
+    for label, tree in [("this tree", ROOT)] + ([(f"baseline {args.baseline}", args.baseline)] if args.baseline
+                                                 else []):
+        print(f"\nTuner service ({label}), {CLIENTS} clients x {args.tuner_requests} mixed requests "
+              f"(a /tune every fourth):\n")
+        print("| endpoint | requests | p50 ms | p99 ms | requests/s |")
+        print("|---|---:|---:|---:|---:|")
+        print("\n".join(tuner_rows(args, tree)), flush=True)
     print(f"\nCPU of the server processes: {children_cpu() - start_cpu:.1f} s")
     return 0
 

@@ -24,11 +24,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(command: str, *args: str, ready: str = "/healthz", timeout: float = 120.0, env: dict | None = None):
-    """Start ``inferno-mip <command> --host 127.0.0.1 --port P <args>``; yields its base URL; stops it after."""
+def serve(command: str, *args: str, ready: str = "/healthz", timeout: float = 120.0, env: dict | None = None,
+          cwd: Path = ROOT):
+    """Start ``inferno-mip <command> --host 127.0.0.1 --port P <args>`` (the package found from `cwd`);
+    yields its base URL; stops it after."""
     port = free_port()
     cmd = [sys.executable, "-m", "inferno_mip.cli", command, "--host", "127.0.0.1", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
