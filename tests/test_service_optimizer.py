@@ -380,3 +380,19 @@ def test_state_intact_after_fuzzing(stateless, stateful):
     servers = httpx.get(stateful + "/getServers").json()["servers"]
     assert isinstance(servers, list)
     assert httpx.post(stateful + "/optimize", json={}).status_code in (200, 400)
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--workers", "-1"], {}, "workers: must be >= 0, got -1"),
+    (["--time-limit", "0"], {}, "time limit: must be > 0"),
+    ([], {"INFERNO_PORT": "eighty"}, "port: expected an integer"),
+    (["--port", "70000"], {}, "port: must be 0..65535"),
+])
+def test_serve_optimizer_bad_arguments_are_one_line(argv, env, words, capsys, monkeypatch):
+    from inferno_mip.cli import main
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve-optimizer", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words in err and "\n" not in err
