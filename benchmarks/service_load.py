@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import threading
@@ -22,7 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from live_server import run_clients, serve  # noqa: E402
+from live_server import group_cpu_seconds, launch, run_clients  # noqa: E402
 from test_tuner_service import LOADS, spec  # noqa: E402
 
 from inferno_mip import load_scenario, solve  # noqa: E402
@@ -77,25 +76,22 @@ def in_process(body: dict, repeat: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def optimizer_rows(args) -> list[str]:
     bodies = {"inferno-large (27 servers)": to_system_data(load_scenario(ROOT / "scenarios" / "inferno-large")),
               "fleet of 50 servers": to_system_data(generate(servers=50, seed=1, **FAMILIES["balanced"]))}
     rows = []
-    with serve("serve-optimizer", "--workers", str(args.workers)) as url:
+    with launch("serve-optimizer", "--workers", str(args.workers)) as (url, group):
         for label, body in bodies.items():
             httpx.post(url + "/optimizeOne", json=body, timeout=300)  # warm the worker
             wall, cpu = in_process(body, args.repeat)
             for clients, n in ((1, args.requests), (CLIENTS, args.requests)):
+                before = group_cpu_seconds(group)
                 result = load(url, lambda k: [("POST", "/optimizeOne", body)] * n, clients)
-                target = 2 * wall + 0.020
-                rows.append(f"| {label} | {clients} x {n} | {wall * 1e3:.0f} ({cpu * 1e3:.0f} CPU) | "
-                            f"{result['p50'] * 1e3:.0f} | {result['p99'] * 1e3:.0f} | {target * 1e3:.0f} | "
-                            f"{result['throughput']:.1f} | {len(result['failures'])} |")
+                per_request = (group_cpu_seconds(group) - before) / result["requests"]
+                rows.append(f"| {label} | {clients} x {n} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
+                            f"{per_request * 1e3:.0f} | {result['p50'] * 1e3:.0f} | {result['p99'] * 1e3:.0f} | "
+                            f"{(2 * wall + 0.020) * 1e3:.0f} | {result['throughput']:.1f} | "
+                            f"{len(result['failures'])} |")
     return rows
 
 
@@ -109,12 +105,14 @@ def tuner_requests(k: int, n: int) -> list[tuple[str, str, object]]:
 def tuner_rows(args, tree: Path = ROOT) -> list[str]:
     """The tuner load against the service of the source tree `tree` (default: this one)."""
     ready = "/healthz" if tree == ROOT else "/warmup"
-    with serve("serve-tuner", env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as url:
+    with launch("serve-tuner", env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as (url, group):
+        before = group_cpu_seconds(group)
         result = load(url, lambda k: tuner_requests(k, args.tuner_requests), CLIENTS)
+        per_request = (group_cpu_seconds(group) - before) / result["requests"]
     rows = [f"| all | {result['requests']} | {result['p50'] * 1e3:.1f} | {result['p99'] * 1e3:.1f} | "
-            f"{result['throughput']:.0f} |"]
+            f"{result['throughput']:.0f} | {per_request * 1e3:.1f} |"]
     for path, (p50, p99, n) in result["by_path"].items():
-        rows.append(f"| {path} | {n} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | |")
+        rows.append(f"| {path} | {n} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | | |")
     return rows
 
 
@@ -128,21 +126,19 @@ def main(argv: list[str] | None = None) -> int:
                         "(e.g. `git archive REV | tar -x -C DIR`), for a before/after on the same machine")
     parser.add_argument("--tuner-only", action="store_true")
     args = parser.parse_args(argv)
-    start_cpu = children_cpu()
     print(f"Machine: {machine()}; servers on 127.0.0.1; optimizer with {args.workers} solve workers.\n")
     if not args.tuner_only:
-        print("| body | clients x requests | in-process solve() ms | p50 ms | p99 ms | target p99 ms "
-              "(2 x solve + 20) | requests/s | failures |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print("| body | clients x requests | in-process solve() ms | its CPU ms | server CPU ms per request | "
+              "p50 ms | p99 ms | target p99 ms (2 x solve + 20) | requests/s | failures |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(optimizer_rows(args)), flush=True)
     for label, tree in [("this tree", ROOT)] + ([(f"baseline {args.baseline}", args.baseline)] if args.baseline
                                                  else []):
         print(f"\nTuner service ({label}), {CLIENTS} clients x {args.tuner_requests} mixed requests "
               f"(a /tune every fourth):\n")
-        print("| endpoint | requests | p50 ms | p99 ms | requests/s |")
-        print("|---|---:|---:|---:|---:|")
+        print("| endpoint | requests | p50 ms | p99 ms | requests/s | server CPU ms per request |")
+        print("|---|---:|---:|---:|---:|---:|")
         print("\n".join(tuner_rows(args, tree)), flush=True)
-    print(f"\nCPU of the server processes: {children_cpu() - start_cpu:.1f} s")
     return 0
 
 
