@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from .queueing.cli import register as register_sizing
 
     register_sizing(sub)
+
+    from .control.cli import register as register_control
+
+    register_control(sub)
     return parser
 
 
