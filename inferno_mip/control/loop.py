@@ -17,9 +17,10 @@ from ..spec import System
 from ..tables import ChurnCosts
 from .decide import current_target, cycle_system, run_solve, unit_lookup
 from .forecast import make_forecaster
-from .protocols import ActuationError, Actuator, CollectError, Collector, FleetObservation, Target
+from .protocols import (ActuationError, Actuator, CollectError, Collector, FleetObservation, ServerObservation,
+                        Target)
 from .record import cycle_record
-from .stabilise import ServerInput, StabilityOptions, Stabiliser
+from .stabilise import HOLD, Decision, ServerInput, StabilityOptions, Stabiliser
 from .tune import ParameterGate, TuneError, Tuner, evidence_from
 
 EVIDENCE_KEEP = 10  # recent observations per (model, accelerator) a tuned parameter change is checked against
@@ -80,6 +81,8 @@ class ControlLoop:
         self.evidence: dict = {}  # (model, accelerator) -> recent unsaturated observations, for the gate
         self.max_queue = {s.name: s.max_queue_size for s in system.servers}
         self.count = 0
+        self.last_obs: FleetObservation | None = None
+        self.targets: dict[str, Target] = {}  # what was last asked for, per server
         self.last_time = -math.inf
         self.last_demand: dict[str, float] = {}
 
@@ -95,6 +98,10 @@ class ControlLoop:
         started = clock.perf_counter()
         self.count += 1
         obs, hold_all = self._collect(timing)
+        if obs is None and self.last_obs is not None:  # keep every known server in the record, held
+            obs = _identity_only(self.last_obs, getattr(self.collector, "now", self.last_obs.time))
+        elif obs is not None and not hold_all:
+            self.last_obs = obs
         params, tune_notes = self._tune(obs, hold_all, timing)
         demand, forecasts, unmargined = self._forecast(obs, hold_all, timing)
 
@@ -131,8 +138,11 @@ class ControlLoop:
                 rec, _ = cur, kept_up.add(name)  # an under-count must not shrink the server
             inputs[name] = ServerInput(cur, rec, fault=faults.get(name, ""), demand=demand.get(name, 0.0),
                                        starting=s.replicas_starting, priority=self.priority.get(name, 100))
-        decisions = self.stabiliser.decide(obs.time if obs else 0.0, inputs, self._capacity(), self.units) \
-            if inputs else {}
+        if hold_all:  # nothing this cycle can be trusted: ask for nothing (a stale view must not undo orders)
+            decisions = {n: Decision(None, (HOLD,), f"held: {hold_all}") for n in inputs}
+        else:
+            decisions = self.stabiliser.decide(obs.time if obs else 0.0, inputs, self._capacity(), self.units) \
+                if inputs else {}
         for name in kept_up:
             if decisions[name].target is not None:
                 d = decisions[name]
@@ -148,13 +158,19 @@ class ControlLoop:
 
         t = clock.perf_counter()
         actions, actuation_error = self._actuate(inputs, decisions)
+        for name, inp in inputs.items():
+            d = decisions.get(name)
+            if d is not None and d.target is not None and not actions.get(name, "").startswith("failed"):
+                self.targets[name] = d.target
+            elif name not in self.targets and inp.current is not None:
+                self.targets[name] = inp.current
         timing["actuateMs"] = _ms(t)
         timing["totalMs"] = _ms(started)
         return cycle_record(
             cycle=self.count, system=self.system, observation=obs, hold_all=hold_all, params=params,
             tune_notes=tune_notes, demand=demand, forecasts=forecasts, outcome=outcome, inputs=inputs,
             decisions=decisions, actions=actions, actuation_error=actuation_error, timing=timing,
-            units=self.units, config=cfg, extra=getattr(self.collector, "extra", {}))
+            units=self.units, config=cfg, extra=getattr(self.collector, "extra", {}), last_targets=self.targets)
 
     # -- stages ---------------------------------------------------------------------------------------------
     def _collect(self, timing: dict) -> tuple[FleetObservation | None, str]:
@@ -266,6 +282,14 @@ class ControlLoop:
             return dict(self.actuator.actuate(changes)), ""
         except ActuationError as exc:
             return {}, f"actuator error: {exc}"
+
+
+def _identity_only(obs: FleetObservation, time: float) -> FleetObservation:
+    """The servers of `obs` with what they run and no measurements (for a cycle whose collection failed)."""
+    blank = {n: ServerObservation(name=s.name, model=s.model, service_class=s.service_class,
+                                  accelerator=s.accelerator, max_batch=s.max_batch, replicas_ready=s.replicas_ready,
+                                  replicas_starting=s.replicas_starting) for n, s in obs.servers.items()}
+    return FleetObservation(time=time, servers=blank)
 
 
 def _short(outcome) -> int:
