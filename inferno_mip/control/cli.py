@@ -39,6 +39,13 @@ def register(sub) -> None:
                    help="start the controller from perf parameters off by this factor (0.4: alpha, beta, gamma "
                         "x1.4); the simulated fleet keeps the scenario's")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    live = p.add_argument_group("live fleet (instead of the simulator; cycles every --period seconds of wall time)")
+    live.add_argument("--prometheus", metavar="URL", help="collect from Prometheus (vLLM metric names)")
+    live.add_argument("--namespace", default="", help="Prometheus: namespace label of the vLLM pods")
+    live.add_argument("--collector-url", metavar="URL", help="collect from inferno's collector service (/collect)")
+    live.add_argument("--actuator-url", metavar="URL",
+                      help="actuate through inferno's actuator service (/update; needs --collector-url); "
+                           "without it a live run only records what it would do")
     p.add_argument("--record", type=Path, help="write one JSON line per cycle here")
     p.add_argument("--plot", type=Path, help="write a PNG of load, replicas, ITL/TTFT, cost, parameters")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,6 +127,8 @@ def run_command(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.prometheus or args.collector_url:
+        return run_live(args, config)
     if args.workload is None:
         print("error: --workload: required (the simulated fleet's load)", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -148,6 +157,56 @@ def run_command(args) -> int:
         from .plot import plot_cycles
 
         print(f"wrote {plot_cycles(records, args.plot, f'{args.scenario.name}: {config.name}')}", file=sys.stderr)
+    return 0
+
+
+class RecordOnly:
+    """A live run without an actuator: decisions are recorded, nothing is changed."""
+
+    def actuate(self, targets):
+        return {n: f"would set {t.accelerator} x{t.replicas} batch {t.max_batch}" for n, t in targets.items()}
+
+
+def run_live(args, config) -> int:
+    """Cycle every period against live services until --duration seconds have passed."""
+    import time
+
+    from ..io import load_scenario
+    from .live import InfernoActuator, InfernoCollector, PrometheusCollector
+    from .loop import ControlLoop
+    from .record import write_record
+    from .tune import InProcessTuner, RemoteTuner
+
+    if args.actuator_url and not args.collector_url:
+        print("error: --actuator-url: needs --collector-url (inferno's actuator takes the collector's objects)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    system = load_scenario(args.scenario)
+    if args.collector_url:
+        collector = InfernoCollector(args.collector_url)
+    else:
+        collector = PrometheusCollector(args.prometheus, system, namespace=args.namespace)
+    actuator = InfernoActuator(args.actuator_url, collector, system) if args.actuator_url else RecordOnly()
+    queues = {s.name: s.max_queue_size for s in system.servers}
+    tuner = None
+    if not args.no_tuner and args.mode != "inferno":
+        tuner = RemoteTuner(args.tuner_url, max_queue=queues) if args.tuner_url else InProcessTuner(max_queue=queues)
+    from .decide import optimizer_solve
+
+    loop = ControlLoop(system, collector, actuator, config, tuner,
+                       optimizer_solve(args.optimizer_url) if args.optimizer_url else None)
+    out = open(args.record, "w", encoding="utf-8") if args.record else sys.stdout
+    end = time.monotonic() + args.duration
+    try:
+        while time.monotonic() < end:
+            started = time.monotonic()
+            write_record(loop.cycle(), out)
+            time.sleep(max(0.0, config.period - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
 
 
