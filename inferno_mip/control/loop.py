@@ -241,11 +241,13 @@ class ControlLoop:
         for name, s in obs.servers.items():
             if name not in known:
                 faults[name] = "not in the scenario"
-            elif not s.complete:
+            elif not s.complete and not (s.replicas_ready + s.replicas_starting == 0 and s.arrival_rate is not None
+                                         and s.in_tokens is None):
+                # (a server with nothing running has no latencies: its offered load alone starts it)
                 missing = [k for k in ("arrival_rate", "in_tokens", "out_tokens", "itl", "ttft")
                            if getattr(s, k) is None]
                 faults[name] = f"missing metrics: {', '.join(missing)}"
-            elif not s.accelerator:
+            elif not s.accelerator and (s.replicas_ready or s.replicas_starting):
                 faults[name] = "no accelerator reported"
             elif s.replicas and len(s.replicas) < s.replicas_ready:
                 up_only[name] = f"partial report: {len(s.replicas)} of {s.replicas_ready} ready replicas"
