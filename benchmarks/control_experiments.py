@@ -87,11 +87,34 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     return summary
 
 
+def table(folder: Path) -> str:
+    """Markdown table of every summary in `folder` (workload, config order of PLAN)."""
+    rows = ["| workload | config | both-SLO records | per-request SLO | reversals | card-hours | oracle | cost ratio "
+            "| peak cards / capacity | over-capacity cycles | held (why: cycles) | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w, names in PLAN.items():
+        for c in names:
+            f = folder / f"{w}-{c}.json"
+            if not f.exists():
+                continue
+            s = json.loads(f.read_text())
+            peak = ", ".join(f"{k} {v}/{s['capacity'].get(k, '?')}" for k, v in s["peak_cards"].items())
+            held = ", ".join(f"{k}: {v}" for k, v in s["held"].items()) or "none"
+            rows.append(f"| {w} | {c} | {s['both_slo']:.1%} | {s['request_slo']:.1%} | {s['reversals']} | "
+                        f"{s['card_hours']:.2f} | {s['oracle']['card_hours']:.2f} | {s['cost_ratio']:.2f} | {peak} | "
+                        f"{s['over_capacity_cycles']} | {held} | {s['cpu_seconds']:.0f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
+    p.add_argument("--table", action="store_true", help="print the markdown table of the results in --output")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.output))
+        return 0
     args.output.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else \
         [(w, c) for w, names in PLAN.items() for c in names]

@@ -27,8 +27,10 @@ def register(sub) -> None:
                    help="load forecast one reaction time ahead (default auto; inferno mode none)")
     p.add_argument("--margin", default=None,
                    help="forecast safety margin: quantile of recent forecast errors (default 0.9) or 'none'")
+    p.add_argument("--max-margin", type=float, default=None,
+                   help="the margin never adds more than this share of the forecast (default 0.15)")
     p.add_argument("--stability", default=None,
-                   help="on, off, or key=value,... (window=180, deadband=0.1, starting=on, step=N, floor=1)")
+                   help="on, off, or key=value,... (window=120, deadband=0.1, starting=on, step=N, floor=1)")
     p.add_argument("--churn", default=None,
                    help="on, off, or added=2,removed=4,accelerator=20,batch=5 (cost units per change)")
     p.add_argument("--solver", default=None, help="solver name (default highs; inferno mode greedy)")
@@ -64,6 +66,10 @@ def build_config(args):
         kw["forecast"] = args.forecast
     if args.margin is not None:
         kw["margin_quantile"] = None if args.margin == "none" else _fraction("--margin", args.margin)
+    if args.max_margin is not None:
+        if not 0 <= args.max_margin <= 1:
+            raise ValueError(f"--max-margin: expected a number in [0, 1], got {args.max_margin!r}")
+        kw["max_margin"] = args.max_margin
     if args.stability is not None:
         kw["stability"] = StabilityOptions.parse(args.stability)
     if args.churn is not None:

@@ -105,7 +105,10 @@ class HoltWinters:
             self.failed, self.smoothing = f"{type(exc).__name__}: {exc}", None
             return float(y[-1])
         self.failed = ""
-        return value if math.isfinite(value) else float(y[-1])
+        if not math.isfinite(value):
+            return float(y[-1])
+        # a fit gone wild must not order capacity: at most twice the largest value of the window
+        return min(max(value, 0.0), 2.0 * float(y.max()))
 
     def _forecast(self, y: np.ndarray, steps: int) -> float:
         import warnings
@@ -220,7 +223,7 @@ class BestRecent:
         return self.chosen.predict(horizon)
 
 
-def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.3,
+def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.15,
                     half_life: float = 60.0, season: int = 0) -> Margined | BestRecent | None:
     """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin."""
     if kind == "none":

@@ -35,7 +35,7 @@ class LoopConfig:
     startup_delay: float = 60.0  # seconds a new replica takes to serve
     forecast: str = "auto"  # none, last, ewma, holt-winters, auto
     margin_quantile: float | None = 0.9  # safety margin from this forecast-error quantile; None: no margin
-    max_margin: float = 0.3  # the margin never adds more than this share of the forecast
+    max_margin: float = 0.15  # the margin never adds more than this share of the forecast
     stability: StabilityOptions = field(default_factory=StabilityOptions)
     churn: ChurnCosts | None = DEFAULT_CHURN
     solver: str | None = "highs"
