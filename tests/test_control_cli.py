@@ -11,16 +11,23 @@ from conftest import SCENARIOS
 WORKLOAD = SCENARIOS / "workloads" / "step-surge.yaml"
 
 
-def test_control_runs_records_and_plots(tmp_path, capsys):
-    record, plot = tmp_path / "cycles.jsonl", tmp_path / "cycles.png"
+def test_control_runs_and_records(tmp_path, capsys):
+    record = tmp_path / "cycles.jsonl"
     code = main(["control", str(SCENARIOS / "inferno-ramp"), "--workload", str(WORKLOAD), "--duration", "300",
-                 "--no-tuner", "--forecast", "ewma", "--solver", "greedy", "--record", str(record), "--plot",
-                 str(plot), "--quiet"])
+                 "--no-tuner", "--forecast", "ewma", "--solver", "greedy", "--record", str(record), "--quiet"])
     assert code == 0
     lines = [json.loads(x) for x in record.read_text().splitlines()]
     assert len(lines) == 10 and lines[-1]["time"] == 300.0
     summary = json.loads(capsys.readouterr().out)
     assert summary["cycles"] == 10 and summary["over_capacity_cycles"] == 0
+
+
+@pytest.mark.slow
+def test_control_full_configuration_plots(tmp_path, capsys):
+    plot = tmp_path / "cycles.png"
+    assert main(["control", str(SCENARIOS / "inferno-ramp"), "--workload", str(WORKLOAD), "--duration", "600",
+                 "--plot", str(plot), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["cycles"] == 20
     assert plot.stat().st_size > 10_000
 
 
