@@ -235,3 +235,15 @@ def test_summary_counts(system):
 @pytest.mark.parametrize("seq, n", [([1, 2, 3, 2, 3], 2), ([3, 3, 3], 0), ([1, 2, 2, 3, 1, 1, 4], 2), ([5], 0)])
 def test_reversals(seq, n):
     assert reversals(seq) == n
+
+
+def test_parameters_outside_the_plausibility_band_are_refused():
+    from inferno_mip.control.tune import ParameterGate
+
+    gate = ParameterGate(TRUE, max_change=100.0, band=3.0)
+    drifted = {k: dict(v) for k, v in TRUE.items()}
+    drifted[("granite_8b", "H100")]["gamma"] = 0.0005 / 4  # each step may look small; the total may not
+    params, notes = gate.apply(TuneResult(drifted))
+    assert params[("granite_8b", "H100")]["gamma"] == 0.0005 and "implausible" in notes[0]
+    drifted[("granite_8b", "H100")]["gamma"] = 0.0005 / 2.5
+    assert gate.apply(TuneResult(drifted))[0][("granite_8b", "H100")]["gamma"] == 0.0002

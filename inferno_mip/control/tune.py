@@ -4,7 +4,8 @@ A tuner (:class:`InProcessTuner` around ``inferno_mip.tuner.TunerService``, or :
 service URL speaking inferno's API) turns one :class:`FleetObservation` into parameters per (model, accelerator).
 :class:`ParameterGate` decides what the solver gets: the seed (scenario) parameters while the tuner warms up;
 never a non-positive or non-finite value; a change beyond ``max_change`` (relative, on any of alpha, beta, gamma)
-only after it has been seen ``confirm_cycles`` cycles in a row (within ``max_change`` of itself); and, given
+only after it has been seen ``confirm_cycles`` cycles in a row (within ``max_change`` of itself); never outside
+a plausibility band of ``band`` times the seed either way (drift adds up where each step looks small); and, given
 recent unsaturated observations of the pair, never parameters that explain them worse than those in use.
 """
 
@@ -170,6 +171,7 @@ class ParameterGate:
     max_change: float = 0.5
     confirm_cycles: int = 3
     min_gain: float = 0.1  # a change must cut the fit error on the recent observations by this share
+    band: float = 3.0  # plausible: within [seed / band, seed * band] for every parameter (0: no band)
     accepted: dict[Key, Params] = field(default_factory=dict)
     pending: dict[Key, _Candidate] = field(default_factory=dict)
 
@@ -191,6 +193,11 @@ class ParameterGate:
             bad = [k for k in PARAM_NAMES if not (math.isfinite(new.get(k, math.nan)) and new.get(k, 0.0) > 0)]
             if bad:
                 notes.append(f"{label}: rejected {', '.join(f'{k}={new.get(k)}' for k in bad)} (must be > 0)")
+                continue
+            seed = self.seeds.get(key)
+            if self.band > 0 and seed is not None and _change(seed, new) > self.band - 1.0:
+                notes.append(f"{label}: tuned parameters {_fmt(new)} are more than {self.band:g}x from the "
+                             f"scenario's {_fmt(seed)}: implausible, kept those in use")
                 continue
             old = self.accepted.get(key)
             if old is not None and new != old and (evidence or {}).get(key):
@@ -221,6 +228,10 @@ class ParameterGate:
 
     def current(self) -> dict[Key, Params]:
         return {k: dict(v) for k, v in sorted(self.accepted.items())}
+
+
+def _fmt(p: Params) -> str:
+    return "/".join(f"{p.get(k, 0.0):.3g}" for k in PARAM_NAMES)
 
 
 def fit_error(params: Params, observations: list) -> float:
