@@ -177,7 +177,7 @@ def test_tuner_faults_keep_the_accepted_parameters(system, fault):
 def test_a_jump_is_taken_once_confirmed():
     from inferno_mip.control.tune import ParameterGate
 
-    gate = ParameterGate(TRUE, max_change=0.5, confirm_cycles=3)
+    gate = ParameterGate(TRUE, max_change=0.5, confirm_cycles=3, band=10.0)
     jumped = {k: dict(v) for k, v in TRUE.items()}
     jumped[("granite_8b", "H100")]["alpha"] = 40.0
     seen = [gate.apply(TuneResult(jumped))[0][("granite_8b", "H100")]["alpha"] for _ in range(4)]
@@ -214,7 +214,7 @@ def test_infeasible_tuned_parameters_fall_back_to_the_seeds(system):
             result.params[("granite_8b", "H100")]["alpha"] = 31.0  # ITL above its 30 ms SLO at any load
             return result
 
-    cfg = LoopConfig(solver="greedy", forecast="ewma", max_param_change=10.0)  # let the gate pass it through
+    cfg = LoopConfig(solver="greedy", forecast="ewma", max_param_change=10.0, param_band=10.0)  # gate lets it by
     fleet, loop = make(system, cfg, tuner=Infeasible({}))
     records = list(run(loop, fleet, 600, 30))
     late = records[-1]

@@ -43,6 +43,7 @@ class LoopConfig:
     time_limit: float = 5.0  # seconds per solve
     max_param_change: float = 0.5  # tuned-parameter jump held for confirmation beyond this relative change
     confirm_cycles: int = 3
+    param_band: float = 3.0  # tuned parameters beyond this factor from the scenario's are implausible (0: off)
     stale_after: float | None = None  # seconds; an observation older than this holds everything (None: 2 periods)
     slo_feedback: bool = True  # correct the model's error from measured latencies (see SloFeedback)
     name: str = "full"
@@ -71,7 +72,8 @@ class ControlLoop:
         self.solve = solve or solve_in_process
         self.stabiliser = Stabiliser(config.stability)
         self.gate = ParameterGate({(p.model, p.accelerator): {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
-                                   for p in system.perf}, config.max_param_change, config.confirm_cycles)
+                                   for p in system.perf}, config.max_param_change, config.confirm_cycles,
+                                  band=config.param_band)
         self.forecasters: dict[str, object] = {}
         self.units = unit_lookup(system)
         self.priority = {s.name: system.class_by_name[s.class_name].priority
