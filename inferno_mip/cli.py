@@ -18,7 +18,7 @@ from .solvers import BACKEND_MODULES
 EXIT_BAD_INPUT = 2
 LARGE_FLEET = 500  # servers from which a solve on a terminal shows its stages without --verbose
 MAX_SERVERS = 100_000  # generated fleets and bench sizes: beyond this a run needs more memory than a host has
-COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".k8s.cli")
+COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".control.cli", ".k8s.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
