@@ -181,8 +181,13 @@ class Operator:
         try:
             while not stop.is_set():
                 key = self._next(stop)
-                if key is not None:
+                if key is None:
+                    continue
+                try:
                     self.reconcile(*key)
+                except Exception:  # noqa: BLE001 - one bad reconcile must not end the loop
+                    log.exception("reconcile of optimizer %s/%s failed; retrying in %gs", *key, RETRY_SECONDS)
+                    self.schedule(key, RETRY_SECONDS)
         finally:
             with self._cond:
                 self._cond.notify_all()

@@ -182,3 +182,49 @@ class TcpProxy:
         path = folder / f"proxy-{self.port}.kubeconfig"
         path.write_text(text)
         return str(path)
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+class RunningPrometheus:
+    """Debian's prometheus on 127.0.0.1 scraping one target every second; ``stop()`` ends it."""
+
+    def __init__(self, folder: Path, target_port: int):
+        import subprocess
+
+        import httpx
+
+        cfg = folder / "prometheus.yml"
+        cfg.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vllm\n    static_configs:\n"
+                       f"      - targets: ['127.0.0.1:{target_port}']\n")
+        self.port = free_ports(1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(folder / "prometheus.log", "wb")
+        self._proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={folder / 'data'}",
+                                       f"--web.listen-address=127.0.0.1:{self.port}"],
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        query = "min(count_over_time(vllm:request_success_total[1m]))"
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            try:
+                result = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=1).json()
+                samples = result["data"]["result"]
+                if samples and float(samples[0]["value"][1]) >= 3:
+                    return
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"prometheus did not scrape 3 samples: {(folder / 'prometheus.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._log.close()

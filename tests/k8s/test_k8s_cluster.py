@@ -264,3 +264,56 @@ def test_rbac_denial_is_reported_clearly(cluster, namespace):
     assert actions and all(a.startswith("failed:") and "forbidden" in a for a in actions.values())
     assert any("list pods" in p and "forbidden" in p for p in result.problems)  # fell back to the ready count
     assert _state(admin, namespace, "llama")[0] == 1
+
+
+def test_prometheus_unreachable_falls_back_to_load_labels(cluster, namespace):
+    from kube_helpers import free_ports
+
+    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
+
+    api = cluster.api()
+    managed_deployment(api, namespace, "llama", rpm=90)
+    join = PrometheusJoin(PrometheusSettings(address=f"http://127.0.0.1:{free_ports(1)}", timeout=1.0))
+    try:
+        fleet = KubeCollector(api, namespace, prometheus=join).collect()
+    finally:
+        join.close()
+    llama = fleet.servers["llama"]
+    assert llama.arrival_rate == pytest.approx(1.5) and (llama.in_tokens, llama.out_tokens) == (128, 1024)
+    assert llama.itl is None and llama.ttft is None
+    assert any(p.startswith(f"prometheus for {namespace}/llama:") and "using the load labels" in p
+               for p in fleet.problems)
+
+
+@pytest.mark.slow
+def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, namespace, tmp_path):
+    from kube_helpers import PROMETHEUS, RunningPrometheus
+
+    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
+    from inferno_mip.tuner.observers.exporter import OperatingPoint, VllmExporter
+
+    if PROMETHEUS is None:
+        pytest.skip("prometheus binary not installed (apt-get install -y prometheus)")
+    api = cluster.api()
+    managed_deployment(api, namespace, "llama", rpm=5, in_tokens=1, out_tokens=1)  # labels differ from the truth
+    managed_deployment(api, namespace, "quiet", rpm=30)                            # exports nothing
+    point = OperatingPoint("llama", rpm=60, in_tokens=256, out_tokens=512, max_batch=64, replicas=2)
+    exporter = VllmExporter((12.0, 0.04, 6e-5), [point], namespace=namespace)
+    prometheus = RunningPrometheus(tmp_path, exporter.start(0))
+    join = PrometheusJoin(PrometheusSettings(address=prometheus.url))
+    try:
+        fleet = KubeCollector(api, namespace, prometheus=join).collect()
+    finally:
+        join.close()
+        prometheus.stop()
+        exporter.stop()
+    truth = exporter.metrics(point)
+    llama = fleet.servers["llama"]
+    rel = 1e-6
+    assert llama.arrival_rate == pytest.approx(2 * 60 / 60, rel=0.02) == llama.throughput
+    assert (llama.in_tokens, llama.out_tokens) == (pytest.approx(256, rel=rel), pytest.approx(512, rel=rel))
+    assert (llama.itl, llama.ttft) == (pytest.approx(truth.itl, rel=rel), pytest.approx(truth.ttft, rel=rel))
+    assert llama.running == pytest.approx(2 * truth.num_in_service, rel=rel)
+    quiet = fleet.servers["quiet"]
+    assert quiet.arrival_rate == pytest.approx(0.5) and quiet.itl is None  # no series: the labels
+    assert not fleet.problems
