@@ -42,7 +42,7 @@ def cluster(tmp_path_factory):
                 pid = int(pid_file.read_text())
                 try:
                     os.kill(pid, signal.SIGTERM)
-                    for _ in range(100):
+                    for _ in range(20):
                         os.kill(pid, 0)
                         time.sleep(0.1)
                     os.kill(pid, signal.SIGKILL)

@@ -67,7 +67,10 @@ class Cluster:
         from kubernetes import client
 
         name = f"t-{uuid.uuid4().hex[:8]}"
-        client.CoreV1Api(self.api()).create_namespace({"metadata": {"name": name}})
+        core = client.CoreV1Api(self.api())
+        core.create_namespace({"metadata": {"name": name}})
+        # pods need their service account (no controller-manager creates "default")
+        core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
         return name
 
 
@@ -140,6 +143,10 @@ class TcpProxy:
 
     def down(self) -> None:
         self._up.clear()
+        try:  # wakes the accepting thread (close alone leaves it listening on Linux)
+            self._server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._server.close()
         with self._lock:
             for c in self._conns:
@@ -155,6 +162,9 @@ class TcpProxy:
             try:
                 conn, _ = server.accept()
             except OSError:
+                return
+            if not self._up.is_set():
+                conn.close()
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self._lock:

@@ -89,7 +89,8 @@ def _pod(api, namespace: str, name: str, app: str, started_seconds_ago: float) -
 
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(namespace, {"metadata": {"name": name, "labels": {"app": app}},
-                                           "spec": {"containers": [{"name": "server", "image": "vllm:none"}]}})
+                                           "spec": {"automountServiceAccountToken": False,
+                                                    "containers": [{"name": "server", "image": "vllm:none"}]}})
     started = (datetime.now(timezone.utc) - timedelta(seconds=started_seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
     core.patch_namespaced_pod_status(name, namespace, {"status": {
         "phase": "Running", "startTime": started,

@@ -141,7 +141,7 @@ def test_invalid_spec_and_missing_configmap_are_reported_in_status(cluster, name
     assert "spec.solverOptions" in ready["message"] and "'speed'" in ready["message"]
 
     _objects(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fleet", {"spec": {
-        "solverOptions": {"timeLimit": 5}, "dataFrom": [{"configMapName": "absent"}]}})
+        "solverOptions": {"speed": None}, "dataFrom": [{"configMapName": "absent"}]}})  # null: merge-patch delete
     assert Operator(api, namespace).reconcile(namespace, "fleet") is None
     ready = _condition(_status(api, namespace), "Ready")
     assert ready["reason"] == "InvalidSpec" and f"configmap {namespace}/absent" in ready["message"]
