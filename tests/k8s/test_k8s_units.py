@@ -73,7 +73,7 @@ def test_condition_transition_times_move_only_on_change():
 LOADS = st.one_of(st.none(), st.floats(0.0, 5.0))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.lists(st.tuples(LOADS, st.integers(0, 6), st.sampled_from(["A100", "L4"])), min_size=1, max_size=6))
 def test_servers_without_load_are_held_and_keep_their_capacity(servers):
     static = example_static()
