@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 
 EXIT_BAD_INPUT = 2
 EXIT_HELD = 1
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def register(subparsers) -> None:
@@ -66,14 +66,13 @@ def run_operator(args: argparse.Namespace) -> int:
 
 def _default_namespace(args: argparse.Namespace) -> str:
     """The pod's own namespace in a cluster, else the kubeconfig context's, else "default"."""
-    import os
-
     from kubernetes import config
 
-    in_cluster = args.in_cluster or (args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ)
-    if in_cluster:
+    from .kubeapi import SERVICE_ACCOUNT_DIR, in_cluster_wanted
+
+    if in_cluster_wanted(args.kubeconfig, args.in_cluster):
         try:
-            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            with open(os.path.join(SERVICE_ACCOUNT_DIR, "namespace"), encoding="utf-8") as f:
                 return f.read().strip() or "default"
         except OSError:
             return "default"

@@ -318,3 +318,19 @@ def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, namespace, t
     quiet = fleet.servers["quiet"]
     assert quiet.arrival_rate == pytest.approx(0.5) and quiet.itl is None  # no series: the labels
     assert not fleet.problems
+
+
+def test_in_cluster_config_from_a_service_account_folder(cluster, namespace, tmp_path, monkeypatch):
+    from kubernetes import client
+
+    from inferno_mip.k8s.kubeapi import KubeConfigError, api_client
+
+    managed_deployment(cluster.api(), namespace, "llama")
+    (tmp_path / "token").write_text("admin-token")
+    (tmp_path / "ca.crt").write_bytes((cluster.folder / "apiserver.crt").read_bytes())
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.port))
+    api = api_client(service_account_dir=str(tmp_path))  # in a pod, with no kubeconfig named
+    assert [d.metadata.name for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items] == ["llama"]
+    with pytest.raises(KubeConfigError, match=r"in-cluster service account \(.*absent\)"):
+        api_client(in_cluster=True, service_account_dir=str(tmp_path / "absent"))
