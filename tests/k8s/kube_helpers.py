@@ -215,18 +215,18 @@ class RunningPrometheus:
                                        f"--web.listen-address=127.0.0.1:{self.port}"],
                                       stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        query = "min(count_over_time(vllm:request_success_total[1m]))"
+        query = "min(count_over_time(vllm:request_success_total[8s]))"  # a 5 s window is then full
         while time.monotonic() < deadline and self._proc.poll() is None:
             try:
                 result = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=1).json()
                 samples = result["data"]["result"]
-                if samples and float(samples[0]["value"][1]) >= 3:
+                if samples and float(samples[0]["value"][1]) >= 7:
                     return
             except (httpx.HTTPError, KeyError, ValueError):
                 pass
             time.sleep(0.5)
         self.stop()
-        pytest.fail(f"prometheus did not scrape 3 samples: {(folder / 'prometheus.log').read_text()[-2000:]}")
+        pytest.fail(f"prometheus did not scrape 7 samples in 8 s: {(folder / 'prometheus.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
         import subprocess
