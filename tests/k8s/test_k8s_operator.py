@@ -164,3 +164,23 @@ def test_operator_command_once_dry_run(cluster, namespace, capsys):
     assert _replicas(api, namespace) == {"llama": (1, "A100"), "granite": (1, "L4")}  # dry run: unchanged
     # the status still reports what would be done
     assert _condition(_status(api, namespace), "Ready")["status"] == "True"
+
+
+def test_deploy_manifests_are_accepted_by_the_api_server(cluster):
+    """Every object of deploy/ (the CRD is installed by the fixture) is valid for a v1.20 API server."""
+    from kubernetes import client, utils
+
+    api = cluster.api()
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "inferno"}})
+    client.CoreV1Api(api).create_namespaced_service_account("inferno", {"metadata": {"name": "default"}})
+    for name in ("rbac.yaml", "example.yaml", "operator.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / name).read_text()):
+            if doc["kind"] == "Optimizer":  # the client's create_from_yaml knows only built-in kinds
+                _objects(api).create_namespaced_custom_object(GROUP, VERSION, "inferno", PLURAL, doc)
+            else:
+                utils.create_from_dict(api, doc)
+    optimizer = _objects(api).get_namespaced_custom_object(GROUP, VERSION, "inferno", PLURAL, "fleet")
+    spec = optimizer["spec"]
+    assert spec["dataFrom"] == [{"configMapName": "inferno-static-data"}] and spec["periodSeconds"] == 60
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("inferno-mip-operator", "inferno")
+    assert deployment.spec.template.spec.service_account_name == "inferno-mip-operator"
