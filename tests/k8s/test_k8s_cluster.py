@@ -7,6 +7,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kube_helpers import TcpProxy, example_static, managed_deployment
 
 from inferno_mip import solve
@@ -334,3 +336,49 @@ def test_in_cluster_config_from_a_service_account_folder(cluster, namespace, tmp
     assert [d.metadata.name for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items] == ["llama"]
     with pytest.raises(KubeConfigError, match=r"in-cluster service account \(.*absent\)"):
         api_client(in_cluster=True, service_account_dir=str(tmp_path / "absent"))
+
+
+SERVERS = ("a", "b", "c")
+STATES = st.tuples(st.sampled_from(["A100", "L4"]), st.integers(0, 6))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.tuples(STATES, STATES, STATES),
+       targets=st.dictionaries(st.sampled_from(SERVERS), STATES, min_size=1, max_size=3))
+def test_actuation_never_takes_a_type_above_capacity(cluster, shared_fleet, before, targets):
+    """Whatever the start and the targets: per type, units after <= max(capacity, units before); a target is
+    either applied exactly or held (and then its Deployment is untouched)."""
+    api, namespace = cluster.api(), shared_fleet
+    apps = _apps(api)
+    for name, (acc, replicas) in zip(SERVERS, before):
+        apps.patch_namespaced_deployment(name, namespace, {"metadata": {"labels": {
+            "inferno.server.allocation.accelerator": acc}}, "spec": {"replicas": replicas}})
+    system = parse_system({"system": {**example_static(), "serverData": {"servers": []}}})
+    per_replica = {"A100": 1, "L4": 2}  # llama_13b in the example data
+
+    def units(states):
+        used = {"A100": 0, "L4": 0}
+        for acc, replicas in states.values():
+            used[acc] += per_replica[acc] * replicas
+        return used
+
+    start = {n: (acc, r) for n, (acc, r) in zip(SERVERS, before)}
+    done = KubeActuator(api, namespace, system=system).actuate(
+        {n: Target(acc, r, 32) for n, (acc, r) in targets.items()})
+    after = {n: _state(api, namespace, n) for n in SERVERS}
+    now = {n: (s[1], s[0]) for n, s in after.items()}
+    for kind, count in units(now).items():
+        assert count <= max(system.capacity[kind], units(start)[kind]), (kind, start, targets, done)
+    for name, (acc, replicas) in targets.items():
+        if done[name].startswith("held:"):
+            assert now[name] == start[name]
+        else:
+            assert now[name] == (acc, replicas), done[name]
+
+
+@pytest.fixture(scope="module")
+def shared_fleet(cluster):
+    namespace = cluster.namespace()
+    for name in SERVERS:
+        managed_deployment(cluster.api(), namespace, name)
+    return namespace
