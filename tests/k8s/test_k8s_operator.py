@@ -184,3 +184,37 @@ def test_deploy_manifests_are_accepted_by_the_api_server(cluster):
     assert spec["dataFrom"] == [{"configMapName": "inferno-static-data"}] and spec["periodSeconds"] == 60
     deployment = client.AppsV1Api(api).read_namespaced_deployment("inferno-mip-operator", "inferno")
     assert deployment.spec.template.spec.service_account_name == "inferno-mip-operator"
+
+
+@pytest.mark.slow  # several seconds of reconnection back-off
+def test_operator_loop_holds_while_the_api_server_is_down_and_recovers(cluster, namespace, tmp_path):
+    from kubernetes import client
+    from kube_helpers import TcpProxy
+
+    from inferno_mip.k8s.kubeapi import api_client
+
+    admin = cluster.api()
+    _setup(admin, namespace)
+    proxy = TcpProxy(cluster.port)
+    stop = threading.Event()
+    operator = Operator(api_client(proxy.kubeconfig(cluster, tmp_path)), namespace, watch_seconds=2)
+    thread = threading.Thread(target=operator.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        first = _wait(lambda: (s := _status(admin, namespace)).get("observedGeneration") == 1 and s, "first status")
+        before = first["allocation"]["llama"]["replicas"]
+        proxy.down()
+        # while the operator cannot reach the API server, the load changes; nothing can be acted on
+        client.AppsV1Api(admin).patch_namespaced_deployment("llama", namespace, {"metadata": {"labels": {
+            "inferno.server.load.rpm": "10"}}})
+        time.sleep(1.0)
+        assert _replicas(admin, namespace)["llama"][0] == before
+        proxy.up()  # the watches reconnect, list again, see the change and reconcile
+        after = _wait(lambda: (s := _status(admin, namespace))["allocation"]["llama"]["replicas"] != before and s,
+                      "a reconcile after the API server came back")
+        assert thread.is_alive()
+        assert _replicas(admin, namespace)["llama"][0] == after["allocation"]["llama"]["replicas"]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        proxy.down()
