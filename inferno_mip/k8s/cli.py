@@ -36,11 +36,23 @@ def register(subparsers) -> None:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    logger = logging.getLogger("inferno_mip.k8s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(args.log_level.upper())
+    try:
+        return _run(args)
+    finally:  # the command's logging ends with it
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .kubeapi import KubeConfigError, api_client, api_errors, describe
     from .operator import Operator
 
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
     try:
         api = api_client(args.kubeconfig, args.context, args.in_cluster)
     except KubeConfigError as exc:

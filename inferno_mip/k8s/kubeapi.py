@@ -9,6 +9,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import yaml
+
 from .labels import MANAGED_SELECTOR, ManagedDeployment, read_deployment
 
 REQUEST_TIMEOUT = (3.0, 15.0)  # seconds: connect, read
@@ -54,6 +56,10 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, in_clu
         raise KubeConfigError(f"{where}: {exc}") from None
     except OSError as exc:
         raise KubeConfigError(f"{kubeconfig}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise KubeConfigError(f"{kubeconfig}: not YAML: {' '.join(str(exc).split())}") from None
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # YAML, but not shaped like a kubeconfig
+        raise KubeConfigError(f"{kubeconfig}: not a kubeconfig ({type(exc).__name__}: {exc})") from None
 
 
 def describe(exc: BaseException, action: str) -> str:

@@ -130,3 +130,17 @@ def test_cycle_holds_when_a_stage_fails():
     assert recorder.calls == []  # nothing actuated
     done = run_cycle(_Fleet(fleet), recorder, static)
     assert done.ok and recorder.calls == [done.targets()] and done.servers[0].action == "recorded"
+
+
+def test_operator_command_bad_kubeconfig_is_one_error_line(tmp_path, capsys):
+    from inferno_mip.cli import main
+
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("clusters: [\n")
+    assert main(["operator", "--kubeconfig", str(bad), "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: not YAML")
+    bad.write_text("just a string\n")
+    assert main(["operator", "--kubeconfig", str(bad), "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: not a kubeconfig")
