@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -288,28 +289,45 @@ def test_prometheus_unreachable_falls_back_to_load_labels(cluster, namespace):
                for p in fleet.problems)
 
 
-@pytest.mark.slow
-def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, namespace, tmp_path):
+@pytest.fixture(scope="module")
+def vllm_fleet(cluster, tmp_path_factory):
+    """A namespace with two managed Deployments, a simulated vLLM exporter for one ("llama", 2 pods) and a real
+    Prometheus scraping it: (namespace, exporter, its operating point, Prometheus URL)."""
     from kube_helpers import PROMETHEUS, RunningPrometheus
 
-    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
     from inferno_mip.tuner.observers.exporter import OperatingPoint, VllmExporter
 
     if PROMETHEUS is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but the prometheus binary is missing (apt-get install -y prometheus)")
         pytest.skip("prometheus binary not installed (apt-get install -y prometheus)")
-    api = cluster.api()
+    api, namespace = cluster.api(), cluster.namespace()
     managed_deployment(api, namespace, "llama", rpm=5, in_tokens=1, out_tokens=1)  # labels differ from the truth
     managed_deployment(api, namespace, "quiet", rpm=30)                            # exports nothing
     point = OperatingPoint("llama", rpm=60, in_tokens=256, out_tokens=512, max_batch=64, replicas=2)
     exporter = VllmExporter((12.0, 0.04, 6e-5), [point], namespace=namespace)
-    prometheus = RunningPrometheus(tmp_path, exporter.start(0))
-    join = PrometheusJoin(PrometheusSettings(address=prometheus.url, window="5s"))  # rate() needs a full window
+    prometheus = RunningPrometheus(tmp_path_factory.mktemp("prometheus"), exporter.start(0))
     try:
-        fleet = KubeCollector(api, namespace, prometheus=join).collect()
+        yield namespace, exporter, point, prometheus.url
     finally:
-        join.close()
         prometheus.stop()
         exporter.stop()
+
+
+def _join(url: str):
+    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
+
+    return PrometheusJoin(PrometheusSettings(address=url, window="5s"))  # rate() needs a full window
+
+
+@pytest.mark.slow
+def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, vllm_fleet):
+    namespace, exporter, point, url = vllm_fleet
+    join = _join(url)
+    try:
+        fleet = KubeCollector(cluster.api(), namespace, prometheus=join).collect()
+    finally:
+        join.close()
     truth = exporter.metrics(point)
     llama = fleet.servers["llama"]
     rel = 1e-6
@@ -321,6 +339,29 @@ def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, namespace, t
     assert quiet.arrival_rate == pytest.approx(0.5) and quiet.itl is None  # no series: the labels
     assert not fleet.problems
 
+
+@pytest.mark.slow
+def test_the_control_loop_drives_deployments_through_the_kube_collector_and_actuator(cluster, vllm_fleet):
+    """inferno_mip.control's loop (forecast, stabilise, record) with KubeCollector and KubeActuator as its stages."""
+    from inferno_mip.control.loop import ControlLoop, LoopConfig
+
+    namespace, _, _, url = vllm_fleet
+    api, static = cluster.api(), example_static()
+    servers = [{"name": n, "class": "Premium", "model": "llama_13b"} for n in ("llama", "quiet")]
+    system = parse_system({"system": {**static, "serverData": {"servers": servers}}})
+    join = _join(url)
+    try:
+        loop = ControlLoop(system, KubeCollector(api, namespace, prometheus=join),
+                           KubeActuator(api, namespace, system=system), LoopConfig(forecast="last"))
+        record = loop.cycle()
+    finally:
+        join.close()
+    by_name = {s["name"]: s for s in record["servers"]}
+    llama, quiet = by_name["llama"], by_name["quiet"]
+    assert quiet["fault"].startswith("missing metrics") and _state(api, namespace, "quiet")[0] == 1  # held
+    assert llama["fault"] == "" and llama["recommended"] is not None, llama
+    assert _state(api, namespace, "llama")[:3] == (llama["replicas"], llama["accelerator"], str(llama["maxBatch"]))
+    assert llama["replicas"] != 1 and llama["action"].startswith("scaled 1->")
 
 def test_in_cluster_config_from_a_service_account_folder(cluster, namespace, tmp_path, monkeypatch):
     from kubernetes import client
