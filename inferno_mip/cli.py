@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from .queueing.cli import register as register_sizing
 
     register_sizing(sub)
+
+    from .sim.cli import register as register_simulator
+
+    register_simulator(sub)
     return parser
 
 
