@@ -11,8 +11,10 @@ context tokens read), same birth-death chain, four corrections measured against 
 2. Work from the length distribution, not at the mean: decode work grows with the square of the output length,
    so the mean work per request uses E[m^2] = m^2 (1 + cv^2) (output and input lengths independent).
 3. Service variability: the chain's departures from a full batch are memoryless; the queueing delay is scaled
-   by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals), c_s^2 the squared CV of a request's residence
-   (c + m - 1 iterations). Equal lengths halve the chain's wait; geometric lengths (c_s ~ 1) keep it.
+   by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals), c_s^2 between the squared CV of a request's residence
+   (c + m - 1 iterations) and, as the batch is full more of the time, that of its share of a full batch's
+   time, s = (c + m - 1) alpha/N + W (queue_factor). Equal lengths halve the chain's wait; geometric ones
+   raise it at high load, since the context-read work grows with the square of the length.
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -45,6 +47,58 @@ def request_work(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0):
     return w_p, w_p + w_d, w_p * w_p * (1.0 + in_cv * in_cv)
 
 
+def length_moments(mean: float, cv: float, order: int = 4) -> list[float]:
+    """E[X^j], j = 0..order, of a length with this mean and CV, taken as gamma distributed.
+
+    Only mean and CV are known; the gamma family (exponential at cv = 1, like geometric lengths; a point
+    mass at cv = 0) fixes the higher moments: E[X^j] = mean^j prod_{i<j} (1 + i cv^2).
+    """
+    out, v = [1.0], 1.0
+    for j in range(order):
+        v *= mean * (1.0 + j * cv * cv)
+        out.append(v)
+    return out
+
+
+def work_moments(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0) -> tuple[float, float, float, float, float]:
+    """(E[W], E[W^2], E[W I], E[I], E[I^2]) of a request's work W (ms) and iterations I = c + m - 1.
+
+    W = a + b d + q d^2 with d = m - 1 decode iterations, a = w_p(c) (prefill), b = beta + gamma (n + 1/2),
+    q = gamma/2; n and m independent, gamma-distributed (length_moments).
+    """
+    mm = length_moments(m, out_cv)
+    d1 = mm[1] - 1.0  # moments of d = m - 1 by the binomial expansion
+    d2 = mm[2] - 2.0 * mm[1] + 1.0
+    d3 = mm[3] - 3.0 * mm[2] + 3.0 * mm[1] - 1.0
+    d4 = mm[4] - 4.0 * mm[3] + 6.0 * mm[2] - 4.0 * mm[1] + 1.0
+    n2 = n * n * (1.0 + in_cv * in_cv)
+    u1 = beta + gamma * (c + 1) / 2.0
+    b0, q = beta + gamma / 2.0, gamma / 2.0
+    ea, ea2 = u1 * n, u1 * u1 * n2
+    eb, eb2, eab = b0 + gamma * n, b0 * b0 + 2.0 * b0 * gamma * n + gamma * gamma * n2, u1 * (b0 * n + gamma * n2)
+    ew = ea + eb * d1 + q * d2
+    ew2 = ea2 + eb2 * d2 + q * q * d4 + 2.0 * eab * d1 + 2.0 * q * ea * d2 + 2.0 * q * eb * d3
+    ewi = c * ew + ea * d1 + eb * d2 + q * d3
+    return ew, ew2, ewi, c + d1, c * c + 2.0 * c * d1 + d2
+
+
+def queue_factor(moments, alpha, batch, p_full) -> np.ndarray:
+    """(1 + c_s^2)/2 for the Allen-Cunneen correction of the chain's queueing delay (Poisson arrivals).
+
+    Two regimes, weighted by the probability p_full that the batch is full: while the batch stays full the
+    replica is one server working through each request's share s = I alpha/N + W (I iterations resident, the
+    iteration overhead alpha shared by N, W its own work), so the squared CV of s counts; while it is rarely
+    full, N requests run side by side and a slot frees after a residence of I iterations, so that of I counts.
+    """
+    ew, ew2, ewi, ei, ei2 = moments
+    share = alpha / np.asarray(batch, dtype=np.float64)
+    es = ew + share * ei
+    es2 = ew2 + 2.0 * share * ewi + share * share * ei2
+    scv_s = es2 / (es * es) - 1.0
+    scv_i = ei2 / (ei * ei) - 1.0
+    return 0.5 * (1.0 + scv_i + p_full * (scv_s - scv_i))
+
+
 class IterationModel(ServiceModel):
     """Continuous batching at iteration level (module docstring); alpha, beta, gamma as queue-analysis v0.7.
 
@@ -53,7 +107,7 @@ class IterationModel(ServiceModel):
     """
 
     kind = "iteration"
-    SCALARS = ("m", "queue_factor", "half_alpha", "half_delta_n", "var_term")
+    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term")
     TABLES = ("prefill_table", "admit_table")
 
     def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float, in_cv: float = 0.0,
@@ -74,8 +128,7 @@ class IterationModel(ServiceModel):
         # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
         self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
         self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
-        scv = (out_cv * m / iters[-1]) ** 2
-        self.queue_factor = 0.5 * (1.0 + scv)
+        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
         self._set_tau((iters * a + bs * self.w_tot)[1:])
 
     @staticmethod
@@ -87,7 +140,8 @@ class IterationModel(ServiceModel):
         busy = np.maximum(1.0 - st.p_head[:, 0] - lost, 0.0)
         in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
         boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / (1.0 - lost)
-        wait = st.wait_time * p.queue_factor + boundary
+        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block)
+        wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
                        num_in_system=st.num_in_service + waiting)
