@@ -55,7 +55,7 @@ def test_one_replica_table_and_decode_prefill_parameters(capsys):
 
 def test_fleet_json_and_csv_agree(capsys):
     base = ["simulate", SMALL, "--allocation", SOLUTION, "--duration", "40", "--window", "20",
-            "--workload", str(ROOT / "scenarios" / "workloads" / "five-phase-ramp.yaml")]
+            "--workload", str(ROOT / "tests" / "data" / "sim" / "five-phase-ramp.yaml")]
     code, out, _ = run(base + ["--json"], capsys)
     assert code == 0
     windows = json.loads(out)

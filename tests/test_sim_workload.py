@@ -13,7 +13,7 @@ from inferno_mip.sim import SimulationError, Workload
 from inferno_mip.sim.rates import Diurnal, OUNoise, Phases, StepRates
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO_RAMP = ROOT / "scenarios" / "workloads" / "five-phase-ramp.yaml"
+SCENARIO_RAMP = ROOT / "tests" / "data" / "sim" / "five-phase-ramp.yaml"  # fixed copy: the shipped one may change
 
 
 def write(tmp_path, data, name="w.yaml"):
