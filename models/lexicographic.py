@@ -105,7 +105,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
-    lb, ub = form.lb, form.ub.copy()
+    lb, ub = form.lb, form.ub
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
