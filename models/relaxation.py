@@ -22,20 +22,30 @@ class LpSolution:
 def lp_optimum(A: sp.csr_matrix, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.ndarray, ub: np.ndarray,
                c: np.ndarray, maximize: bool) -> LpSolution | None:
     """The LP relaxation's optimum over ``row_lb <= A v <= row_ub``, ``lb <= v <= ub``, or None if it fails."""
-    from scipy.optimize import linprog  # scipy.optimize costs a fifth of a second to import
+    import highspy  # HiGHS's simplex directly: scipy.optimize would cost 0.4 s to import
 
-    eq = np.isfinite(row_lb) & (row_lb == row_ub)
-    upper = np.isfinite(row_ub) & ~eq
-    lower = np.isfinite(row_lb) & ~eq
-    A_ub = sp.vstack([A[np.flatnonzero(upper)], -A[np.flatnonzero(lower)]], format="csr")
-    b_ub = np.r_[row_ub[upper], -row_lb[lower]]
+    inf = highspy.kHighsInf
     sign = -1.0 if maximize else 1.0
-    result = linprog(sign * c, A_ub=A_ub if A_ub.shape[0] else None, b_ub=b_ub if len(b_ub) else None,
-                     A_eq=A[np.flatnonzero(eq)] if eq.any() else None, b_eq=row_lb[eq] if eq.any() else None,
-                     bounds=np.column_stack([lb, ub]), method="highs")
-    if result.status != 0:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = len(lb), A.shape[0]
+    lp.col_cost_ = sign * np.asarray(c, dtype=np.float64)
+    lp.col_lower_, lp.col_upper_ = np.clip(lb, -inf, inf), np.clip(ub, -inf, inf)
+    lp.row_lower_, lp.row_upper_ = np.clip(row_lb, -inf, inf), np.clip(row_ub, -inf, inf)
+    csc = A.tocsc()
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+    lp.a_matrix_.value_ = csc.data.astype(np.float64)
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    return LpSolution(float(sign * result.fun), result.x, sign, result.lower.marginals, result.upper.marginals)
+    solution = h.getSolution()
+    x = np.array(solution.col_value, dtype=np.float64)
+    dual = np.array(solution.col_dual, dtype=np.float64)
+    return LpSolution(float(c @ x), x, sign, np.maximum(dual, 0.0), np.minimum(dual, 0.0))
 
 
 def reduced_cost_fixing(lp: LpSolution, c: np.ndarray, incumbent: np.ndarray, lb: np.ndarray, ub: np.ndarray,
