@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from .allocation import Formulation, Stage
-from .relaxation import lp_optimum
+from .relaxation import lp_optimum, reduced_cost_fixing
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
@@ -27,7 +27,9 @@ FIX_RTOL = 1e-9
 #   dominance  full service by a candidate with no fewer units and no less value than another of the same
 #              server and accelerator type is dropped (models.allocation.dominated)
 #   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
-SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate")
+#   rc-fix     best-effort and value stages: integer columns whose LP reduced cost exceeds the gap between the
+#              start and the LP bound are fixed before the MIP (no solution as good as the start moves them)
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix")
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
@@ -107,7 +109,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
-    lb, ub = form.lb, form.ub.copy()
+    lb, ub = form.lb, form.ub
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
@@ -133,8 +135,12 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
+        lp = None
+        if start is not None and stage.name not in solved_counts and not stage.integral and (
+                {"skip", "rc-fix"} & options.speedups):
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
         if stage.name in solved_counts or ("skip" in options.speedups and start is not None
-                                           and _start_is_optimal(stage, problem, start)):
+                                           and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
             how = "aggregated" if stage.name in solved_counts else "skipped"
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
@@ -143,6 +149,10 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x))
                 break
         else:
+            if lp is not None and "rc-fix" in options.speedups:
+                fixed_lb, fixed_ub = reduced_cost_fixing(lp, stage.c, start, lb, stage_ub, form.integer,
+                                                         LP_TOL * max(1.0, abs(lp.objective)))
+                problem = replace(problem, lb=fixed_lb, ub=fixed_ub)
             # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may
             # use part of the time only, so that the cost is always optimised too.
             gap = 0.0 if stage.integral else options.mip_gap
@@ -183,8 +193,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
 def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
                        x: np.ndarray | None, deadline: float):
     """Solve the count stages on the aggregation; (start for the rest, count stages solved, log)."""
-    from dataclasses import replace
-
     from .aggregate import start_vector
 
     began = time.perf_counter()
@@ -215,17 +223,19 @@ def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]
     return stage.c, (value - tol if stage.maximize else -np.inf), (np.inf if stage.maximize else value + tol)
 
 
-def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray) -> bool:
+def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=None, gap: float = 0.0) -> bool:
     """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound."""
     at_start = float(stage.c @ start)
     if not stage.maximize and at_start <= 0 and np.all(stage.c >= 0):
         return True  # a count of 0 cannot be improved
-    if stage.name == "value":
+    if stage.name == "value" and lp is None:
         return False  # its LP bound is rarely tight; the MIP's root solves that LP anyway
-    bound = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
-    if bound is None:
+    if lp is None:
+        lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
+    if lp is None:
         return False
-    tol = LP_TOL * max(1.0, abs(bound))
+    bound = lp.objective
+    tol = LP_TOL * max(1.0, abs(bound)) if stage.integral else max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
     if stage.integral:
         bound = np.floor(bound + tol) if stage.maximize else np.ceil(bound - tol)
         tol = 1e-9
