@@ -342,9 +342,11 @@ def stateful_schema(stateful):
 
 stateless_api = schemathesis.pytest.from_fixture("stateless_schema")
 stateful_api = schemathesis.pytest.from_fixture("stateful_schema")
-# The default run fuzzes the table's write endpoints and /optimize (the bodies that change state); the long run
-# fuzzes every endpoint of both modes, the whole-scenario bodies included.
-stateful_writes = stateful_api.include(method="POST").exclude(path_regex="^/(optimizeOne|v1/solve)$")
+# The default run fuzzes the table's small write bodies and /optimize (generating the nested server and
+# scenario bodies takes seconds per example); the long run fuzzes every endpoint of both modes.
+stateful_writes = stateful_api.include(
+    path_regex="^/(optimize|setCapacities|setCapacity|addAccelerator|addServiceClassModelTargets|"
+               "addModelAcceleratorPerf)$")
 
 
 def fuzz_call(case) -> None:
