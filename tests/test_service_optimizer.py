@@ -84,7 +84,8 @@ def test_spec_example_every_field(stateless):
         local.replicas, local.max_batch, local.itl, local.ttft, local.status)
 
 
-@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("name", [SAMPLES[0], SAMPLES[2]] + [pytest.param(n, marks=pytest.mark.slow)
+                                                               for n in (SAMPLES[1], SAMPLES[3])])
 def test_sample_sets_as_system_data(stateless, name):
     body = system_data(name)
     r = post(stateless, "/optimizeOne", body)

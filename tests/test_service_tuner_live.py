@@ -121,7 +121,7 @@ def fuzz_call(case) -> None:
 
 # Generating ServerSpec arrays takes seconds per example: /tune and /calibrate are fuzzed in the long run only.
 @tuner_api.exclude(path_regex="^/(tune|calibrate)$").parametrize()
-@fuzz(3)
+@fuzz(2)
 def test_fuzz_tuner(case):
     fuzz_call(case)
 
