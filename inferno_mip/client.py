@@ -49,7 +49,7 @@ class OptimizerClient:
         body["solver"] = solver
         body["options"] = {k: v for k, v in options.items() if k not in INERT_OPTIONS and v is not None}
         if params:
-            from .tuner.merge import normalize_params
+            from .tuner.merging import normalize_params
 
             body["params"] = {f"{m}/{a}": p for (m, a), p in normalize_params(params).items()}
         solution = Solution.from_dict(self._post("/v1/solve", body))

@@ -23,7 +23,7 @@ import numpy as np
 from .config import FilterConfig, default_config, load_config
 from .errors import TunerError
 from .estimators import InitEstimator, SlidingWindowEstimator, guess_init_state
-from .merge import merge
+from .merging import merge
 from .observation import Observation
 from .specs import NO_TRAFFIC, Replica, parse_specs
 from .store import LearnedParameters, StateFile, now_rfc3339, pair_key, split_key
