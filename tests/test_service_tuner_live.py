@@ -110,11 +110,27 @@ def tuner_schema(tuner):
 tuner_api = schemathesis.pytest.from_fixture("tuner_schema")
 
 
-@tuner_api.parametrize()
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate])
-def test_fuzz_tuner(case):
+def fuzz(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
+                    derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+
+
+def fuzz_call(case) -> None:
     case.call_and_validate(checks=[schemathesis.checks.not_a_server_error], timeout=60)
+
+
+# Generating ServerSpec arrays takes seconds per example: /tune and /calibrate are fuzzed in the long run only.
+@tuner_api.exclude(path_regex="^/(tune|calibrate)$").parametrize()
+@fuzz(2)
+def test_fuzz_tuner(case):
+    fuzz_call(case)
+
+
+@pytest.mark.slow
+@tuner_api.parametrize()
+@fuzz(30)
+def test_fuzz_tuner_long(case):
+    fuzz_call(case)
 
 
 def test_tuner_state_intact_after_fuzzing(tuner):
