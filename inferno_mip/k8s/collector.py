@@ -4,7 +4,8 @@ Per Deployment: its labels as inferno names them, its desired replicas, and its 
 running, ready and started at least ``startup_delay`` seconds ago (as inferno's ``INFERNO_STARTUP_DELAY``); other
 live pods, and replicas wanted but not created yet, are starting. Pods are listed once per namespace; where that
 is not allowed, the Deployments' ready counts stand in. Load and latency come from Prometheus where configured,
-field by field, with the load labels as fallback."""
+field by field, with the load labels as fallback.
+"""
 
 from __future__ import annotations
 
