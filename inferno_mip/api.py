@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from .solution import Solution, build_solution
 from .spec import OptimizerOptions, System
 from .tables import Settings, build_table
 
+_LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 SETTINGS_OPTIONS = frozenset(Settings.__dataclass_fields__)
 SYSTEM_OPTIONS = frozenset(OptimizerOptions.model_fields)
 SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_start", "best_effort",
@@ -55,12 +57,17 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     backend = get_solver(name)
     check_backend(name, solver_options)  # a backend that cannot run is an error now, not after sizing
 
+    _LOG.info("sizing %d servers on %d accelerators", len(system.servers), len(system.accelerators))
     table = build_table(system, settings)
     sized = time.perf_counter()
+    _LOG.info("sized: %d candidates in %.2f s; solving with %s", len(table), sized - start, name)
     # The caller's budget (or the default) is for the whole call, sizing included.
     solver_options["time_limit"] = max(0.0, solver_options.get("time_limit", DEFAULT_TIME_LIMIT) - (sized - start))
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
+    _LOG.info("%s: %s, objective %s, gap %s, %.2f s in all", name, assignment.status,
+              "-" if assignment.objective is None else f"{assignment.objective:.6g}",
+              "-" if assignment.gap is None else f"{assignment.gap:.1e}", solved - start)
     build = assignment.timings.get("build", 0.0)
     timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start,
                **{k: v for k, v in assignment.timings.items() if k.startswith("stage ")}}

@@ -5,14 +5,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from .policies import SATURATION_POLICIES
+from .queueing.versions import PERF_MODELS
+
 DEFAULT_TIME_LIMIT = 60.0  # seconds for the whole call, sizing included, when the caller gives none
+_FLAGS = ("compat", "unlimited", "heterogeneous", "delayed_best_effort", "best_effort", "milp_solver", "use_cplex")
 
 _POSITIVE_INTS = ("threads", "max_num_tokens")
 _NON_NEGATIVE_INTS = ("seed", "max_replica_change", "queue_ratio")
 
 
 def check_options(options: Mapping) -> None:
-    """Raise ValueError naming the option and value when a numeric ``solve()`` option is out of range."""
+    """Raise ValueError naming the option and value when a ``solve()`` option is out of range or of a wrong type."""
+    for name in _FLAGS:
+        if name in options and options[name] is not None and not isinstance(options[name], bool):
+            raise ValueError(f"{name}: must be true or false, got {options[name]!r}")
+    _choice("saturation_policy", options, SATURATION_POLICIES)
+    _choice("perf_model", options, PERF_MODELS)
     if "time_limit" in options:
         _number("time_limit", options["time_limit"], low=0.0, finite=False)  # inf: no limit
     if "mip_gap" in options:
@@ -23,6 +32,11 @@ def check_options(options: Mapping) -> None:
     for name in _NON_NEGATIVE_INTS:
         if options.get(name) is not None:
             _integer(name, options[name], low=0)
+
+
+def _choice(name: str, options: Mapping, known) -> None:
+    if options.get(name) is not None and options[name] not in known:
+        raise ValueError(f"{name}: unknown value {options[name]!r}; known: {', '.join(known)}")
 
 
 def _number(name: str, value, *, low: float, high: float = math.inf, finite: bool = True) -> None:

@@ -6,6 +6,7 @@ for a lower one, and no weights that could drown the cost in floating-point nois
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -16,6 +17,7 @@ import scipy.sparse as sp
 from .allocation import Formulation, Stage
 from .relaxation import lp_optimum
 
+_LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
 # Speed-ups of the staged solve, each exact (same statuses, unserved counts and value) and switchable:
 #   skip       a stage whose start is provably optimal is not solved: a count of 0, or a start that meets the
@@ -24,7 +26,8 @@ FIX_RTOL = 1e-9
 #   abs-gap    integral count stages stop at an absolute gap below 1 (the next better count is an integer)
 #   dominance  full service by a candidate with no fewer units and no less value than another of the same
 #              server and accelerator type is dropped (models.allocation.dominated)
-SPEEDUPS = ("skip", "abs-gap", "dominance")
+#   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate")
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
@@ -94,15 +97,23 @@ class LexResult:
 
 
 def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptions,
-                        warm_start: np.ndarray | None = None) -> LexResult:
-    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution."""
+                        warm_start: np.ndarray | None = None, aggregation=None) -> LexResult:
+    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution.
+
+    With an `aggregation` (models.aggregate) the count stages are solved on it first; its solution, mapped back,
+    is optimal for them and starts the rest.
+    """
     deadline = time.perf_counter() + options.time_limit
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
     lb, ub = form.lb, form.ub.copy()
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
-    status, log, last = "optimal", [], None
+    status, log, last, notes = "optimal", [], None, []
+    solved_counts: set[str] = set()
+    if aggregation is not None:
+        x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
+        log.extend(agg_log)
     for stage in form.stages:
         if not stage.c.any():
             continue
@@ -122,9 +133,12 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
-        if "skip" in options.speedups and start is not None and _start_is_optimal(stage, problem, start):
+        if stage.name in solved_counts or ("skip" in options.speedups and start is not None
+                                           and _start_is_optimal(stage, problem, start)):
             x = start
-            log.append((stage.name, "skipped", float(stage.c @ x), time.perf_counter() - began))
+            how = "aggregated" if stage.name in solved_counts else "skipped"
+            log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
+            _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
             if stage.name == "value":
                 last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x))
                 break
@@ -138,6 +152,9 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                                          abs_gap)
             result = backend(problem, stage_options)
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
+            _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
+                      _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
+                                                                           ".1e"), log[-1][3])
             if result.x is None:
                 # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
                 status = "time-limit" if result.status == "time-limit" else "feasible"
@@ -149,20 +166,44 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             last = result
             if result.status != "optimal":
                 status = "time-limit"
+                if stage.name != "value":
+                    notes.append(f"{stage.name} stopped at its time share{_gap_note(result)}")
             if stage.name == "value":
                 break
         row, row_lb, row_ub = _keep_optimal(stage, float(stage.c @ x))
         extra_rows.append(row)
         extra_lb.append(row_lb)
         extra_ub.append(row_ub)
-        if len(stage.freeze_cols):
-            lb = lb.copy() if lb is form.lb else lb
-            lb[stage.freeze_cols] = np.round(x[stage.freeze_cols])
-            ub[stage.freeze_cols] = np.round(x[stage.freeze_cols])
     if x is None:
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
-    return _result(form, x, status, bound, tuple(log))
+    return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
+                       x: np.ndarray | None, deadline: float):
+    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log)."""
+    from dataclasses import replace
+
+    from .aggregate import start_vector
+
+    began = time.perf_counter()
+    sub_options = replace(options, time_limit=(deadline - began) * EARLY_STAGE_SHARE,
+                          speedups=options.speedups - {"aggregate"})
+    sub = solve_lexicographic(aggregation.form, backend, sub_options, start_vector(aggregation, x, form))
+    log = [(f"aggregated {name}", st, obj, sec) for name, st, obj, sec in sub.stages]
+    if sub.status != "optimal" or sub.x is None:
+        return x, set(), log  # the full count stages start from scratch
+    mapped = aggregation.disaggregate(form, sub.x)
+    if not _feasible(form, mapped):  # pragma: no cover - a mapped solution keeps every row by construction
+        return x, set(), log
+    return mapped, {s.name for s in form.stages if s.integral}, log
+
+
+def _gap_note(result: MipResult) -> str:
+    if result.bound is None or result.objective is None or not np.isfinite(result.bound):
+        return ""
+    return f" with gap {abs(result.bound - result.objective) / max(abs(result.objective), 1e-9):.1e}"
 
 
 def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]:
@@ -195,8 +236,18 @@ def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, 
     objective = float(form.stages[-1].c @ x)
     if status == "optimal" and (bound is None or not np.isfinite(bound)):
         bound = objective
-    gap = None if bound is None else abs(objective - bound) / max(abs(objective), 1e-9)
-    return LexResult(x, status, objective, bound, gap, log, message)
+    return LexResult(x, status, objective, bound, _gap(objective, bound), log, message)
+
+
+def _show(value: float | None, spec: str = ".6g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _gap(objective: float | None, bound: float | None) -> float | None:
+    """Relative optimality gap |objective - bound| / |objective|; None without both."""
+    if objective is None or bound is None:
+        return None
+    return abs(objective - bound) / max(abs(objective), 1e-9)
 
 
 def _feasible(form: Formulation, x: np.ndarray, tol: float = 1e-6) -> bool:

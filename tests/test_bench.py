@@ -82,3 +82,18 @@ def test_ray_executor_runs_the_same_sweep(sweep):
         outcome, cost = local[(r.solver, r.seed)]
         assert r.outcome == outcome
         assert r.total_cost == cost or (math.isnan(r.total_cost) and math.isnan(cost))
+
+
+def test_progress_bar_counts_runs_on_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    record = bench.Record("small-pool", 6, 5, 0, 0, "greedy", False, outcome="solved")
+    with bench.progress_bar(2, stream=out) as progress:
+        progress(1, 2, record)
+        progress(2, 2, record)
+    assert "2/2" in out.getvalue() and "greedy: solved" in out.getvalue()

@@ -3,6 +3,8 @@ sizing, and every output names its arrival-rate unit."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import inferno_mip.api as api
@@ -104,3 +106,19 @@ def test_every_output_names_its_rate_unit(small, capsys):
     assert main(["solve", str(SCENARIOS / "inferno-small"), "--solver", "greedy"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "load req/s" in header
+
+
+def test_verbose_solve_reports_sizing_and_each_stage_with_its_gap(capsys):
+    import logging
+
+    logger = logging.getLogger("inferno_mip")
+    before = list(logger.handlers)
+    try:
+        assert main(["solve", str(SCENARIOS / "inferno-small"), "--solver", "highs", "--verbose"]) == 0
+    finally:
+        for handler in logger.handlers[len(before):]:
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "sizing 15 servers" in err and "sized:" in err
+    assert re.search(r"stage value: optimal, objective [\d.]+, bound [\d.]+, gap \d\.\de[-+]\d\d", err), err

@@ -79,3 +79,24 @@ def test_metrics_on_demand_match_a_full_pass():
     np.testing.assert_allclose(table.load_metrics(some), other.load_metrics(np.arange(len(other)))[some],
                                rtol=1e-12)
     assert not np.isnan(table.itl).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_aggregated_count_stages_map_back_to_the_full_optimum(seed):
+    from inferno_mip.models.aggregate import aggregate, start_vector
+    from inferno_mip.models.lexicographic import SolveOptions, _feasible, solve_lexicographic
+    from inferno_mip.solvers import highs
+
+    table = build_table(generate(servers=40, accelerators=8, classes=3, seed=seed, tightness=0.6), Settings())
+    form = build(table, MipOptions())
+    agg = aggregate(table, form)
+    assert len(agg.members) < len(table.rows)  # some servers are interchangeable
+    plain_options = SolveOptions(60, speedups=frozenset())
+    counts = [s for s in form.stages if s.integral]
+    full = solve_lexicographic(form, highs.solve_stage, plain_options)
+    small = solve_lexicographic(agg.form, highs.solve_stage, plain_options)
+    mapped = agg.disaggregate(form, small.x)
+    assert _feasible(form, mapped)
+    assert [float(s.c @ mapped) for s in counts] == [float(s.c @ small.x) for s in agg.form.stages]
+    assert [float(s.c @ mapped) for s in counts] == [round(float(s.c @ full.x)) for s in counts]
+    assert np.array_equal(start_vector(agg, mapped, form), small.x)  # the map back and forth agree
