@@ -17,6 +17,7 @@ import resource
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -244,31 +245,29 @@ def read_csv(path: Path) -> list[Record]:
 
 def summary(records: list[Record]) -> str:
     """Markdown: per family, size and solver the medians over repeats, and cost relative to the best bound."""
-    groups: dict[tuple, list[Record]] = {}
-    for r in records:
-        groups.setdefault((r.family, r.heterogeneous, r.servers, r.solver), []).append(r)
+    import pandas as pd  # only the summary needs it
+
+    frame = pd.DataFrame([asdict(r) for r in records]).replace([math.inf, -math.inf], math.nan)
+    frame["solve_build_s"] = frame["solve_s"] + frame["build_s"]
+    frame["vs_bound"] = [_vs_best_bound(r, records) for r in records]
     lines = ["| family | servers | solver | runs | solved | status | median time s | median sizing s | "
              "median solve s | peak MB | median cost | gap | vs best bound | ok / best-effort / unserved |",
              "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (family, het, n, solver), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
-                                                                                   kv[0][3])):
-        solved = [r for r in runs if r.outcome == "solved"]
+    for (family, het, n, solver), runs in frame.groupby(["family", "heterogeneous", "servers", "solver"], sort=True):
+        solved = runs[runs["outcome"] == "solved"]
         label = family + (" (multi)" if het else "")
-        if not solved:
-            lines.append(f"| {label} | {n} | {solver} | {len(runs)} | 0 | {runs[0].outcome}: {runs[0].error[:40]} "
+        if solved.empty:
+            first = runs.iloc[0]
+            lines.append(f"| {label} | {n} | {solver} | {len(runs)} | 0 | {first.outcome}: {first.error[:40]} "
                          "| - | - | - | - | - | - | - | - |")
             continue
-        ratios = [_vs_best_bound(r, records) for r in solved]
-        ratios = [x for x in ratios if math.isfinite(x)]
-        statuses = sorted({r.status for r in solved})
+        m = solved.median(numeric_only=True)  # NaN (no bound, no gap) is skipped
+        vs = "-" if math.isnan(m["vs_bound"]) else f"{m['vs_bound']:+.3%}"
         lines.append(
-            f"| {label} | {n} | {solver} | {len(runs)} | {len(solved)} | {', '.join(statuses)} | "
-            f"{_median(r.total_s for r in solved):.3f} | {_median(r.sizing_s for r in solved):.3f} | "
-            f"{_median(r.solve_s + r.build_s for r in solved):.3f} | {_median(r.peak_mb for r in solved):.0f} | "
-            f"{_median(r.total_cost for r in solved):.2f} | {_fmt_gap(_median(r.gap for r in solved))} | "
-            f"{'-' if not ratios else f'{_median(ratios):+.3%}'} | "
-            f"{_median(r.ok for r in solved):.0f} / {_median(r.best_effort for r in solved):.0f} / "
-            f"{_median(r.unserved for r in solved):.0f} |")
+            f"| {label} | {n} | {solver} | {len(runs)} | {len(solved)} | {', '.join(sorted(set(solved['status'])))} | "
+            f"{m['total_s']:.3f} | {m['sizing_s']:.3f} | {m['solve_build_s']:.3f} | {m['peak_mb']:.0f} | "
+            f"{m['total_cost']:.2f} | {_fmt_gap(m['gap'])} | {vs} | "
+            f"{m['ok']:.0f} / {m['best_effort']:.0f} / {m['unserved']:.0f} |")
     return "\n".join(lines)
 
 
@@ -343,11 +342,18 @@ def plot(records: list[Record], folder: Path) -> list[Path]:
     return out
 
 
-def progress_bar(done: int, total: int, record: Record) -> None:
-    width = 30
-    filled = int(width * done / total)
-    what = f"{record.family} n={record.servers} seed={record.seed} {record.solver}: {record.outcome}"
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what[:60]:<60}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+@contextmanager
+def progress_bar(total: int, stream=None):
+    """A tqdm bar on standard error (shown on a terminal) as a ``progress(done, total, record)`` callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="run", file=stream or sys.stderr, disable=None, dynamic_ncols=True)
+
+    def progress(done: int, _total: int, record: Record) -> None:
+        bar.set_postfix_str(f"n={record.servers} seed={record.seed} {record.solver}: {record.outcome}", refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()

@@ -11,8 +11,8 @@ class ScenarioError(ValueError):
     def __init__(self, file: str, field: str, message: str):
         self.file = file
         self.field = field
-        self.message = message
-        super().__init__(f"{file}: {field}: {message}" if field else f"{file}: {message}")
+        self.message = " ".join(str(message).split())  # always one line, whatever the parser said
+        super().__init__(f"{file}: {field}: {self.message}" if field else f"{file}: {self.message}")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import InputIssue
+from .policies import SATURATION_POLICIES
+from .queueing.limits import MAX_BATCH, MAX_QUEUE, MAX_TOKENS
+
+# Resource guards: beyond these no real fleet exists, and sizing or the MIP would exhaust memory or overflow.
+MAX_REPLICAS = 1_000_000  # replicas of one server, accelerator units per replica or card multiplicity
+MAX_RATE = 1e9  # requests/second of one server
+MAX_AMOUNT = 1e12  # costs per hour, TPS targets (tokens/s), perf parameters (ms)
 
 DEFAULT_CLASS = "Free"
 LOWEST_PRIORITY = 100
 HIGHEST_PRIORITY = 1
 
 SaturationPolicy = Literal["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"]
-SATURATION_POLICIES: tuple[str, ...] = ("None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin")
 
 Generation = Literal["G1", "G2", "G3"]
 """Perf-data format generation: G1 flat decode alpha/beta, G2 decodeParms/prefillParms, G3 perfParms."""
@@ -37,8 +43,8 @@ class _Frozen(BaseModel):
 class Accelerator(_Frozen):
     name: str = Field(min_length=1)
     type: str = Field(min_length=1)
-    multiplicity: int = Field(default=1, ge=0)
-    cost: float = Field(ge=0)
+    multiplicity: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    cost: float = Field(ge=0, le=MAX_AMOUNT)
     mem_size: float = 0.0
     mem_bw: float = 0.0
 
@@ -48,14 +54,14 @@ class PerfData(_Frozen):
 
     model: str = Field(min_length=1)
     accelerator: str = Field(min_length=1)
-    acc_count: int = 1
-    max_batch_size: int = Field(default=0, ge=0)
-    at_tokens: int = Field(default=0, ge=0)
+    acc_count: int = Field(default=1, le=MAX_REPLICAS)
+    max_batch_size: int = Field(default=0, ge=0, le=MAX_BATCH)
+    at_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     generation: Generation
-    alpha: float = Field(default=0.0, ge=0)
-    beta: float = Field(default=0.0, ge=0)
-    gamma: float = Field(default=0.0, ge=0)
-    delta: float = Field(default=0.0, ge=0)
+    alpha: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
+    beta: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
+    gamma: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
+    delta: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
 
     @field_validator("acc_count")
     @classmethod
@@ -76,7 +82,7 @@ class ModelTarget(_Frozen):
     model: str = Field(min_length=1)
     itl: float = Field(default=0.0, ge=0)
     ttft: float = Field(default=0.0, ge=0)
-    tps: float = Field(default=0.0, ge=0)
+    tps: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
 
 
 class ServiceClass(_Frozen):
@@ -91,16 +97,21 @@ class ServiceClass(_Frozen):
 
 
 class Load(_Frozen):
-    arrival_rate: float = Field(default=0.0, ge=0, description="requests/second")
-    avg_in_tokens: float = Field(default=0.0, ge=0)
-    avg_out_tokens: float = Field(default=0.0, ge=0)
+    """A server's load. The token-count CVs (std/mean, optional) describe the length spread; None = not
+    given, which the perf models read as equal lengths (work at the mean, as inferno assumes)."""
+
+    arrival_rate: float = Field(default=0.0, ge=0, le=MAX_RATE, description="requests/second")
+    avg_in_tokens: float = Field(default=0.0, ge=0, le=MAX_TOKENS)
+    avg_out_tokens: float = Field(default=0.0, ge=0, le=MAX_TOKENS)
+    in_tokens_cv: float | None = Field(default=None, ge=0)
+    out_tokens_cv: float | None = Field(default=None, ge=0)
 
 
 class CurrentAllocation(_Frozen):
     accelerator: str = ""
-    num_replicas: int = Field(default=0, ge=0)
-    max_batch: int = Field(default=0, ge=0)
-    cost: float = Field(default=0.0, ge=0)
+    num_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
+    max_batch: int = Field(default=0, ge=0, le=MAX_BATCH)
+    cost: float = Field(default=0.0, ge=0, le=MAX_AMOUNT)
 
 
 class Server(_Frozen):
@@ -108,9 +119,9 @@ class Server(_Frozen):
     class_name: str = DEFAULT_CLASS
     model: str = Field(min_length=1)
     keep_accelerator: bool = False
-    min_num_replicas: int = Field(default=0, ge=0)
-    max_batch_size: int = Field(default=0, ge=0)
-    max_queue_size: int = Field(default=0, ge=0)
+    min_num_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
+    max_batch_size: int = Field(default=0, ge=0, le=MAX_BATCH)
+    max_queue_size: int = Field(default=0, ge=0, le=MAX_QUEUE)
     load: Load = Load()
     current: CurrentAllocation = CurrentAllocation()
 

@@ -19,13 +19,15 @@ import numpy as np
 
 from .queueing import InfeasibleTarget, Metrics, QueueingError, make_perf_model
 from .queueing.concurrency import DEFAULT_EPSILON, throughput_curves
+from .queueing.limits import MAX_BATCH
 from .queueing.sizing import analyze_models, size_models
 from .spec import Accelerator, PerfData, Server, System, reference_problem
 
 QUEUE_TO_BATCH_RATIO = 10
 ACCEL_PENALTY_FACTOR = 0.1
 CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that integer (float noise, not load)
-DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "new"}  # G3 perfParms: queue-analysis v0.7+
+# G3 perfParms: the iteration-level model (queue-analysis v0.7's costs, what a continuous-batching server measures)
+DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "iteration"}
 COMPAT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}  # what inferno's sample solutions were made with
 BATCH_RULES = ("inferno", "optimal", "all")
 
@@ -119,9 +121,7 @@ class CandidateTable:
     units: np.ndarray  # cards of `type` for all replicas
     unit_per_replica: np.ndarray
     rate_star: np.ndarray  # max SLO-feasible req/s per replica
-    itl: np.ndarray
-    ttft: np.ndarray
-    rho: np.ndarray
+    preset_metrics: np.ndarray  # (n, 3) itl, ttft, rho where fixed without the perf model (zero load), else NaN
     binding: tuple[str, ...]  # target that limits the rate per replica: itl, ttft, tps, none, zero-load
     perf: tuple[PerfData, ...]  # perf data each candidate was sized with
     settings: Settings = field(default_factory=Settings)
@@ -137,6 +137,42 @@ class CandidateTable:
     def of_server(self, i: int) -> np.ndarray:
         """Candidate indices of server i, best (lowest value) first."""
         return np.arange(self._offsets[i], self._offsets[i + 1])
+
+    @property
+    def itl(self) -> np.ndarray:
+        """ITL (ms) of each candidate's replicas at the server's load (computed on first use)."""
+        return self.load_metrics(np.arange(len(self)))[:, 0]
+
+    @property
+    def ttft(self) -> np.ndarray:
+        return self.load_metrics(np.arange(len(self)))[:, 1]
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.load_metrics(np.arange(len(self)))[:, 2]
+
+    @cached_property
+    def _load_metrics(self) -> np.ndarray:
+        return self.preset_metrics.copy()
+
+    def load_metrics(self, cands) -> np.ndarray:
+        """(itl, ttft, rho) of candidates `cands` with all their replicas sharing the server's load.
+
+        Computed in one vectorised pass for those not known yet and kept: a solve needs them for the chosen
+        candidates only, not for the whole table.
+        """
+        cands = np.asarray(cands, dtype=np.int64)
+        known = self._load_metrics
+        todo = cands[np.isnan(known[cands, 0])]
+        if len(todo):
+            todo = np.unique(todo)
+            rows = [self.rows[int(i)] for i in self.server[todo]]
+            models = [_perf_model(self.settings, self.perf[c], row.server, int(self.batch[c]), int(self.queue[c]))
+                      for c, row in zip(todo.tolist(), rows)]
+            rates = [row.total_rate / int(self.replicas[c]) for c, row in zip(todo.tolist(), rows)]
+            for c, m in zip(todo.tolist(), analyze_models(models, rates)):
+                known[c] = (m.itl, m.ttft, m.rho)
+        return known[cands]
 
     def evaluate(self, c: int, rate_per_replica: float) -> Metrics:
         """Metrics of candidate c's replica at a given rate (above its SLO rate it may be overloaded)."""
@@ -189,7 +225,8 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
         batch=col("batch", np.int64), queue=col("queue", np.int64), replicas=col("replicas", np.int64),
         cost=col("cost", np.float64), value=col("value", np.float64), units=col("units", np.int64),
         unit_per_replica=col("unit_per_replica", np.int64), rate_star=col("rate_star", np.float64),
-        itl=col("itl", np.float64), ttft=col("ttft", np.float64), rho=col("rho", np.float64),
+        preset_metrics=np.column_stack([col("itl", np.float64), col("ttft", np.float64),
+                                        col("rho", np.float64)]).reshape(-1, 3),
         binding=tuple(columns["binding"]), perf=tuple(columns["perf"]), settings=settings)
 
 
@@ -288,11 +325,10 @@ def _size_all(pending: list[_Pending], settings: Settings) -> None:
         else:
             p.result = sizing
             ok.append(p)
-    replicas = [replicas_needed(p.row.total_rate, float(p.result.throughput), p.server.min_num_replicas) for p in ok]
-    metrics = analyze_models([p.model for p in ok], [p.row.total_rate / r for p, r in zip(ok, replicas)])
-    for p, r, m in zip(ok, replicas, metrics):
-        p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), m.itl,
-                            m.ttft, m.rho, p.result.binding)
+    for p in ok:  # metrics at the load: on demand (CandidateTable.load_metrics)
+        r = replicas_needed(p.row.total_rate, float(p.result.throughput), p.server.min_num_replicas)
+        p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), math.nan, math.nan,
+                            math.nan, p.result.binding)
 
 
 def _targets(row: ServerRow) -> tuple[float, float, float]:
@@ -320,12 +356,16 @@ def _with_rejected(row: ServerRow, rejected: list[str]) -> ServerRow:
 
 
 def batch_size(server: Server, perf: PerfData, settings: Settings) -> int:
-    """inferno's rule: the server's maxBatchSize, else perf maxBatchSize at atTokens scaled to the output tokens."""
+    """inferno's rule: the server's maxBatchSize, else perf maxBatchSize at atTokens scaled to the output tokens.
+
+    The scaled size is capped at MAX_BATCH (short outputs would otherwise ask for a chain of millions of slots).
+    """
     if server.max_batch_size > 0:
         return server.max_batch_size
     if perf.at_tokens == 0 and not settings.compat:
         return max(perf.max_batch_size, 1)  # no reference token count: take the batch size as given
-    return max(perf.max_batch_size * perf.at_tokens // int(server.load.avg_out_tokens), 1)
+    out_tokens = max(int(server.load.avg_out_tokens), 1)  # under one token (not zero load): no division by zero
+    return min(max(perf.max_batch_size * perf.at_tokens // out_tokens, 1), MAX_BATCH)
 
 
 def queue_size(server: Server, batch: int, settings: Settings) -> int:
@@ -373,12 +413,15 @@ def _columns(acc: Accelerator, perf: PerfData, replicas: int, batch: int, queue:
 
 
 def _perf_model(settings: Settings, perf: PerfData, server: Server, batch: int, queue: int, overload: bool = False):
+    load = server.load
     return _cached_perf_model(settings.perf_model_for(perf), tuple(sorted(perf.params.items())),
-                              server.load.avg_in_tokens, server.load.avg_out_tokens, batch, queue,
-                              settings.max_num_tokens, settings.compat and not overload)
+                              load.avg_in_tokens, load.avg_out_tokens, batch, queue,
+                              settings.max_num_tokens, settings.compat and not overload, load.in_tokens_cv,
+                              load.out_tokens_cv)
 
 
 @lru_cache(maxsize=65536)
-def _cached_perf_model(kind, params, in_tokens, out_tokens, batch, queue, max_num_tokens, compat):
+def _cached_perf_model(kind, params, in_tokens, out_tokens, batch, queue, max_num_tokens, compat, in_cv, out_cv):
     return make_perf_model(kind, dict(params), in_tokens=in_tokens, out_tokens=out_tokens, max_batch=batch,
-                           max_queue=queue, max_num_tokens=max_num_tokens, compat=compat)
+                           max_queue=queue, max_num_tokens=max_num_tokens, compat=compat, in_tokens_cv=in_cv,
+                           out_tokens_cv=out_cv)

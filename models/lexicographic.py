@@ -6,6 +6,7 @@ for a lower one, and no weights that could drown the cost in floating-point nois
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -13,9 +14,22 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .allocation import Formulation
+from .allocation import Formulation, Stage
+from .relaxation import lp_optimum
 
+_LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
+# Speed-ups of the staged solve, each exact (same statuses, unserved counts and value) and switchable:
+#   skip       a stage whose start is provably optimal is not solved: a count of 0, or a start that meets the
+#              stage's LP bound (rounded up for the integral count stages; a best-effort level that the LP
+#              proves to be 0 is the common case)
+#   abs-gap    integral count stages stop at an absolute gap below 1 (the next better count is an integer)
+#   dominance  full service by a candidate with no fewer units and no less value than another of the same
+#              server and accelerator type is dropped (models.allocation.dominated)
+#   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate")
+INTEGRAL_ABS_GAP = 0.99
+LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
 
@@ -51,6 +65,21 @@ class SolveOptions:
     mip_gap: float = 1e-7  # relative gap of the final (value) stage; earlier stages are solved exactly
     threads: int = 1
     seed: int = 0
+    speedups: frozenset = frozenset(SPEEDUPS)
+    abs_gap: float = 0.0  # absolute gap at which a backend may stop (0: only the relative one)
+
+
+def parse_speedups(value) -> frozenset:
+    """'all', 'none', a comma-separated list or an iterable of names from SPEEDUPS."""
+    if value is None or value == "all":
+        return frozenset(SPEEDUPS)
+    if value == "none" or value == "":
+        return frozenset()
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = sorted(set(names) - set(SPEEDUPS))
+    if unknown:
+        raise ValueError(f"unknown speedup(s) {', '.join(unknown)}; known: {', '.join(SPEEDUPS)}, all, none")
+    return frozenset(names)
 
 
 Backend = Callable[[MipProblem, SolveOptions], MipResult]
@@ -68,15 +97,23 @@ class LexResult:
 
 
 def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptions,
-                        warm_start: np.ndarray | None = None) -> LexResult:
-    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution."""
+                        warm_start: np.ndarray | None = None, aggregation=None) -> LexResult:
+    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution.
+
+    With an `aggregation` (models.aggregate) the count stages are solved on it first; its solution, mapped back,
+    is optimal for them and starts the rest.
+    """
     deadline = time.perf_counter() + options.time_limit
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
     lb, ub = form.lb, form.ub.copy()
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
-    status, log, last = "optimal", [], None
+    status, log, last, notes = "optimal", [], None, []
+    solved_counts: set[str] = set()
+    if aggregation is not None:
+        x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
+        log.extend(agg_log)
     for stage in form.stages:
         if not stage.c.any():
             continue
@@ -95,53 +132,122 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         problem = MipProblem(A=A, row_lb=np.r_[form.row_lb, extra_lb], row_ub=np.r_[form.row_ub, extra_ub],
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
-        # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may use
-        # part of the time only, so that the cost is always optimised too.
-        gap = 0.0 if stage.integral else options.mip_gap
-        share = 1.0 if stage.name == "value" else EARLY_STAGE_SHARE
-        stage_options = SolveOptions(remaining * share, gap, options.threads, options.seed)
         began = time.perf_counter()
-        result = backend(problem, stage_options)
-        log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
-        if result.x is None:
-            # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
-            status = "time-limit" if result.status == "time-limit" else "feasible"
-            message = f"stage {stage.name!r}: {result.message or result.status}"
-            if x is None:
-                return LexResult(None, "failed", None, None, None, tuple(log), message)
-            return _result(form, x, status, None, tuple(log), message)
-        x = result.x
-        last = result
-        if result.status != "optimal":
-            status = "time-limit"
-        value = float(stage.c @ x)
-        if stage.name == "value":
-            break
-        extra_rows.append(stage.c)
-        if stage.integral:
-            bound = float(np.round(value))
-            extra_lb.append(bound if stage.maximize else -np.inf)
-            extra_ub.append(np.inf if stage.maximize else bound)
+        if stage.name in solved_counts or ("skip" in options.speedups and start is not None
+                                           and _start_is_optimal(stage, problem, start)):
+            x = start
+            how = "aggregated" if stage.name in solved_counts else "skipped"
+            log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
+            _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
+            if stage.name == "value":
+                last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x))
+                break
         else:
-            tol = FIX_RTOL * max(1.0, abs(value))
-            extra_lb.append(value - tol if stage.maximize else -np.inf)
-            extra_ub.append(np.inf if stage.maximize else value + tol)
-        if len(stage.freeze_cols):
-            lb = lb.copy() if lb is form.lb else lb
-            lb[stage.freeze_cols] = np.round(x[stage.freeze_cols])
-            ub[stage.freeze_cols] = np.round(x[stage.freeze_cols])
+            # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may
+            # use part of the time only, so that the cost is always optimised too.
+            gap = 0.0 if stage.integral else options.mip_gap
+            share = 1.0 if stage.name == "value" else EARLY_STAGE_SHARE
+            abs_gap = INTEGRAL_ABS_GAP if stage.integral and "abs-gap" in options.speedups else 0.0
+            stage_options = SolveOptions(remaining * share, gap, options.threads, options.seed, options.speedups,
+                                         abs_gap)
+            result = backend(problem, stage_options)
+            log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
+            _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
+                      _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
+                                                                           ".1e"), log[-1][3])
+            if result.x is None:
+                # Keep the previous stage's solution: it satisfies every constraint, just not this stage's optimum.
+                status = "time-limit" if result.status == "time-limit" else "feasible"
+                message = f"stage {stage.name!r}: {result.message or result.status}"
+                if x is None:
+                    return LexResult(None, "failed", None, None, None, tuple(log), message)
+                return _result(form, x, status, None, tuple(log), message)
+            x = result.x
+            last = result
+            if result.status != "optimal":
+                status = "time-limit"
+                if stage.name != "value":
+                    notes.append(f"{stage.name} stopped at its time share{_gap_note(result)}")
+            if stage.name == "value":
+                break
+        row, row_lb, row_ub = _keep_optimal(stage, float(stage.c @ x))
+        extra_rows.append(row)
+        extra_lb.append(row_lb)
+        extra_ub.append(row_ub)
     if x is None:
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
-    return _result(form, x, status, bound, tuple(log))
+    return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
+                       x: np.ndarray | None, deadline: float):
+    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log)."""
+    from dataclasses import replace
+
+    from .aggregate import start_vector
+
+    began = time.perf_counter()
+    sub_options = replace(options, time_limit=(deadline - began) * EARLY_STAGE_SHARE,
+                          speedups=options.speedups - {"aggregate"})
+    sub = solve_lexicographic(aggregation.form, backend, sub_options, start_vector(aggregation, x, form))
+    log = [(f"aggregated {name}", st, obj, sec) for name, st, obj, sec in sub.stages]
+    if sub.status != "optimal" or sub.x is None:
+        return x, set(), log  # the full count stages start from scratch
+    mapped = aggregation.disaggregate(form, sub.x)
+    if not _feasible(form, mapped):  # pragma: no cover - a mapped solution keeps every row by construction
+        return x, set(), log
+    return mapped, {s.name for s in form.stages if s.integral}, log
+
+
+def _gap_note(result: MipResult) -> str:
+    if result.bound is None or result.objective is None or not np.isfinite(result.bound):
+        return ""
+    return f" with gap {abs(result.bound - result.objective) / max(abs(result.objective), 1e-9):.1e}"
+
+
+def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]:
+    """The row that keeps a solved stage at its optimum in the later stages."""
+    if stage.integral:
+        bound = float(np.round(value))
+        return stage.c, (bound if stage.maximize else -np.inf), (np.inf if stage.maximize else bound)
+    tol = FIX_RTOL * max(1.0, abs(value))
+    return stage.c, (value - tol if stage.maximize else -np.inf), (np.inf if stage.maximize else value + tol)
+
+
+def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray) -> bool:
+    """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound."""
+    at_start = float(stage.c @ start)
+    if not stage.maximize and at_start <= 0 and np.all(stage.c >= 0):
+        return True  # a count of 0 cannot be improved
+    if stage.name == "value":
+        return False  # its LP bound is rarely tight; the MIP's root solves that LP anyway
+    bound = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
+    if bound is None:
+        return False
+    tol = LP_TOL * max(1.0, abs(bound))
+    if stage.integral:
+        bound = np.floor(bound + tol) if stage.maximize else np.ceil(bound - tol)
+        tol = 1e-9
+    return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
 
 
 def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, log, message: str = "") -> LexResult:
     objective = float(form.stages[-1].c @ x)
     if status == "optimal" and (bound is None or not np.isfinite(bound)):
         bound = objective
-    gap = None if bound is None else abs(objective - bound) / max(abs(objective), 1e-9)
-    return LexResult(x, status, objective, bound, gap, log, message)
+    return LexResult(x, status, objective, bound, _gap(objective, bound), log, message)
+
+
+def _show(value: float | None, spec: str = ".6g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _gap(objective: float | None, bound: float | None) -> float | None:
+    """Relative optimality gap |objective - bound| / |objective|; None without both."""
+    if objective is None or bound is None:
+        return None
+    return abs(objective - bound) / max(abs(objective), 1e-9)
 
 
 def _feasible(form: Formulation, x: np.ndarray, tol: float = 1e-6) -> bool:

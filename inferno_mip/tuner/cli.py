@@ -12,11 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from .config import FilterConfig, default_config, load_config
 from .errors import TunerError
-from .observation import DECODE, PREFILL_DECODE
-from .run import final_params, tune_all
-from .tuner import TunerOptions
 
 __all__ = ["register", "main"]
 
@@ -94,10 +90,15 @@ def _x0(text: str | None):
 
 
 def run_tune(args) -> int:
+    from .config import default_config, load_config  # scipy and the filter: only when a command runs
+    from .observation import DECODE, PREFILL_DECODE
+    from .run import final_params, tune_all
+    from .tuner import TunerOptions
+
     try:
         obs = _observer(args)
         kind = getattr(obs, "kind", PREFILL_DECODE)
-        config: FilterConfig = load_config(args.config) if args.config else default_config(decode=kind == DECODE)
+        config = load_config(args.config) if args.config else default_config(decode=kind == DECODE)
         if not (args.process_scale > 0):
             raise TunerError(f"--process-scale: must be > 0, got {args.process_scale!r}")
         base = TunerOptions.reference() if args.compat else TunerOptions()
@@ -130,6 +131,8 @@ def _json_default(o):
 
 
 def run_serve(args) -> int:
+    from .config import load_config
+
     try:
         import uvicorn
 
@@ -145,7 +148,7 @@ def run_serve(args) -> int:
             overrides["mode"] = args.mode
         if args.compat:
             overrides["compat"] = True
-        app = create_app(settings=ServiceSettings.from_env(**overrides))
+        app = create_app(settings=ServiceSettings.from_env(**overrides), address=f"http://{args.host}:{args.port}")
     except (TunerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -42,7 +42,8 @@ class Observation:
         return (self.wait, self.itl) if kind == DECODE else (self.ttft, self.itl)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Every field is a number: a flat copy equals asdict() at a fraction of its cost (saved on every tune).
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], kind: str = PREFILL_DECODE) -> Observation:
