@@ -133,3 +133,19 @@ def test_tuner_fits_the_iteration_model_on_the_simulated_observer():
     want = predict(truth, held, perf_model="iteration")
     assert np.all(np.abs(predict(fitted, held, perf_model="iteration") / want - 1) < 0.05)
     assert sum(p.status == "accepted" for p in pts[10:]) >= 10
+
+
+@pytest.mark.parametrize("batch, queue", [(1, 0), (1, 8), (16, 0), (16, 160)])
+def test_closed_form_prefill_equals_the_table_sums(batch, queue):
+    pm = make_perf_model("iteration", BASE, in_tokens=300, out_tokens=200, max_batch=batch, max_queue=queue,
+                         out_tokens_cv=0.7)
+    assert pm.service.affine
+    rates = np.geomspace(pm.rate_range[0], 2.0 * pm.max_rate, 25)
+    closed = pm.analyze(rates)
+    pm.service.affine = False  # the general path: sums over the in-service distribution
+    try:
+        tables = pm.analyze(rates)
+    finally:
+        pm.service.affine = True
+    for name in ("ttft", "itl", "prefill_time", "wait_time"):
+        np.testing.assert_allclose(getattr(closed, name), getattr(tables, name), rtol=1e-9, atol=1e-12)

@@ -23,12 +23,13 @@ context tokens read), same birth-death chain, four corrections measured against 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 
 from .chain import ChainStats
 from .chunks import chunk_counts
-from .models import ServiceModel, _at, _head_dot, new_primitives
+from .models import ServiceModel, _at, _head_dot, new_primitives, pad_rows
 
 __all__ = ["IterationModel", "request_work"]
 
@@ -129,6 +130,10 @@ class IterationModel(ServiceModel):
         self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
         self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
         self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        self.affine = bool(self.nc.min() == self.nc.max())
+        c1, d1 = float(c[-1]), float(self.delta[-1])
+        self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
+        self.pf_zero = float(self.prefill_table[0])
         self._set_tau((iters * a + bs * self.w_tot)[1:])
 
     @staticmethod
@@ -137,22 +142,45 @@ class IterationModel(ServiceModel):
         # Every admitted arrival that finds k >= 1 in the system waits for the running iteration to end (a queued
         # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
         lost = st.blocking
-        busy = np.maximum(1.0 - st.p_head[:, 0] - lost, 0.0)
+        below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
+        busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
         in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / (1.0 - lost)
+        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block)
         wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
                        num_in_system=st.num_in_service + waiting)
 
+    AFFINE_SCALARS = ("pf_base", "pf_slope", "pf_zero")
+
+    @classmethod
+    def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
+        """Per-model parameters as arrays; without chunking (nc constant) the prefill tables are affine in B,
+        so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
+        affine = all(m.affine for m in models)
+        out = {"compat": models[0].compat, "affine": affine}
+        for name in cls.SCALARS + (cls.AFFINE_SCALARS if affine else ()):
+            out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
+        if not affine:
+            for name in cls.TABLES:
+                out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
+        return SimpleNamespace(**out)
+
     @staticmethod
     def row_latencies(p, st, n):
-        admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - st.blocking) * _at(p.prefill_table, n)) / \
-            (1.0 - st.blocking)  # per admitted request
+        lost = st.blocking
+        if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
+            p0 = st.p_head[:, 0]
+            # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
+            admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / (1.0 - lost)
+            pf_mf = (1.0 - p0) * p.pf_base + p.pf_slope * st.num_in_service + p0 * p.pf_zero
+        else:
+            admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
+                (1.0 - lost)  # per admitted request
+            pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
         # mean-field prefill over the in-service distribution (the prefill S itself contains)
-        pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
         many = p.m >= 2.0
         itl = np.where(many, (st.service_time - pf_mf) / np.where(many, p.m - 1.0, 1.0), st.service_time / p.m)
         return admit, itl, st.wait_time + admit
