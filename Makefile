@@ -4,10 +4,20 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test test-slow install clean
 
+# The package and what it runs on; nothing for testing.
 $(BIN)/inferno-mip: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Test tools on top (pytest, hypothesis, prometheus-client); Ray only for the slow tests.
+$(VENV)/.test-deps: $(BIN)/inferno-mip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.slow-test-deps: $(VENV)/.test-deps
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $@
 
 install: $(BIN)/inferno-mip
@@ -17,12 +27,14 @@ demo: install
 	@echo
 	@echo "inferno's greedy vs the exact solvers on the same scenario:"
 	$(BIN)/inferno-mip compare scenarios/inferno-large --solvers greedy,highs,cpsat,pyomo
+	@echo
+	@echo "Next: run '. $(VENV)/bin/activate' once in this shell; then the README's inferno-mip commands work as printed."
 
-test: install
+test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -m "not slow"
 
 # Heavy sweeps and builds (marker `slow`); .ci/run runs them after `make test`.
-test-slow: install
+test-slow: $(VENV)/.slow-test-deps
 	$(BIN)/python -m pytest -m slow; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 clean:

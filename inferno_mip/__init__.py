@@ -1,10 +1,27 @@
-"""inferno-mip: accelerator allocation for LLM inference servers by queueing models and mathematical programming."""
+"""inferno-mip: accelerator allocation for LLM inference servers by queueing models and mathematical programming.
 
-from .api import solve
-from .errors import ScenarioError
-from .io import load_scenario, parse_system
-from .solution import Solution, ServerAllocation
-from .spec import System
+The public names are imported on first use, so ``import inferno_mip`` and ``inferno-mip --help`` stay cheap.
+"""
 
-__all__ = ["solve", "load_scenario", "parse_system", "System", "Solution", "ServerAllocation", "ScenarioError"]
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .lazy import lazy_exports
+
+_EXPORTS = {
+    "solve": ".api",
+    "load_scenario": ".io",
+    "parse_system": ".io",
+    "System": ".spec",
+    "Solution": ".solution",
+    "ServerAllocation": ".solution",
+    "ScenarioError": ".errors",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+try:
+    __version__ = version("inferno-mip")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"

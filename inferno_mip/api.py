@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .io import load_scenario, parse_system
+from .options import DEFAULT_TIME_LIMIT, check_options
 from .solution import Solution, build_solution
 from .spec import OptimizerOptions, System
 from .tables import Settings, build_table
@@ -14,7 +15,7 @@ from .tables import Settings, build_table
 SETTINGS_OPTIONS = frozenset(Settings.__dataclass_fields__)
 SYSTEM_OPTIONS = frozenset(OptimizerOptions.model_fields)
 SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_start", "best_effort",
-                            "max_replica_change", "pyomo_solver"})
+                            "max_replica_change", "pyomo_solver", "speedups"})
 
 
 def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
@@ -28,16 +29,18 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
     ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, for the whole call, sizing included),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
-    ``max_replica_change`` and ``pyomo_solver``. `params` maps (model, accelerator) to tuned perf parameters
+    ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('all' by default, 'none', or names from
+    ``inferno_mip.models.lexicographic.SPEEDUPS``; each exact). `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
     """
-    from .solvers import get_solver  # solvers import this package: resolve at call time
+    from .solvers import check_backend, get_solver  # solvers import this package: resolve at call time
 
     start = time.perf_counter()
     unknown = set(options) - SETTINGS_OPTIONS - SYSTEM_OPTIONS - SOLVER_OPTIONS
     if unknown:
         known = sorted(SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS)
         raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    check_options(options)
     system = _as_system(system)
     if params:
         from .tuner import merge  # the tuner is only needed for tuned solves
@@ -50,15 +53,17 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     solver_options = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
     name = solver or default_solver(system, settings)
     backend = get_solver(name)
+    check_backend(name, solver_options)  # a backend that cannot run is an error now, not after sizing
 
     table = build_table(system, settings)
     sized = time.perf_counter()
-    if "time_limit" in solver_options:  # the caller's budget is for the whole solve, sizing included
-        solver_options["time_limit"] = max(0.0, solver_options["time_limit"] - (sized - start))
+    # The caller's budget (or the default) is for the whole call, sizing included.
+    solver_options["time_limit"] = max(0.0, solver_options.get("time_limit", DEFAULT_TIME_LIMIT) - (sized - start))
     assignment = backend(table, **system.optimizer.model_dump(), **solver_options)
     solved = time.perf_counter()
     build = assignment.timings.get("build", 0.0)
-    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start}
+    timings = {"sizing": sized - start, "build": build, "solve": solved - sized - build, "total": solved - start,
+               **{k: v for k, v in assignment.timings.items() if k.startswith("stage ")}}
     return build_solution(table, assignment, name, invalid=system.invalid_servers, issues=system.issues,
                           timings=timings)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 
-from .api import solve
+from . import __version__
 from .errors import ScenarioError
-from .io import load_scenario, write_scenario
-from .report import format_comparison, format_table
-from .spec import SATURATION_POLICIES
+from .policies import SATURATION_POLICIES
 
 EXIT_BAD_INPUT = 2
+COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".k8s.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferno-mip", description="Accelerator allocation for LLM inference "
                                      "servers by queueing models and mathematical programming.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("solve", help="allocate accelerators for a scenario and print the allocation")
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write a seeded synthetic fleet in inferno's format")
     p.add_argument("output", type=Path, help="folder to write the six inferno files into")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing, non-empty folder")
     p.add_argument("--servers", type=int, default=100)
     p.add_argument("--accelerators", type=int, default=20)
     p.add_argument("--classes", type=int, default=3)
@@ -72,17 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write PNG plots")
     p.set_defaults(run=_bench)
 
-    from .tuner.cli import register as register_tuner
-
-    register_tuner(sub)
-
-    from .queueing.cli import register as register_sizing
-
-    register_sizing(sub)
-
-    from .sim.cli import register as register_simulator
-
-    register_simulator(sub)
+    for module in COMMAND_MODULES:  # each adds its subcommands; they import their heavy parts when run
+        import_module(module, __package__).register(sub)
     return parser
 
 
@@ -119,6 +112,10 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _solve(args: argparse.Namespace) -> int:
+    from .api import solve
+    from .io import load_scenario
+    from .report import format_table
+
     system = load_scenario(args.path)
     try:
         solution = solve(system, solver=args.solver, **_options(args))
@@ -134,6 +131,10 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .api import solve
+    from .io import load_scenario
+    from .report import format_comparison
+
     system = load_scenario(args.path)
     solutions = []
     for name in [s.strip() for s in args.solvers.split(",") if s.strip()]:
@@ -147,6 +148,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from .io import write_scenario
     from .scenarios import generate
 
     try:
@@ -155,7 +157,7 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    folder = write_scenario(system, args.output)
+    folder = write_scenario(system, args.output, overwrite=args.force)
     print(f"wrote {len(system.servers)} servers, {len(system.accelerators)} accelerators to {folder}")
     return 0
 

@@ -382,8 +382,16 @@ def _servers(section: Any, reader: _Reader) -> tuple[list[tuple[int, Server]], l
 
 # ----------------------------------------------------------------------------------------------- writing
 
+def go_int(value: float) -> int:
+    """`value` as a JSON integer for a Go ``int`` field (the nearest one): Go's decoder rejects ``160.0``."""
+    return int(round(value))
+
+
 def to_system_data(system: System) -> dict[str, Any]:
-    """inferno's SystemData for `system` (G3 perfParms, G2 decode/prefill or G1 flat perf data as read)."""
+    """inferno's SystemData for `system` (G3 perfParms, G2 decode/prefill or G1 flat perf data as read).
+
+    Fields that are ``int`` in inferno's Go types are written as JSON integers (token counts rounded).
+    """
     def perf(p: PerfData) -> dict[str, Any]:
         entry = {"name": p.model, "acc": p.accelerator, "accCount": p.acc_count, "maxBatchSize": p.max_batch_size,
                  "atTokens": p.at_tokens}
@@ -397,8 +405,8 @@ def to_system_data(system: System) -> dict[str, Any]:
         return entry
 
     def load(s: Server) -> dict[str, Any]:
-        out = {"arrivalRate": s.load.arrival_rate * 60.0, "avgInTokens": s.load.avg_in_tokens,
-               "avgOutTokens": s.load.avg_out_tokens}
+        out = {"arrivalRate": s.load.arrival_rate * 60.0, "avgInTokens": go_int(s.load.avg_in_tokens),
+               "avgOutTokens": go_int(s.load.avg_out_tokens)}
         for key, value in (("inTokensCV", s.load.in_tokens_cv), ("outTokensCV", s.load.out_tokens_cv)):
             if value is not None:
                 out[key] = value
@@ -415,9 +423,9 @@ def to_system_data(system: System) -> dict[str, Any]:
     o = system.optimizer
     return {"system": {
         "acceleratorData": {"accelerators": [
-            {"name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": a.mem_size,
-             "memBW": a.mem_bw, "cost": a.cost} for a in system.accelerators]},
-        "capacityData": {"count": [{"type": t, "count": n} for t, n in sorted(system.capacity.items())]},
+            {"name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": go_int(a.mem_size),
+             "memBW": go_int(a.mem_bw), "cost": a.cost} for a in system.accelerators]},
+        "capacityData": {"count": [{"type": t, "count": go_int(n)} for t, n in sorted(system.capacity.items())]},
         "modelData": {"models": [perf(p) for p in system.perf]},
         "serviceClassData": {"serviceClasses": [
             {"name": c.name, "priority": c.priority, "modelTargets": [
@@ -431,10 +439,20 @@ def to_system_data(system: System) -> dict[str, Any]:
     }}
 
 
-def write_scenario(system: System, folder: str | Path) -> Path:
-    """Write `system` as inferno's six files into `folder` (created if needed)."""
+def write_scenario(system: System, folder: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `system` as inferno's six files into `folder` (created if needed).
+
+    An existing non-empty folder is refused with a ScenarioError unless `overwrite`.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ScenarioError(str(folder), "", "exists and is not a folder")
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise ScenarioError(str(folder), "", "folder exists and is not empty (use --force to overwrite)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScenarioError(str(folder), "", f"cannot create the folder: {exc.strerror}") from None
     data = to_system_data(system)["system"]
     names = {"acceleratorData": "acceleratordata", "capacityData": "capacitydata", "modelData": "modeldata",
              "serviceClassData": "serviceclassdata", "serverData": "serverdata", "optimizerData": "optimizerdata"}

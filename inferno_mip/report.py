@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .solution import Solution
 
-COLUMNS = ("server", "class", "accelerator", "repl", "batch", "cost", "ITL ms (SLO)", "TTFT ms (SLO)", "util",
+COLUMNS = ("server", "class", "load req/s", "accelerator", "repl", "batch", "cost", "ITL ms (SLO)", "TTFT ms (SLO)", "util",
            "status", "why")
 
 
@@ -13,7 +13,7 @@ def format_table(solution: Solution) -> str:
     rows = [COLUMNS]
     for a in solution.allocations:
         rows.append((
-            a.name, a.service_class, a.accelerator or "-", str(a.replicas), str(a.max_batch or "-"),
+            a.name, a.service_class, f"{a.arrival_rate:.4g}", a.accelerator or "-", str(a.replicas), str(a.max_batch or "-"),
             f"{a.cost:.2f}", _vs(a.itl, a.itl_target, a.replicas), _vs(a.ttft, a.ttft_target, a.replicas),
             f"{a.rho:.2f}" if a.replicas else "-", a.status, a.reason,
         ))

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .io import go_int
 from .tables import CandidateTable
 
 STATUSES = ("ok", "best-effort", "infeasible-SLO", "no-perf-data", "capacity-limited", "zero-load", "invalid-input")
@@ -98,6 +99,10 @@ class ServerAllocation:
                 and (self.ttft_target == 0 or self.ttft <= self.ttft_target * tol))
 
 
+JSON_UNITS = {"rates": "requests/second", "latencies": "ms", "cost": "per hour", "timings": "s"}
+INFERNO_UNITS = {"arrivalRate": "requests/minute", "itlAverage": "ms", "ttftAverage": "ms", "cost": "per hour"}
+
+
 @dataclass(frozen=True)
 class Solution:
     allocations: tuple[ServerAllocation, ...]
@@ -127,8 +132,9 @@ class Solution:
         return {s: n for s, n in out.items() if n}
 
     def to_dict(self) -> dict:
-        """JSON-ready form: totals, solver statistics and one entry per server."""
+        """JSON-ready form: totals, solver statistics and one entry per server; rates in req/s (see ``units``)."""
         return {
+            "units": JSON_UNITS,
             "solver": self.solver, "status": self.status, "message": self.message, "totalCost": self.total_cost,
             "objective": self.objective, "bound": self.bound, "gap": self.gap,
             "unitsUsed": self.units_used,
@@ -137,30 +143,59 @@ class Solution:
             "servers": [_camel(asdict(a)) for a in self.allocations],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Solution:
+        """The Solution of :meth:`to_dict`'s JSON (e.g. from the optimizer service): ``from_dict(s.to_dict()) == s``."""
+        def allocation(entry: dict) -> ServerAllocation:
+            fields = _snake(entry, ServerAllocation)
+            fields["placements"] = tuple(Placement(**_snake(p, Placement)) for p in entry.get("placements", ()))
+            return ServerAllocation(**fields)
+
+        return cls(
+            allocations=tuple(allocation(a) for a in data["servers"]), solver=data["solver"], status=data["status"],
+            total_cost=data["totalCost"], units_used=dict(data["unitsUsed"]),
+            capacity={t: float("inf") if c is None else float(c) for t, c in data["capacity"].items()},
+            objective=data.get("objective"), bound=data.get("bound"), gap=data.get("gap"),
+            timings=dict(data.get("timings", {})), issues=tuple(data.get("issues", ())),
+            message=data.get("message", ""))
+
     def to_inferno(self) -> dict:
-        """inferno's AllocationSolution, extended with a status and reason per server (unallocated ones included)."""
+        """inferno's AllocationSolution, extended with a status and reason per server (unallocated ones included).
+
+        As in inferno, ``load.arrivalRate`` is in requests/minute (the native form, :meth:`to_dict`, uses req/s);
+        the top-level ``units`` entry says so and is ignored by inferno's Go decoder.
+        """
         out = {}
         for a in self.allocations:
             out[a.name] = {
                 "accelerator": a.accelerator, "numReplicas": a.replicas, "maxBatch": a.max_batch, "cost": a.cost,
                 "itlAverage": a.itl, "ttftAverage": a.ttft,
-                "load": {"arrivalRate": a.arrival_rate * 60.0, "avgInTokens": a.avg_in_tokens,
-                         "avgOutTokens": a.avg_out_tokens},
+                "load": {"arrivalRate": a.arrival_rate * 60.0, "avgInTokens": go_int(a.avg_in_tokens),
+                         "avgOutTokens": go_int(a.avg_out_tokens)},
                 "status": a.status, "reason": a.reason,
             }
-        return {"allocations": out}
+        return {"units": INFERNO_UNITS, "allocations": out}
+
+
+def _camel_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
 
 
 def _camel(d: dict) -> dict:
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(w.capitalize() for w in rest)
-    return {camel(k): [_camel(x) for x in v] if k == "placements" else v for k, v in d.items()}
+    return {_camel_name(k): [_camel(x) for x in v] if k == "placements" else v for k, v in d.items()}
+
+
+def _snake(d: dict, cls) -> dict:
+    """The dataclass fields of `cls` from their camelCase keys in `d` (the inverse of :func:`_camel`)."""
+    return {name: d[_camel_name(name)] for name in cls.__dataclass_fields__
+            if _camel_name(name) in d and name != "placements"}
 
 
 def build_solution(table: CandidateTable, assignment: Assignment, solver: str, invalid=(), issues=(),
                    timings=None) -> Solution:
     """Turn a solver's assignment into per-server allocations with status, reason and metrics."""
+    table.load_metrics(np.flatnonzero(assignment.counts))  # the chosen candidates' metrics, in one pass
     allocations = [_allocation(table, i, assignment) for i in range(len(table.rows))]
     allocations += [ServerAllocation(name=s.name, service_class="", model="", priority=0, status="invalid-input",
                                      reason=s.reason) for s in invalid]
@@ -228,7 +263,7 @@ def _placements(table: CandidateTable, row, chosen: list[int], counts: np.ndarra
         n = int(counts[c])
         rate = row.total_rate * cap / total_capacity if total_capacity > 0 else 0.0
         if len(chosen) == 1 and n == int(table.replicas[c]) or row.zero_load or rate <= 0:
-            itl, ttft, rho = float(table.itl[c]), float(table.ttft[c]), float(table.rho[c])
+            itl, ttft, rho = map(float, table.load_metrics([c])[0])
         else:
             m = table.evaluate(c, rate / n)
             itl, ttft, rho = float(m.itl), float(m.ttft), float(m.rho)

@@ -18,13 +18,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import InputIssue
+from .policies import SATURATION_POLICIES
 
 DEFAULT_CLASS = "Free"
 LOWEST_PRIORITY = 100
 HIGHEST_PRIORITY = 1
 
 SaturationPolicy = Literal["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"]
-SATURATION_POLICIES: tuple[str, ...] = ("None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin")
 
 Generation = Literal["G1", "G2", "G3"]
 """Perf-data format generation: G1 flat decode alpha/beta, G2 decodeParms/prefillParms, G3 perfParms."""

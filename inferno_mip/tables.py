@@ -32,6 +32,37 @@ BATCH_RULES = ("inferno", "optimal", "all")
 
 
 @dataclass(frozen=True)
+class ChurnCosts:
+    """What changing a running allocation costs, in the cost unit of the objective (per hour, like a candidate's
+    cost); added to each candidate's transition value so the solver trades churn against cost. Per replica
+    added, per replica removed, for a change of accelerator (all replicas restart: the removals and additions
+    are charged too) and for a change of max batch size on the same accelerator. A server with nothing running
+    pays only for the replicas it adds."""
+
+    replica_added: float = 0.0
+    replica_removed: float = 0.0
+    accelerator_change: float = 0.0
+    batch_change: float = 0.0
+
+    def __post_init__(self):
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"churn.{name}: must be a finite number >= 0, got {v!r}")
+
+    def of(self, server: Server, acc: str, replicas: int, batch: int) -> float:
+        """The churn cost of moving `server` from its current allocation to (acc, replicas, batch)."""
+        cur = server.current
+        if not cur.accelerator or cur.num_replicas == 0:
+            return self.replica_added * replicas
+        if cur.accelerator != acc:
+            return self.accelerator_change + self.replica_removed * cur.num_replicas + self.replica_added * replicas
+        delta = replicas - cur.num_replicas
+        cost = self.replica_added * max(delta, 0) + self.replica_removed * max(-delta, 0)
+        return cost + (self.batch_change if cur.max_batch and batch != cur.max_batch else 0.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     """How candidates are computed. ``compat`` reproduces inferno exactly; the defaults fix its known bugs."""
 
@@ -43,8 +74,11 @@ class Settings:
     # batch with near-peak SLO-feasible throughput (queue-analysis v0.8), capped at that memory limit; "all" =
     # a candidate for each of these and for the current batch (the MIP presolve keeps the dominant one).
     batch_rule: str = "inferno"
+    churn: ChurnCosts | None = None  # costs of changing the current allocation, added to the transition value
 
     def __post_init__(self):
+        if isinstance(self.churn, dict):
+            object.__setattr__(self, "churn", ChurnCosts(**self.churn))
         if self.batch_rule not in BATCH_RULES:
             raise ValueError(f"unknown batch rule {self.batch_rule!r}; expected one of {BATCH_RULES}")
 
@@ -86,9 +120,7 @@ class CandidateTable:
     units: np.ndarray  # cards of `type` for all replicas
     unit_per_replica: np.ndarray
     rate_star: np.ndarray  # max SLO-feasible req/s per replica
-    itl: np.ndarray
-    ttft: np.ndarray
-    rho: np.ndarray
+    preset_metrics: np.ndarray  # (n, 3) itl, ttft, rho where fixed without the perf model (zero load), else NaN
     binding: tuple[str, ...]  # target that limits the rate per replica: itl, ttft, tps, none, zero-load
     perf: tuple[PerfData, ...]  # perf data each candidate was sized with
     settings: Settings = field(default_factory=Settings)
@@ -104,6 +136,42 @@ class CandidateTable:
     def of_server(self, i: int) -> np.ndarray:
         """Candidate indices of server i, best (lowest value) first."""
         return np.arange(self._offsets[i], self._offsets[i + 1])
+
+    @property
+    def itl(self) -> np.ndarray:
+        """ITL (ms) of each candidate's replicas at the server's load (computed on first use)."""
+        return self.load_metrics(np.arange(len(self)))[:, 0]
+
+    @property
+    def ttft(self) -> np.ndarray:
+        return self.load_metrics(np.arange(len(self)))[:, 1]
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.load_metrics(np.arange(len(self)))[:, 2]
+
+    @cached_property
+    def _load_metrics(self) -> np.ndarray:
+        return self.preset_metrics.copy()
+
+    def load_metrics(self, cands) -> np.ndarray:
+        """(itl, ttft, rho) of candidates `cands` with all their replicas sharing the server's load.
+
+        Computed in one vectorised pass for those not known yet and kept: a solve needs them for the chosen
+        candidates only, not for the whole table.
+        """
+        cands = np.asarray(cands, dtype=np.int64)
+        known = self._load_metrics
+        todo = cands[np.isnan(known[cands, 0])]
+        if len(todo):
+            todo = np.unique(todo)
+            rows = [self.rows[int(i)] for i in self.server[todo]]
+            models = [_perf_model(self.settings, self.perf[c], row.server, int(self.batch[c]), int(self.queue[c]))
+                      for c, row in zip(todo.tolist(), rows)]
+            rates = [row.total_rate / int(self.replicas[c]) for c, row in zip(todo.tolist(), rows)]
+            for c, m in zip(todo.tolist(), analyze_models(models, rates)):
+                known[c] = (m.itl, m.ttft, m.rho)
+        return known[cands]
 
     def evaluate(self, c: int, rate_per_replica: float) -> Metrics:
         """Metrics of candidate c's replica at a given rate (above its SLO rate it may be overloaded)."""
@@ -136,6 +204,8 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
             elif cand is not None and (cand["acc"].name, cand["batch"]) not in seen:  # batch variants may coincide
                 seen.add((cand["acc"].name, cand["batch"]))
                 cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
+                if settings.churn is not None:
+                    cand["value"] += settings.churn.of(row.server, cand["acc"].name, cand["replicas"], cand["batch"])
                 candidates.append(cand)
         rows.append(_with_rejected(row, rejected) if rejected or row.rejected else row)
         candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name, c["batch"]))
@@ -154,7 +224,8 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
         batch=col("batch", np.int64), queue=col("queue", np.int64), replicas=col("replicas", np.int64),
         cost=col("cost", np.float64), value=col("value", np.float64), units=col("units", np.int64),
         unit_per_replica=col("unit_per_replica", np.int64), rate_star=col("rate_star", np.float64),
-        itl=col("itl", np.float64), ttft=col("ttft", np.float64), rho=col("rho", np.float64),
+        preset_metrics=np.column_stack([col("itl", np.float64), col("ttft", np.float64),
+                                        col("rho", np.float64)]).reshape(-1, 3),
         binding=tuple(columns["binding"]), perf=tuple(columns["perf"]), settings=settings)
 
 
@@ -253,11 +324,10 @@ def _size_all(pending: list[_Pending], settings: Settings) -> None:
         else:
             p.result = sizing
             ok.append(p)
-    replicas = [replicas_needed(p.row.total_rate, float(p.result.throughput), p.server.min_num_replicas) for p in ok]
-    metrics = analyze_models([p.model for p in ok], [p.row.total_rate / r for p, r in zip(ok, replicas)])
-    for p, r, m in zip(ok, replicas, metrics):
-        p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), m.itl,
-                            m.ttft, m.rho, p.result.binding)
+    for p in ok:  # metrics at the load: on demand (CandidateTable.load_metrics)
+        r = replicas_needed(p.row.total_rate, float(p.result.throughput), p.server.min_num_replicas)
+        p.result = _columns(p.acc, p.perf, r, p.batch, p.queue, float(p.result.throughput), math.nan, math.nan,
+                            math.nan, p.result.binding)
 
 
 def _targets(row: ServerRow) -> tuple[float, float, float]:

@@ -29,6 +29,7 @@ class MipOptions:
     heterogeneous: bool = False  # replicas of one server on several accelerators
     best_effort: bool = True  # partial service for servers that cannot be fully served
     max_replica_change: int | None = None  # per server, against its current replica count
+    dominance: bool = False  # drop full service by dominated candidates (see ``dominated``)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Formulation:
     heterogeneous: bool
     n_candidates: int
     info: dict = field(default_factory=dict)
+    dominator: np.ndarray | None = None  # per kept candidate, the position of one dominating it, or -1
 
     @property
     def n_vars(self) -> int:
@@ -97,6 +99,10 @@ class Formulation:
                 v[col] = float(share < SHARE_STEPS)
         else:
             full = k == self._replicas
+            if self.dominator is not None and (full & (self.dominator >= 0)).any():
+                moved = full & (self.dominator >= 0)  # full service moves to the candidate dominating it
+                full = full & ~moved
+                full[self.dominator[moved]] = True
             v[self.full_cols] = full
             partial = (k > 0) & ~full
             has = self.partial_cols >= 0
@@ -159,6 +165,10 @@ class _Builder:
         self.integer.extend([integer] * n)
         return np.arange(start, start + n, dtype=np.int64)
 
+    def ub_at(self, cols: np.ndarray, value: float) -> None:
+        for j in cols.tolist():
+            self.ub[j] = value
+
     def rows_of(self, row_ids, col_ids, vals, lo, hi) -> None:
         """Rows given as triplets with local row ids 0..m-1; lo/hi per row."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
@@ -203,13 +213,43 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
     assign = _multi_assign if options.heterogeneous else _single_assign
     parts, unserved = assign(b, table, kept, served_rows, options, info)
     _capacity_rows(b, table, *parts.capacity)
+    dominator = None
+    if options.dominance and not options.heterogeneous:
+        dominator = dominated(table, kept)
+        b.ub_at(parts.full[dominator >= 0], 0.0)
     stages = _stages(table, len(b.lb), unserved, served_rows, *parts.rate, *parts.value, options.best_effort,
                      parts.partial_cols, parts.partial_server)
     return Formulation(
         A=b.matrix(), row_lb=np.array(b.row_lb), row_ub=np.array(b.row_ub), lb=np.array(b.lb), ub=np.array(b.ub),
         integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=parts.full,
         partial_cols=parts.partial, unserved_cols=unserved, heterogeneous=options.heterogeneous,
-        n_candidates=len(table), info=info)
+        n_candidates=len(table), info=info, dominator=dominator)
+
+
+def dominated(table: CandidateTable, kept: np.ndarray) -> np.ndarray:
+    """Per kept candidate, the position (in `kept`) of a candidate dominating its full service, else -1.
+
+    c dominates d when both serve the same server on the same accelerator type and c needs no more units and has
+    no more value (ties go to the earlier candidate of the table's order). Full service by d can always be
+    replaced by c's: same server served, no more capacity used, no more value; so dropping it is exact. Partial
+    service by d is kept (it is a different option).
+    """
+    order = np.lexsort((np.arange(len(kept)), table.units[kept], table.value[kept], table.type[kept],
+                        table.server[kept]))
+    group = np.r_[0, np.cumsum((np.diff(table.server[kept][order]) != 0) | (np.diff(table.type[kept][order]) != 0))]
+    units = table.units[kept][order].astype(np.int64)
+    big = int(units.max(initial=0)) + 1
+    key = units - group * big  # running minimum restarts at every group (earlier groups have larger keys)
+    before = np.r_[np.iinfo(np.int64).max, np.minimum.accumulate(key)[:-1]]
+    is_dominated = (before <= key) & np.r_[False, group[1:] == group[:-1]]
+    out = np.full(len(kept), -1, dtype=np.int64)
+    if is_dominated.any():
+        # The dominator: the first earlier candidate of the group with the running minimum of units.
+        first_at_min = np.flatnonzero(np.r_[True, np.minimum.accumulate(key)[1:] < np.minimum.accumulate(key)[:-1]])
+        owner = first_at_min[np.searchsorted(first_at_min, np.arange(len(kept)), side="right") - 1]
+        prev_owner = np.r_[-1, owner[:-1]]
+        out[order[is_dominated]] = order[prev_owner[is_dominated]]
+    return out
 
 
 def _single_assign(b: _Builder, table: CandidateTable, kept, served_rows, options: MipOptions, info: dict):

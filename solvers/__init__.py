@@ -1,31 +1,68 @@
-"""Solver backends behind one registry: each maps a candidate table to an Assignment."""
+"""Solver backends behind one registry: each maps a candidate table to an Assignment.
+
+Backends are imported on first use, so that naming or listing them costs nothing and a solve with the greedy
+never loads HiGHS, OR-Tools or pyomo.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Iterator, Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING, Callable
 
-from inferno_mip.solution import Assignment
-from inferno_mip.tables import CandidateTable
+if TYPE_CHECKING:
+    from inferno_mip.solution import Assignment
 
-from . import cpsat, greedy, highs, pyomo_solver, unlimited
+Solver = Callable[..., "Assignment"]
 
-Solver = Callable[..., Assignment]
-
-SOLVERS: dict[str, Solver] = {
-    "greedy": greedy.solve,
-    "highs": highs.solve,
-    "cpsat": cpsat.solve,
-    "pyomo": pyomo_solver.solve,
-    "unlimited": unlimited.solve,
+BACKEND_MODULES = {  # registered name -> module of this package defining `solve`
+    "greedy": "greedy",
+    "highs": "highs",
+    "cpsat": "cpsat",
+    "pyomo": "pyomo_solver",
+    "unlimited": "unlimited",
 }
+
+
+class _LazySolvers(Mapping):
+    """Read-only name -> solve function map that imports a backend's module when it is first looked up."""
+
+    def __getitem__(self, name: str) -> Solver:
+        return import_module(f"{__name__}.{BACKEND_MODULES[name]}").solve
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BACKEND_MODULES)
+
+    def __len__(self) -> int:
+        return len(BACKEND_MODULES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in BACKEND_MODULES
+
+
+SOLVERS: Mapping[str, Solver] = _LazySolvers()
 
 
 def get_solver(name: str) -> Solver:
     """The solver registered as `name`; a clear error listing the known ones otherwise."""
-    try:
-        return SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; known: {', '.join(sorted(SOLVERS))}") from None
+    return SOLVERS[check_solver_name(name)]
 
 
-__all__ = ["SOLVERS", "Solver", "get_solver", "CandidateTable", "Assignment"]
+def check_backend(name: str, options: dict) -> None:
+    """Raise ValueError if backend `name` cannot run with `options` here (e.g. a pyomo solver not installed).
+
+    A backend module may define ``check_options(**options)``; it is called before any sizing starts.
+    """
+    check = getattr(import_module(f"{__name__}.{BACKEND_MODULES[check_solver_name(name)]}"), "check_options", None)
+    if check is not None:
+        check(**options)
+
+
+def check_solver_name(name: str) -> str:
+    """`name` if it is a registered solver, else the ValueError of :func:`get_solver` (nothing imported)."""
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"unknown solver {name!r}; known: {', '.join(sorted(BACKEND_MODULES))}")
+    return name
+
+
+__all__ = ["SOLVERS", "BACKEND_MODULES", "Solver", "check_backend", "check_solver_name", "get_solver"]

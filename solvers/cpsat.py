@@ -67,6 +67,8 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(float(options.time_limit), 1e-3)
     solver.parameters.relative_gap_limit = float(options.mip_gap)
+    if options.abs_gap > 0:
+        solver.parameters.absolute_gap_limit = float(options.abs_gap) * scale
     solver.parameters.num_workers = max(int(options.threads), 1)
     solver.parameters.random_seed = int(options.seed)
     code = solver.Solve(model)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from inferno_mip.models.allocation import MipOptions, build
-from inferno_mip.models.lexicographic import Backend, SolveOptions, solve_lexicographic
+from inferno_mip.models.lexicographic import Backend, SolveOptions, parse_speedups, solve_lexicographic
 from inferno_mip.solution import Assignment, objective_value
 from inferno_mip.tables import CandidateTable
 
@@ -19,18 +19,21 @@ WARM_STARTS = ("greedy", "current", "none")
 def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool = False,
                 saturation_policy: str = "None", delayed_best_effort: bool = False, best_effort: bool | None = None,
                 max_replica_change: int | None = None, time_limit: float = 60.0, mip_gap: float = 1e-7,
-                threads: int = 1, seed: int = 0, warm_start: str = "greedy", **_ignored) -> Assignment:
+                threads: int = 1, seed: int = 0, warm_start: str = "greedy", speedups="all",
+                **_ignored) -> Assignment:
     """Solve `table` exactly with `backend`; on failure return the greedy answer with a status saying so.
 
     Best effort (partial service) follows the saturation policy unless given: none under policy "None".
+    `speedups`: 'all', 'none' or names from ``models.lexicographic.SPEEDUPS`` (each exact).
     """
+    speedups = parse_speedups(speedups)
     if warm_start not in WARM_STARTS:
         raise ValueError(f"unknown warm_start {warm_start!r}; known: {', '.join(WARM_STARTS)}")
     if best_effort is None:
         best_effort = saturation_policy != "None"
     started = time.perf_counter()
     form = build(table, MipOptions(heterogeneous=heterogeneous, best_effort=best_effort,
-                                   max_replica_change=max_replica_change))
+                                   max_replica_change=max_replica_change, dominance="dominance" in speedups))
     timings = {"build": time.perf_counter() - started}
     fallback = greedy.solve(table, saturation_policy=saturation_policy if best_effort else "None",
                             delayed_best_effort=delayed_best_effort)
@@ -43,12 +46,13 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
     if remaining <= 0:
         return _fallback(table, fallback, "time limit spent before the MIP could start", timings, "time-limit")
     try:
-        result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed), start)
+        result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed, speedups), start)
     except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan
         return _fallback(table, fallback, f"exact solver error: {exc}", timings)
     if result.x is None:
         return _fallback(table, fallback, result.message or "exact solver found no solution in time", timings)
     counts = form.counts(result.x)
+    timings.update({f"stage {name}": seconds for name, _, _, seconds in result.stages})
     if (result.status != "optimal" and start is not None and warm_start == "greedy"
             and _stage_key(form, start) < _stage_key(form, result.x)):
         # Stopped early, the exact solver never answers worse than its own warm start.

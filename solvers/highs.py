@@ -27,7 +27,7 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", max(float(options.time_limit), 1e-3))
     h.setOptionValue("mip_rel_gap", float(options.mip_gap))
-    h.setOptionValue("mip_abs_gap", 1e-9)
+    h.setOptionValue("mip_abs_gap", max(float(options.abs_gap), 1e-9))
     h.setOptionValue("threads", int(options.threads))
     h.setOptionValue("random_seed", int(options.seed))
     lp = highspy.HighsLp()

@@ -117,6 +117,20 @@ def _bound(results, maximize: bool) -> float | None:
         return None
 
 
+def check_options(pyomo_solver: str = DEFAULT_SOLVER, **_options) -> None:
+    """ValueError unless `pyomo_solver` is known and installed here (checked before sizing)."""
+    if pyomo_solver not in OPTION_NAMES:
+        raise ValueError(f"unknown pyomo solver {pyomo_solver!r}; known: {', '.join(OPTION_NAMES)}")
+    try:
+        usable = pyo.SolverFactory(pyomo_solver).available(exception_flag=False)
+    except Exception:  # a plugin that cannot even be probed cannot run either
+        usable = False
+    if not usable:
+        found = available_solvers()
+        raise ValueError(f"pyomo solver {pyomo_solver!r} is not installed here; available: "
+                         f"{', '.join(found) if found else 'none'}")
+
+
 def solve(table: CandidateTable, *, pyomo_solver: str = DEFAULT_SOLVER, **options) -> Assignment:
     """Exact allocation through pyomo with `pyomo_solver` (default HiGHS via appsi)."""
     return solve_exact(table, stage_solver(pyomo_solver), **options)

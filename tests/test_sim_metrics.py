@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +14,8 @@ from inferno_mip.sim.metrics import serve
 from inferno_mip.tuner.observers.online import METRICS as OBSERVER_METRICS
 from inferno_mip.spec import CurrentAllocation, Load, PerfData, Server, System
 
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = str(ROOT / "scenarios" / "inferno-small")
 SYSTEM = System(perf=(PerfData(model="m", accelerator="A", generation="G3", alpha=8.0, beta=0.016, gamma=0.0005),),
                 servers=(Server(name="s1", model="m", load=Load(arrival_rate=3.0),
                                 current=CurrentAllocation(accelerator="A", num_replicas=2, max_batch=16)),))
@@ -77,7 +81,7 @@ def test_every_metric_the_online_observer_queries_is_exported():
 def test_cli_serves_metrics_while_simulating(tmp_path, capsys):
     sol = tmp_path / "sol.json"
     sol.write_text('{"allocations": {"Premium-llama_13b": {"accelerator": "A100", "numReplicas": 1, "maxBatch": 8}}}')
-    code = main(["simulate", "scenarios/inferno-small", "--allocation", str(sol), "--duration", "4", "--window",
+    code = main(["simulate", SMALL, "--allocation", str(sol), "--duration", "4", "--window",
                  "2", "--serve-metrics", "0", "--speed", "40", "--json"])
     out, err = capsys.readouterr()
     assert code == 0 and "serving vLLM metrics on http://127.0.0.1:" in err

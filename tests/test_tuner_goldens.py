@@ -19,6 +19,8 @@ MAX_FLOAT = sys.float_info.max
 SEED = (5.0, 0.05, 5e-5)
 BOTH = [TunerOptions.reference(), TunerOptions()]
 MODES = pytest.mark.parametrize("compat", [True, False], ids=["reference", "improved"])
+# Nelder-Mead fits take seconds each: the lsq variants run by default, the nm ones with the slow tests.
+METHODS = pytest.mark.parametrize("method", [pytest.param("nm", marks=pytest.mark.slow), "lsq"])
 
 
 def obs(rpm, i, o, n=64, ttft=0.0, itl=0.0, q=0):
@@ -112,7 +114,7 @@ def test_init_fit_observations_golden():
     np.testing.assert_allclose([(o.ttft, o.itl) for o in OBS5], want, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["nm", "lsq"])
+@METHODS
 def test_init_fit_recovery(method):
     ie = InitEstimator(5, method=method)
     assert ie.last_fit_value == 0 and ie.last_condition == 0
@@ -147,7 +149,7 @@ def test_condition_number_goldens():
     assert condition_number(EXCITED[:1], X8) == float("inf")  # 2 residuals < 3 parameters
 
 
-@pytest.mark.parametrize("method", ["nm", "lsq"])
+@METHODS
 def test_sliding_window_guard(method):
     swe = SlidingWindowEstimator(10, 2, 0, method=method)
     swe.seed_last_fit(X8)
@@ -185,7 +187,7 @@ def test_sliding_window_mechanics():
     assert SlidingWindowEstimator(0, 5, 0).window == 1 and SlidingWindowEstimator(4, 9, 0).min_obs == 4
 
 
-@pytest.mark.parametrize("method", ["nm", "lsq"])
+@METHODS
 def test_sliding_window_recovery_and_outlier(method):
     swe = SlidingWindowEstimator(4, 1, 0.5, method=method)
     for o in OBS5[:4]:
@@ -266,7 +268,8 @@ def cal_specs(model="m"):
     return out
 
 
-@MODES
+@pytest.mark.parametrize("compat", [pytest.param(True, marks=pytest.mark.slow), False],
+                         ids=["reference", "improved"])
 def test_calibrate(compat):
     svc = TunerService(ServiceSettings(compat=compat))
     data, _ = svc.calibrate(cal_specs())

@@ -83,7 +83,6 @@ def test_bad_bodies(body, code):
     (lambda s: s["currentAlloc"].__setitem__("ttftAverage", float("nan")), "ttftAverage: must be finite"),
     (lambda s: s["currentAlloc"].__setitem__("itlAverage", -3), "itlAverage: must be > 0"),
     (lambda s: s["currentAlloc"].pop("ttftAverage"), "ttftAverage: must be > 0"),
-    (lambda s: s["currentAlloc"]["load"].__setitem__("avgInTokens", "many"), "avgInTokens: expected a number"),
     (lambda s: s.pop("model"), "model: missing"),
     (lambda s: s.__setitem__("maxBatchSize", 0) or s["currentAlloc"].__setitem__("maxBatch", 0), "maxBatch"),
 ])
@@ -96,6 +95,43 @@ def test_bad_observations_rejected_with_reason_never_crash(edit, reason):
     assert r.status_code == 422 and reason in r.json()["error"], r.text
     r = c.post("/tune", content=json.dumps([bad, spec(*LOADS[1])]), headers={"content-type": "application/json"})
     assert r.status_code == 200 and any(reason in i for i in r.json()["issues"])
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda s: s["currentAlloc"]["load"].__setitem__("avgInTokens", "many"), "load.avgInTokens"),
+    (lambda s: s["currentAlloc"]["load"].__setitem__("avgOutTokens", "512"), "load.avgOutTokens"),
+    (lambda s: s["currentAlloc"]["load"].__setitem__("avgInTokens", 512.5), "load.avgInTokens"),
+    (lambda s: s.__setitem__("maxBatchSize", "128"), "specs[0].maxBatchSize"),
+    (lambda s: s["currentAlloc"].__setitem__("ttftAverage", "fast"), "currentAlloc.ttftAverage"),
+    (lambda s: s.__setitem__("keepAccelerator", 1), "keepAccelerator"),
+])
+def test_wrongly_typed_fields_are_a_400_as_in_go(edit, field):
+    """Go's binding rejects the whole body when a field has the wrong JSON type; so do we, naming the field."""
+    svc, c = client(init_obs=1)
+    assert c.post("/tune", json=[spec(*LOADS[0])]).status_code == 200  # the pair has parameters
+    bad = spec(*LOADS[1])
+    edit(bad)
+    r = c.post("/tune", json=[bad])  # before: 200 with maxBatchSize 0 for the pair
+    assert r.status_code == 400 and field in r.json()["error"], r.text
+    r = c.post("/tune", json=[bad, spec(*LOADS[2])])
+    assert r.status_code == 400 and field in r.json()["error"], r.text
+    assert c.get("/getparams", params={"model": "m", "accelerator": "A100"}).json()["updateCount"] == 1
+
+
+@pytest.mark.parametrize("body, code", [("{}", 200), ("null", 200), ('{"models": null}', 200), ("", 400),
+                                         ("[]", 400), ('{"models": {}}', 400), ("{", 400),
+                                         ('{"models": [{"name": "m", "maxBatchSize": 8.5}]}', 400)])
+def test_merge_binds_as_go(body, code):
+    svc, c = client()
+    svc.calibrate([spec(*ld) for ld in LOADS])
+    r = c.post("/merge", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == code, r.text
+    if code == 200:  # Go: an empty ModelData gets every stored pair appended
+        (entry,) = r.json()["models"]
+        assert (entry["name"], entry["acc"], entry["accCount"], entry["maxBatchSize"]) == ("m", "A100", 1, 256)
+        np.testing.assert_allclose(list(entry["perfParms"].values()), TRUTH, rtol=1e-3)
+    else:
+        assert r.json()["error"]
 
 
 def test_keys_case_insensitive():
@@ -161,7 +197,6 @@ def test_merge_endpoint_and_function():
     assert out[0]["accCount"] == 2 and out[0]["maxBatchSize"] == 64
     np.testing.assert_allclose(list(out[0]["perfParms"].values()), TRUTH, rtol=1e-3)
     assert out[1] == md["models"][1]
-    assert c.post("/merge", json={}).status_code == 400
     added = merge(None, {"x/H100": {"alpha": 1, "beta": 0.1, "gamma": 1e-4}})
     assert added == {"models": [{"name": "x", "acc": "H100", "accCount": 1, "maxBatchSize": 256,
                                  "perfParms": {"alpha": 1.0, "beta": 0.1, "gamma": 1e-4}}]}

@@ -34,14 +34,31 @@ f(M) >= (1 - eps/2) max f plus the exact argmax (Go's 6-probe bisection can stop
 smallest such M: G3 gives 49, the exact rule 48; the peak is at 49).
 """
 
-from .chain import BirthDeathChain, ChainStats, solve_chain, solve_rows
-from .chunks import chunk_counts
-from .concurrency import Concurrency, Curve, optimal_concurrency, throughput_curve, throughput_curves
-from .errors import InfeasibleTarget, QueueingError
-from .models import new_primitives
-from .perf import PERF_MODELS, PerfModel, make_perf_model
-from .results import Metrics, Sizing
-from .sizing import analyze_models, size_models
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "BirthDeathChain": ".chain",
+    "ChainStats": ".chain",
+    "Concurrency": ".concurrency",
+    "Curve": ".concurrency",
+    "InfeasibleTarget": ".errors",
+    "Metrics": ".results",
+    "PERF_MODELS": ".versions",
+    "PerfModel": ".perf",
+    "QueueingError": ".errors",
+    "Sizing": ".results",
+    "analyze_models": ".sizing",
+    "chunk_counts": ".chunks",
+    "make_perf_model": ".perf",
+    "new_primitives": ".models",
+    "optimal_concurrency": ".concurrency",
+    "size_models": ".sizing",
+    "solve_chain": ".chain",
+    "solve_rows": ".chain",
+    "throughput_curve": ".concurrency",
+    "throughput_curves": ".concurrency",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "PERF_MODELS",

@@ -10,10 +10,13 @@ import argparse
 import json
 import sys
 
-from .concurrency import optimal_concurrency, throughput_curve
+from typing import TYPE_CHECKING
+
 from .errors import InfeasibleTarget, QueueingError
-from .perf import PERF_MODELS, make_perf_model
-from .results import Metrics, Sizing
+from .versions import PERF_MODELS
+
+if TYPE_CHECKING:
+    from .results import Metrics, Sizing
 
 __all__ = ["register", "EXIT_INFEASIBLE", "EXIT_BAD_INPUT"]
 
@@ -101,6 +104,8 @@ def _kind_and_params(args) -> tuple[str, dict]:
 
 
 def _model(args, max_batch: int):
+    from .perf import make_perf_model  # numpy: only when a command runs
+
     kind, params = _kind_and_params(args)
     if kind != "iteration" and (args.in_tokens_cv or args.out_tokens_cv):
         raise QueueingError(f"--in-tokens-cv/--out-tokens-cv need --perf-model iteration (got {kind}, "
@@ -149,6 +154,8 @@ def _analyze(args) -> int:
 
 
 def _size(args) -> int:
+    from .concurrency import optimal_concurrency, throughput_curve
+
     targets = dict(ttft=args.ttft, itl=args.itl, tps=args.tps)
     out: dict = {}
     lines: list[str] = []

@@ -18,10 +18,10 @@ from .models import PARAM_KEYS, NewModel, OldModel, ServiceModel, V01Model, V02M
 from .results import Metrics, Sizing
 from .rows import EPSILON, RowSet
 from .sizing import STABILITY_SAFETY_FRACTION, size_models, size_rows
+from .versions import PERF_MODELS
 
 __all__ = ["PERF_MODELS", "EPSILON", "STABILITY_SAFETY_FRACTION", "PerfModel", "make_perf_model"]
 
-PERF_MODELS = ("v01", "v02", "old3", "old", "new", "iteration")
 _UNITS = {"ttft": "ms", "itl": "ms", "tps": "tokens/s"}
 
 

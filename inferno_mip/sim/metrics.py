@@ -160,8 +160,12 @@ def _le(bound: float) -> str:
 
 def serve(fleet: Fleet, port: int, namespace: str = "sim") -> FleetMetrics:
     """Serve the fleet's metrics on 127.0.0.1:``port`` (0 = any free port; see ``.port``)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from .errors import SimulationError
 
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError:
+        raise SimulationError("serving metrics needs prometheus-client (pip install prometheus-client)") from None
     metrics = FleetMetrics(fleet, namespace)
     metrics.update()
     registry = CollectorRegistry(auto_describe=False)
@@ -169,8 +173,6 @@ def serve(fleet: Fleet, port: int, namespace: str = "sim") -> FleetMetrics:
     try:
         server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
     except OSError as exc:
-        from .errors import SimulationError
-
         raise SimulationError(f"--serve-metrics {port}: cannot listen on 127.0.0.1: {exc.strerror or exc}") from None
     metrics._server = server
     metrics.port = server.server_port

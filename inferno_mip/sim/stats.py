@@ -3,7 +3,9 @@
 Each observation belongs to the window in which vLLM would record it: TTFT when the first token is emitted,
 each inter-token gap when its token is emitted, token counts and per-request latencies at completion, arrivals
 (offered, rejected) when they arrive. Windows are half-open, [t0, t1). Times in seconds inside; the summary
-is in milliseconds.
+is in milliseconds. ITL mean and p95 are over every inter-token gap (vLLM's time-per-output-token histogram),
+so long requests weigh by their tokens; the p95 of TTFT interpolates linearly, that of ITL is the smallest gap
+with 95 % of the gaps at or below it.
 """
 
 from __future__ import annotations

@@ -2,24 +2,42 @@
 
 Generic EKF (:class:`ExtendedKalmanFilter`), the perf-model tuner (:class:`PerfTuner`), batch estimators,
 observers (simulated, offline CSV, online Prometheus), the tuner service and :func:`merge` for tuned solves.
-Spec: reference/specs/tuner.md.
+Spec: reference/specs/tuner.md. Names are imported on first use (scipy only when the filter runs).
 """
 
-from .config import FilterConfig, default_config, load_config, parse_config
-from .ekf import ExtendedKalmanFilter, Innovation, limit, numerical_jacobian
-from .errors import ConfigError, InvalidObservation, TunerError
-from .estimators import (FitResult, InitEstimator, SlidingWindowEstimator, condition_number, fit_least_squares,
-                         fit_nelder_mead, guess_init_state)
-from .merge import merge
-from .observation import DECODE, PREFILL_DECODE, Observation
-from .perfmodel import predict
-from .run import TrajectoryPoint, tune_all, tune_stream
-from .tuner import MAX_NIS, PerfTuner, StepResult, TunerOptions
+from ..lazy import lazy_exports
 
-__all__ = [
-    "DECODE", "MAX_NIS", "PREFILL_DECODE", "ConfigError", "ExtendedKalmanFilter", "FilterConfig", "FitResult",
-    "InitEstimator", "Innovation", "InvalidObservation", "Observation", "PerfTuner", "SlidingWindowEstimator",
-    "StepResult", "TrajectoryPoint", "TunerError", "TunerOptions", "condition_number", "default_config",
-    "fit_least_squares", "fit_nelder_mead", "guess_init_state", "limit", "load_config", "merge",
-    "numerical_jacobian", "parse_config", "predict", "tune_all", "tune_stream",
-]
+_EXPORTS = {
+    "ConfigError": ".errors",
+    "DECODE": ".observation",
+    "ExtendedKalmanFilter": ".ekf",
+    "FilterConfig": ".config",
+    "FitResult": ".estimators",
+    "InitEstimator": ".estimators",
+    "Innovation": ".ekf",
+    "InvalidObservation": ".errors",
+    "MAX_NIS": ".tuner",
+    "Observation": ".observation",
+    "PREFILL_DECODE": ".observation",
+    "PerfTuner": ".tuner",
+    "SlidingWindowEstimator": ".estimators",
+    "StepResult": ".tuner",
+    "TrajectoryPoint": ".run",
+    "TunerError": ".errors",
+    "TunerOptions": ".tuner",
+    "condition_number": ".estimators",
+    "default_config": ".config",
+    "fit_least_squares": ".estimators",
+    "fit_nelder_mead": ".estimators",
+    "guess_init_state": ".estimators",
+    "limit": ".ekf",
+    "load_config": ".config",
+    "merge": ".merging",
+    "numerical_jacobian": ".ekf",
+    "parse_config": ".config",
+    "predict": ".perfmodel",
+    "tune_all": ".run",
+    "tune_stream": ".run",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,67 +1,99 @@
 """HTTP API of the tuner service (FastAPI), JSON-compatible with inferno's tuner (gin) endpoints.
 
 POST /tune, POST /calibrate ([]ServerSpec) -> ModelData (422 {"error"} if nothing to return);
-GET /getparams?model=&accelerator=; GET /warmup; POST /merge (ModelData); GET /calibration-status.
-Bad JSON -> 400; bad observations are skipped with a reason (listed in "issues"), never a crash.
+GET /getparams?model=&accelerator=; GET /warmup; POST /merge (ModelData); GET /calibration-status; GET /healthz.
+Bodies bind as Go binds them: malformed JSON, a body of the wrong shape or a field of the wrong JSON type
+(a string or a fraction for a token count) is a 400; bad observations are skipped with a reason (listed in
+"issues"), never a crash. Tuning runs in worker threads, locked per (model, accelerator), so cheap GETs
+never wait behind it.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import sys
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..web import BodyLimit, install_error_handlers, validation_message
+from ..wire import ModelData, ServerSpec, wire_dict
 from .errors import TunerError
 from .service import ServiceSettings, TunerService
 
 __all__ = ["create_app"]
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+SPECS_BODY = "request body must be a non-empty JSON array of ServerSpec"
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
 
 
-async def _body(request: Request) -> tuple[Any, JSONResponse | None]:
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, _error(400, f"invalid JSON: {exc}")
-    return data, None
+def _bind_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Go answers 400 to a body that does not bind; an array entry that is not an object was always a
+    per-entry 422 here (kept: clients rely on it)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        return _error(400, f"invalid JSON: {validation_message(exc)}")
+    if request.url.path in ("/tune", "/calibrate"):
+        if len(loc) == 1:
+            return _error(400, SPECS_BODY)
+        if len(loc) == 2 and first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+            return _error(422, f"specs[{loc[1]}]: expected an object, got {first.get('input')!r}")
+        return _error(400, "invalid request body: " + validation_message(exc).replace("body[", "specs[", 1))
+    return _error(400, "invalid request body: " + validation_message(exc))
 
 
-def create_app(service: TunerService | None = None, settings: ServiceSettings | None = None) -> FastAPI:
-    """The FastAPI app around one TunerService (default: settings from the environment)."""
+def create_app(service: TunerService | None = None, settings: ServiceSettings | None = None,
+               address: str = "") -> FastAPI:
+    """The FastAPI app around one TunerService (default: settings from the environment).
+
+    `address` is only named in the start log line.
+    """
     svc = service or TunerService(settings or ServiceSettings.from_env())
-    app = FastAPI(title="inferno-mip tuner", version="1")
-    app.state.service = svc
 
-    async def specs_call(request: Request, fn) -> JSONResponse:
-        data, err = await _body(request)
-        if err:
-            return err
-        if not isinstance(data, list) or not data:
-            return _error(400, "request body must be a non-empty JSON array of ServerSpec")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if address:
+            print(f"inferno-mip tuner listening on {address} ({svc.settings.mode}"
+                  f"{', compat' if svc.settings.compat else ''})", file=sys.stderr, flush=True)
+        yield
+
+    app = FastAPI(title="inferno-mip tuner", version="1", lifespan=lifespan)
+    app.state.service = svc
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, key="error")
+    install_error_handlers(app, lambda path: 400, key="error")
+    app.add_exception_handler(RequestValidationError, _bind_error)
+
+    async def specs_call(specs: list[ServerSpec], fn) -> JSONResponse:
+        if not specs:
+            return _error(400, SPECS_BODY)
         try:
-            result, issues = fn(data)
+            result, issues = await run_in_threadpool(fn, [wire_dict(s) for s in specs])
         except TunerError as exc:
             return _error(422, str(exc))
         if issues:
             result = {**result, "issues": issues}
         return JSONResponse(result)
 
-    @app.post("/tune")
-    async def tune(request: Request):
-        return await specs_call(request, svc.tune)
+    @app.post("/tune", response_model=ModelData)
+    async def tune(specs: list[ServerSpec]):
+        """One control cycle: per-replica ServerSpecs in, tuned alpha/beta/gamma per (model, accelerator) out."""
+        return await specs_call(specs, svc.tune)
 
-    @app.post("/calibrate")
-    async def calibrate(request: Request):
-        return await specs_call(request, svc.calibrate)
+    @app.post("/calibrate", response_model=ModelData)
+    async def calibrate(specs: list[ServerSpec]):
+        """A deliberately diverse load sweep per (model, accelerator): a one-shot fit."""
+        return await specs_call(specs, svc.calibrate)
 
     @app.get("/getparams")
-    def getparams(model: str | None = None, accelerator: str | None = None):
+    async def getparams(model: str | None = None, accelerator: str | None = None):
         if not model or not accelerator:
             return _error(400, "query parameters 'model' and 'accelerator' are required")
         p = svc.get_params(model, accelerator)
@@ -70,27 +102,26 @@ def create_app(service: TunerService | None = None, settings: ServiceSettings | 
         return p
 
     @app.get("/warmup")
-    def warmup():
+    async def warmup():
         return {"warmingUp": svc.warming_up()}
 
-    @app.post("/merge")
-    async def merge(request: Request):
-        data, err = await _body(request)
-        if err:
-            return err
-        if not isinstance(data, dict) or not data:
-            return _error(400, "request body must be a non-empty ModelData object")
+    @app.post("/merge", response_model=ModelData)
+    async def merge(request: Request, model_data: ModelData | None = Body(None)):
+        """The controller's ModelData with tuned perfParms overlaid; stored pairs it lacks are appended."""
+        if not await request.body():
+            return _error(400, "invalid request body: empty (a ModelData object is required)")
+        data = {} if model_data is None else wire_dict(model_data)
         try:
-            return svc.merge(data)
+            return JSONResponse(await run_in_threadpool(svc.merge, data))
         except TunerError as exc:
             return _error(400, str(exc))
 
     @app.get("/calibration-status")
-    def calibration_status():
+    async def calibration_status():
         return {"statuses": svc.calibration_statuses()}
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):  # last resort: a JSON error, never a dropped request
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "pairs": len(svc.params()), "warmingUp": svc.warming_up()}
 
     return app

@@ -12,12 +12,10 @@ import math
 import sys
 from pathlib import Path
 
-from .config import FilterConfig, default_config, load_config
+from ..queueing.versions import PERF_MODELS
 from .errors import TunerError
-from .observation import DECODE, PREFILL_DECODE
-from .run import final_params, tune_all
-from .perfmodel import TUNABLE_PERF_MODELS
-from .tuner import TunerOptions
+
+FITTED_PERF_MODELS = tuple(k for k in PERF_MODELS if k not in ("v01", "v02"))  # the alpha/beta/gamma versions
 
 __all__ = ["register", "main"]
 
@@ -31,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", type=Path, help="filter config JSON (inferno format; default: inferno's default)")
     p.add_argument("--compat", action="store_true", help="inferno's filter (linear, fixed R, no recovery)")
     p.add_argument("--ungated", action="store_true", help="inferno's demo Run: no NIS/positivity gates")
-    p.add_argument("--perf-model", choices=TUNABLE_PERF_MODELS, default=None,
+    p.add_argument("--perf-model", choices=FITTED_PERF_MODELS, default=None,
                    help="perf model to fit (default new, as inferno's tuner; iteration: the sizing default for "
                         "perfParms data); the simulated observer generates with the same model")
     p.add_argument("--out-tokens-cv", type=float, default=0.0,
@@ -101,10 +99,15 @@ def _x0(text: str | None):
 
 
 def run_tune(args) -> int:
+    from .config import default_config, load_config  # scipy and the filter: only when a command runs
+    from .observation import DECODE, PREFILL_DECODE
+    from .run import final_params, tune_all
+    from .tuner import TunerOptions
+
     try:
         obs = _observer(args)
         kind = getattr(obs, "kind", PREFILL_DECODE)
-        config: FilterConfig = load_config(args.config) if args.config else default_config(decode=kind == DECODE)
+        config = load_config(args.config) if args.config else default_config(decode=kind == DECODE)
         if not (args.process_scale > 0):
             raise TunerError(f"--process-scale: must be > 0, got {args.process_scale!r}")
         base = TunerOptions.reference() if args.compat else TunerOptions()
@@ -138,6 +141,8 @@ def _json_default(o):
 
 
 def run_serve(args) -> int:
+    from .config import load_config
+
     try:
         import uvicorn
 
@@ -153,7 +158,7 @@ def run_serve(args) -> int:
             overrides["mode"] = args.mode
         if args.compat:
             overrides["compat"] = True
-        app = create_app(settings=ServiceSettings.from_env(**overrides))
+        app = create_app(settings=ServiceSettings.from_env(**overrides), address=f"http://{args.host}:{args.port}")
     except (TunerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -15,13 +15,11 @@ import numpy as np
 from ..queueing import QueueingError, make_perf_model
 from .observation import DECODE, PREFILL_DECODE, Observation
 
-__all__ = ["predict", "observation_function", "state_size", "PARAM_NAMES", "TUNED_PERF_MODEL", "REFERENCE_PERF_MODEL",
-           "TUNABLE_PERF_MODELS"]
+__all__ = ["predict", "observation_function", "state_size", "PARAM_NAMES", "TUNED_PERF_MODEL", "REFERENCE_PERF_MODEL"]
 
 PARAM_NAMES = ("alpha", "beta", "gamma")
 TUNED_PERF_MODEL = "new"  # the tuner's default: inferno's tuner fits queue-analysis v0.8
 REFERENCE_PERF_MODEL = "new"  # inferno's tuner (compat)
-TUNABLE_PERF_MODELS = ("iteration", "new", "old", "old3")
 
 
 def state_size(kind: str) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 from .config import FilterConfig, default_config, load_config
 from .errors import TunerError
 from .estimators import InitEstimator, SlidingWindowEstimator, guess_init_state
-from .merge import merge
+from .merging import merge
 from .observation import Observation
 from .specs import NO_TRAFFIC, Replica, parse_specs
 from .store import LearnedParameters, StateFile, now_rfc3339, pair_key, split_key
@@ -120,11 +120,19 @@ def excursion(settings: ServiceSettings, seed, obs: Observation):
 
 
 class TunerService:
-    """Thread-safe tuner service; every public method takes the lock and persists the state on change."""
+    """Thread-safe tuner service, locked per (model, accelerator): requests for different pairs run at once.
+
+    Work on a pair holds that pair's lock; afterwards the pair's state is copied into a snapshot, and the state
+    file is written from the snapshots, so a save never reads a pair half-way through an update. The tables
+    are dicts keyed by pair: single inserts and copies are atomic in CPython, and readers iterate copies.
+    """
 
     def __init__(self, settings: ServiceSettings | None = None):
         self.settings = settings or ServiceSettings()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards the lock table and the snapshots; held only briefly
+        self._save_lock = threading.Lock()
+        self._pair_locks: dict[str, threading.Lock] = {}
+        self._snapshots: dict[str, dict] = {}
         self._file = StateFile(self.settings.state_file)
         self.store: dict[str, LearnedParameters] = {}
         self.estimators: dict[str, InitEstimator] = {}
@@ -132,6 +140,21 @@ class TunerService:
         self.fallbacks: set[str] = set()
         self.calibrated: set[str] = set()
         self._load(self._file.load())
+        for key in set(self.store) | set(self.estimators) | set(self.sliding) | self.fallbacks | self.calibrated:
+            self._snapshot(key)
+
+    def _pair_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._pair_locks.setdefault(key, threading.Lock())
+
+    def _snapshot(self, key: str) -> None:
+        """Copy one pair's state for saving (called with the pair's lock held, or before serving)."""
+        lp, ie, swe = self.store.get(key), self.estimators.get(key), self.sliding.get(key)
+        snap = {"store": lp.to_dict() if lp else None, "estimator": ie.to_dict() if ie else None,
+                "sliding": swe.to_dict() if swe else None, "fallback": key in self.fallbacks,
+                "calibrated": key in self.calibrated}
+        with self._lock:
+            self._snapshots[key] = snap
 
     # -- persistence ---------------------------------------------------------------------------------------
     def _new_ie(self, min_obs: int | None = None, hold_back: bool | None = None) -> InitEstimator:
@@ -148,11 +171,16 @@ class TunerService:
                                       perf_model=s.tuner_options.perf_model)
 
     def state(self) -> dict:
+        """The whole persisted state, as of the last completed update of each pair."""
         with self._lock:
-            return {"version": 1, "store": {k: v.to_dict() for k, v in sorted(self.store.items())},
-                    "estimators": {k: v.to_dict() for k, v in sorted(self.estimators.items())},
-                    "sliding": {k: v.to_dict() for k, v in sorted(self.sliding.items())},
-                    "fallbacks": sorted(self.fallbacks), "calibrated": sorted(self.calibrated)}
+            snaps = sorted(self._snapshots.items())
+
+        def table(part: str) -> dict:
+            return {k: snap[part] for k, snap in snaps if snap[part] is not None}
+
+        return {"version": 1, "store": table("store"), "estimators": table("estimator"), "sliding": table("sliding"),
+                "fallbacks": [k for k, snap in snaps if snap["fallback"]],
+                "calibrated": [k for k, snap in snaps if snap["calibrated"]]}
 
     def _load(self, data: dict) -> None:
         if not data:
@@ -168,15 +196,15 @@ class TunerService:
             raise TunerError(f"{self._file.path}: invalid tuner state: {exc}") from None
 
     def _save(self) -> None:
-        self._file.save(self.state())
+        with self._save_lock:
+            self._file.save(self.state())
 
     # -- tune -----------------------------------------------------------------------------------------------
     def tune(self, specs: Any) -> tuple[dict, list[str]]:
         """One control cycle: returns (ModelData of the requested pairs with stored params, issues)."""
         groups, issues = self._active_groups(specs)
-        with self._lock:
-            self._each_group(groups, self._tune_group, issues)
-            data = self._model_data(groups)
+        self._each_group(groups, self._tune_group, issues)
+        data = self._model_data(groups)
         if not data["models"]:
             raise ServiceError("tuning produced no results: " + "; ".join(issues))
         return data, issues
@@ -191,15 +219,19 @@ class TunerService:
         return groups, issues
 
     def _each_group(self, groups: dict[str, list[Replica]], work, issues: list[str]) -> dict[str, list[Replica]]:
-        """work(key, replicas) per group (a failing group is an issue, not an error); state saved after."""
+        """work(key, replicas) per group under the pair's lock (a failing group is an issue, not an error);
+        one pair locked at a time, so no lock order can deadlock; state saved after."""
         done = {}
         try:
             for key, reps in groups.items():
-                try:
-                    work(key, reps)
-                    done[key] = reps
-                except ServiceError as exc:
-                    issues.append(f"{key}: {exc}")
+                with self._pair_lock(key):
+                    try:
+                        work(key, reps)
+                        done[key] = reps
+                    except ServiceError as exc:
+                        issues.append(f"{key}: {exc}")
+                    finally:
+                        self._snapshot(key)
         finally:
             self._save()
         return done
@@ -319,9 +351,8 @@ class TunerService:
     def calibrate(self, specs: Any) -> tuple[dict, list[str]]:
         """One-shot fit of a load sweep per pair; returns ModelData of the pairs calibrated by this call."""
         groups, issues = self._active_groups(specs)
-        with self._lock:
-            done = self._each_group(groups, self._calibrate_group, issues)
-            data = self._model_data(done)
+        done = self._each_group(groups, self._calibrate_group, issues)
+        data = self._model_data(done)
         if not data["models"]:
             raise ServiceError("no pair calibrated: " + "; ".join(issues))
         return data, issues
@@ -358,49 +389,46 @@ class TunerService:
 
     # -- queries ------------------------------------------------------------------------------------------------
     def get_params(self, model: str, accelerator: str) -> dict | None:
-        with self._lock:
-            lp = self.store.get(pair_key(model, accelerator))
-            if lp is None:
-                return None
-            return {"model": model, "accelerator": accelerator, "alpha": lp.alpha, "beta": lp.beta,
+        lp = self.store.get(pair_key(model, accelerator))  # replaced whole on update, never edited in place
+        if lp is None:
+            return None
+        return {"model": model, "accelerator": accelerator, "alpha": lp.alpha, "beta": lp.beta,
                     "gamma": lp.gamma, "nis": lp.nis, "updateCount": lp.update_count,
                     "lastUpdated": lp.last_updated}
 
     def params(self) -> dict[tuple[str, str], dict[str, float]]:
         """All stored parameters, keyed (model, accelerator): the input of :func:`merge`."""
-        with self._lock:
-            return {split_key(k): {"alpha": v.alpha, "beta": v.beta, "gamma": v.gamma}
-                    for k, v in sorted(self.store.items())}
+        return {split_key(k): {"alpha": v.alpha, "beta": v.beta, "gamma": v.gamma}
+                for k, v in sorted(list(self.store.items()))}
 
     def merge(self, model_data: Mapping | None) -> dict:
         return merge(model_data, self.params())
 
     def warming_up(self) -> bool:
-        with self._lock:
-            s = self.settings
-            if any(not ie.ready and ie.hold_back for ie in self.estimators.values()):
-                return True
-            if s.mode == SLIDING:
-                for key, ie in self.estimators.items():
-                    if ie.ready and key not in self.fallbacks:
-                        swe = self.sliding.get(key)
-                        if swe is None or not swe.ready:
-                            return True
-            if s.warm_up_cycles == 0:
-                return False
-            return any(lp.update_count < s.warm_up_cycles for lp in self.store.values())
+        s = self.settings
+        estimators = list(self.estimators.items())
+        if any(not ie.ready and ie.hold_back for _, ie in estimators):
+            return True
+        if s.mode == SLIDING:
+            for key, ie in estimators:
+                if ie.ready and key not in self.fallbacks:
+                    swe = self.sliding.get(key)
+                    if swe is None or not swe.ready:
+                        return True
+        if s.warm_up_cycles == 0:
+            return False
+        return any(lp.update_count < s.warm_up_cycles for lp in list(self.store.values()))
 
     def calibration_statuses(self) -> list[dict]:
-        with self._lock:
-            out = []
-            mk = self.settings.max_condition
-            for key, ie in sorted(self.estimators.items()):
-                model, acc = split_key(key)
-                kappa = ie.last_condition
-                ill = mk > 0 and kappa > mk
-                out.append({"model": model, "accelerator": acc, "storePresent": key in self.store,
-                            "calibrated": key in self.calibrated, "obsCount": len(ie.observations),
-                            "obsTarget": ie.min_obs, "conditionNumber": kappa if math.isfinite(kappa) else MAX_FLOAT,
-                            "illConditioned": ill,
-                            "needsCalibration": ie.ready and ie.fit_done and ill and key not in self.calibrated})
-            return out
+        out = []
+        mk = self.settings.max_condition
+        for key, ie in sorted(list(self.estimators.items())):
+            model, acc = split_key(key)
+            kappa = ie.last_condition
+            ill = mk > 0 and kappa > mk
+            out.append({"model": model, "accelerator": acc, "storePresent": key in self.store,
+                        "calibrated": key in self.calibrated, "obsCount": len(ie.observations),
+                        "obsTarget": ie.min_obs, "conditionNumber": kappa if math.isfinite(kappa) else MAX_FLOAT,
+                        "illConditioned": ill,
+                        "needsCalibration": ie.ready and ie.fit_done and ill and key not in self.calibrated})
+        return out

@@ -1,0 +1,153 @@
+"""CPU time of the exact path at controller speed and fleet scale, with each speed-up switchable.
+
+One command per row of benchmarks/RESULTS.md ("Exact allocation at controller speed and fleet scale"):
+
+    python benchmarks/fast.py cycles --servers 50 --cycles 200          # controller cycles, warm, p50 / p99
+    python benchmarks/fast.py cycles --servers 200 --cycles 20
+    python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
+    python benchmarks/fast.py fleet --servers 10000 --seeds 0
+    python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
+
+``--speedups none`` gives the plain staged path (the "before" column), ``all`` (default) every speed-up, or a
+comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``. ``--compare`` runs both in one process,
+interleaved; ``--ablation`` runs none, each speed-up alone and all. Times are CPU seconds of this process (``time.process_time``: the machine is
+shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from inferno_mip import solve
+from inferno_mip.bench import FAMILIES, machine
+from inferno_mip.scenarios import generate
+
+
+def perturbed(system, rng: np.random.Generator, sigma: float):
+    """The fleet with every arrival rate multiplied by a log-normal factor (one controller cycle's loads)."""
+    servers = tuple(s.model_copy(update={"load": s.load.model_copy(
+        update={"arrival_rate": s.load.arrival_rate * float(rng.lognormal(0.0, sigma))})}) for s in system.servers)
+    return system.replace(servers=servers)
+
+
+def cpu(fn):
+    began = time.process_time()
+    out = fn()
+    return time.process_time() - began, out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def cycles(args) -> None:
+    base = generate(servers=args.servers, seed=args.seed, **FAMILIES[args.family])
+    rng = np.random.default_rng(args.seed)
+    loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
+    variants = _variants(args)
+    for name, options in variants:  # warm-up: imports, perf-model caches (a controller runs for hours)
+        solve(loads[0], solver="highs", **options)
+    solve(loads[0], solver="greedy")
+    times: dict[str, list[float]] = {name: [] for name, _ in variants} | {"greedy": []}
+    outcome: dict[str, list] = {name: [] for name, _ in variants}
+    for system in loads[1:]:  # interleaved, so that a busy neighbour hurts every variant alike
+        for name, options in variants:
+            seconds, solution = cpu(lambda: solve(system, solver="highs", time_limit=args.time_limit, **options))
+            times[name].append(seconds)
+            outcome[name].append((solution.status, _unserved(solution), round(solution.objective, 6)))
+        times["greedy"].append(cpu(lambda: solve(system, solver="greedy"))[0])
+    greedy_p50 = statistics.median(times["greedy"])
+    print(f"{machine()}; {args.family} {args.servers} servers, {args.cycles} cycles, loads x lognormal(0, "
+          f"{args.sigma}); CPU s per cycle, sizing included\n")
+    print("| variant | p50 ms | p99 ms | p50 / greedy p50 | statuses |")
+    print("|---|---:|---:|---:|---|")
+    for name in times:
+        statuses = ", ".join(sorted({o[0] for o in outcome.get(name, [])})) or "heuristic"
+        p50 = statistics.median(times[name])
+        print(f"| {name} | {1e3 * p50:.1f} | {1e3 * _percentile(times[name], 99):.1f} | "
+              f"{p50 / greedy_p50:.1f}x | {statuses} |")
+    _same_answers(outcome)
+
+
+def fleet(args) -> None:
+    print(f"{machine()}; {args.family} {args.servers} x {FAMILIES[args.family]['accelerators']}"
+          f"{' multi-assign' if args.heterogeneous else ''}; gap {args.gap:g}; CPU s end to end (sizing included)\n")
+    print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages |")
+    print("|---:|---|---:|---|---:|---|---:|---|")
+    outcome: dict[str, list] = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        system = generate(servers=args.servers, seed=seed, **FAMILIES[args.family])
+        seconds, greedy = cpu(lambda: solve(system, solver="greedy"))
+        print(f"| {seed} | greedy | {seconds:.2f} | heuristic | - | {_unserved(greedy)} | {greedy.objective:.1f} | - |")
+        for name, options in _variants(args):
+            seconds, s = cpu(lambda: solve(system, solver="highs", heterogeneous=args.heterogeneous,
+                                           mip_gap=args.gap, time_limit=args.time_limit, **options))
+            outcome.setdefault(name, []).append((s.status, _unserved(s), round(s.objective, 6)))
+            stages = sorted(((k[6:], v) for k, v in s.timings.items() if k.startswith("stage ")), key=lambda kv: -kv[1])
+            slow = "; ".join(f"{k} {v:.1f}" for k, v in stages[:3]) or "-"
+            gap = "-" if s.gap is None else f"{s.gap:.1e}"
+            print(f"| {seed} | {name} | {seconds:.2f} | {s.status} | {gap} | {_unserved(s)} | {s.objective:.1f} | "
+                  f"{slow} |", flush=True)
+    _same_answers(outcome)
+
+
+def _variants(args) -> list[tuple[str, dict]]:
+    if args.ablation:  # the plain path, each speed-up alone, all of them
+        from inferno_mip.models.lexicographic import SPEEDUPS
+
+        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "all")]
+    if args.compare:
+        return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
+    return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
+
+
+def _unserved(solution) -> str:
+    out: dict[int, int] = {}
+    for a in solution.allocations:
+        if a.status not in ("ok", "zero-load", "invalid-input"):
+            out[a.priority] = out.get(a.priority, 0) + 1
+    return " ".join(f"p{p}:{n}" for p, n in sorted(out.items())) or "0"
+
+
+def _same_answers(outcome: dict[str, list]) -> None:
+    """With --compare: do both variants give the same statuses, unserved counts and value?"""
+    if len(outcome) >= 2:
+        plain, *others = outcome.values()
+        for name, other in zip(list(outcome)[1:], others):
+            same = sum(a == b for a, b in zip(plain, other))
+            print(f"\n{name}: same status, unserved counts and objective as {next(iter(outcome))}: "
+                  f"{same} of {len(plain)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in (("cycles", cycles), ("fleet", fleet)):
+        p = sub.add_parser(name)
+        p.set_defaults(run=fn)
+        p.add_argument("--servers", type=int, default=50 if name == "cycles" else 1000)
+        p.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
+        p.add_argument("--speedups", default="all")
+        p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
+        p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
+        p.add_argument("--time-limit", type=float, default=60.0 if name == "cycles" else 120.0)
+    cyc = sub.choices["cycles"]
+    cyc.add_argument("--cycles", type=int, default=200)
+    cyc.add_argument("--seed", type=int, default=0)
+    cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
+    fl = sub.choices["fleet"]
+    fl.add_argument("--seeds", default="0,1,2")
+    fl.add_argument("--gap", type=float, default=1e-4)
+    fl.add_argument("--heterogeneous", action="store_true")
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Tune stage: perf parameters learned from the fleet's observations, gated before they reach the solver.
+
+A tuner (:class:`InProcessTuner` around ``inferno_mip.tuner.TunerService``, or :class:`RemoteTuner` for a tuner
+service URL speaking inferno's API) turns one :class:`FleetObservation` into parameters per (model, accelerator).
+:class:`ParameterGate` decides what the solver gets: the seed (scenario) parameters while the tuner warms up;
+never a non-positive or non-finite value; a change beyond ``max_change`` (relative, on any of alpha, beta, gamma)
+only after it has been seen ``confirm_cycles`` cycles in a row (within ``max_change`` of itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .protocols import FleetObservation, ServerObservation
+
+Key = tuple[str, str]  # (model, accelerator)
+Params = dict[str, float]  # alpha, beta, gamma
+PARAM_NAMES = ("alpha", "beta", "gamma")
+
+
+class TuneError(RuntimeError):
+    """The tuner could not be reached or answered nothing usable; the loop keeps the parameters it has."""
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    params: dict[Key, Params]
+    warming_up: bool = False
+    notes: tuple[str, ...] = ()
+
+
+class Tuner(Protocol):
+    def tune(self, observation: FleetObservation) -> TuneResult:
+        """Feed one cycle's observations; the parameters learned so far. Raise :class:`TuneError` when down."""
+        ...
+
+
+def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | None = None) -> list[dict]:
+    """inferno's per-replica ServerSpec list (what ``POST /tune`` takes) from an observation: one entry per
+    reporting replica, or one for the server (its per-replica mean) when the collector gave no replica detail."""
+    specs = []
+    for name in sorted(observation.servers):
+        s = observation.servers[name]
+        queue = (max_queue or {}).get(name, 0)
+        replicas = s.replicas or ({f"{name}/all": _server_as_replica(s)} if s.complete else {})
+        for rname in sorted(replicas):
+            r = replicas[rname]
+            if not all(isinstance(r.get(k), (int, float)) for k in ("arrival_rate", "itl", "ttft")):
+                continue
+            specs.append({
+                "name": rname, "model": s.model, "class": s.service_class, "maxQueueSize": queue,
+                "currentAlloc": {
+                    "accelerator": s.accelerator, "maxBatch": s.max_batch, "numReplicas": 1,
+                    "itlAverage": r["itl"], "ttftAverage": r["ttft"],
+                    "load": {"arrivalRate": 60.0 * r["arrival_rate"], "avgInTokens": r.get("in_tokens", s.in_tokens),
+                             "avgOutTokens": r.get("out_tokens", s.out_tokens)}}})
+    return specs
+
+
+def _server_as_replica(s: ServerObservation) -> dict:
+    n = max(s.replicas_ready, 1)
+    return {"arrival_rate": s.arrival_rate / n, "itl": s.itl, "ttft": s.ttft, "in_tokens": s.in_tokens,
+            "out_tokens": s.out_tokens}
+
+
+def _params_from_model_data(data: Mapping) -> dict[Key, Params]:
+    out: dict[Key, Params] = {}
+    for m in data.get("models", []) or []:
+        perf = {str(k).lower(): v for k, v in (m.get("perfParms") or {}).items()}
+        if m.get("name") and m.get("acc") and all(k in perf for k in PARAM_NAMES):
+            out[(m["name"], m["acc"])] = {k: float(perf[k]) for k in PARAM_NAMES}
+    return out
+
+
+class InProcessTuner:
+    """``inferno_mip.tuner.TunerService`` in this process (state in memory unless its settings name a file)."""
+
+    def __init__(self, settings=None, max_queue: Mapping[str, int] | None = None):
+        from ..tuner.service import ServiceSettings, TunerService
+
+        self.service = TunerService(settings or ServiceSettings())
+        self.max_queue = dict(max_queue or {})
+
+    def tune(self, observation: FleetObservation) -> TuneResult:
+        from ..tuner.errors import TunerError
+        from ..tuner.service import ServiceError
+
+        specs = server_specs(observation, self.max_queue)
+        notes: tuple[str, ...] = ()
+        try:
+            _, issues = self.service.tune(specs)
+            notes = tuple(issues)
+        except ServiceError as exc:  # still collecting, or no traffic: not an outage
+            notes = (str(exc),)
+        except TunerError as exc:
+            raise TuneError(f"tuner: {exc}") from None
+        return TuneResult(self.service.params(), self.service.warming_up(), notes)
+
+
+class RemoteTuner:
+    """A tuner service at ``url`` speaking inferno's API: ``POST /tune`` (ModelData back; 422 while it collects
+    its first observations) and ``GET /warmup``."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, max_queue: Mapping[str, int] | None = None, client=None):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.client = client or httpx.Client(base_url=self.url, timeout=timeout)
+        self.max_queue = dict(max_queue or {})
+        self.params: dict[Key, Params] = {}  # the /tune answer names only pairs with traffic: keep the others
+
+    def tune(self, observation: FleetObservation) -> TuneResult:
+        import httpx
+
+        specs = server_specs(observation, self.max_queue)
+        if not specs:
+            return TuneResult(dict(self.params), not self.params, ("no replica observations to tune on",))
+        try:
+            r = self.client.post("/tune", json=specs)
+            if r.status_code not in (200, 422):
+                raise TuneError(f"tuner {self.url}: /tune answered HTTP {r.status_code}: {r.text[:200]}")
+            body = r.json()
+            warm = self.client.get("/warmup")
+            warming = bool(warm.json().get("warmingUp", True)) if warm.status_code == 200 else True
+        except httpx.HTTPError as exc:
+            raise TuneError(f"tuner {self.url}: {type(exc).__name__}: {exc}") from None
+        except (ValueError, AttributeError) as exc:
+            raise TuneError(f"tuner {self.url}: unreadable answer: {exc}") from None
+        notes: tuple[str, ...] = ()
+        if r.status_code == 200 and isinstance(body, Mapping):
+            self.params.update(_params_from_model_data(body))
+            notes = tuple(str(i) for i in body.get("issues", []) or [])
+        else:
+            notes = (f"/tune: {body.get('error', body) if isinstance(body, Mapping) else body}",)
+        return TuneResult(dict(self.params), warming, notes)
+
+
+@dataclass
+class _Candidate:
+    params: Params
+    seen: int = 1
+
+
+@dataclass
+class ParameterGate:
+    """What the solver gets: seeds while warming up, no invalid values, big jumps only once confirmed."""
+
+    seeds: dict[Key, Params]
+    max_change: float = 0.5
+    confirm_cycles: int = 3
+    accepted: dict[Key, Params] = field(default_factory=dict)
+    pending: dict[Key, _Candidate] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.accepted = {k: dict(v) for k, v in self.seeds.items()}
+
+    def apply(self, result: TuneResult | None) -> tuple[dict[Key, Params], list[str]]:
+        """The parameters to solve with and a note per decision that was not a plain acceptance."""
+        notes: list[str] = []
+        if result is None:
+            return self.current(), notes
+        if result.warming_up:
+            return self.current(), ["tuner warming up: seed parameters kept"]
+        for key in sorted(result.params):
+            new = result.params[key]
+            label = f"{key[0]}/{key[1]}"
+            bad = [k for k in PARAM_NAMES if not (math.isfinite(new.get(k, math.nan)) and new.get(k, 0.0) > 0)]
+            if bad:
+                notes.append(f"{label}: rejected {', '.join(f'{k}={new.get(k)}' for k in bad)} (must be > 0)")
+                continue
+            old = self.accepted.get(key)
+            if old is None or _change(old, new) <= self.max_change:
+                self.accepted[key] = dict(new)
+                self.pending.pop(key, None)
+                continue
+            cand = self.pending.get(key)
+            if cand is not None and _change(cand.params, new) <= self.max_change:
+                cand.seen += 1
+                cand.params = dict(new)
+            else:
+                cand = self.pending[key] = _Candidate(dict(new))
+            if cand.seen >= self.confirm_cycles:
+                self.accepted[key] = dict(new)
+                del self.pending[key]
+                notes.append(f"{label}: jump of {_change(old, new):.0%} confirmed over {self.confirm_cycles} cycles")
+            else:
+                notes.append(f"{label}: jump of {_change(old, new):.0%} held for confirmation "
+                             f"({cand.seen}/{self.confirm_cycles})")
+        return self.current(), notes
+
+    def current(self) -> dict[Key, Params]:
+        return {k: dict(v) for k, v in sorted(self.accepted.items())}
+
+
+def _change(old: Params, new: Params) -> float:
+    """Largest relative change over the parameters, in log terms symmetric (x2 and /2 count the same)."""
+    worst = 0.0
+    for k in PARAM_NAMES:
+        a, b = old.get(k, 0.0), new.get(k, 0.0)
+        if a > 0 and b > 0:
+            worst = max(worst, math.exp(abs(math.log(b / a))) - 1.0)
+    return worst

@@ -1,0 +1,98 @@
+"""Solves off the event loop: a pool of worker processes, each solve with a time limit.
+
+Sizing and the MIP are CPU-bound Python and numpy; in worker processes they neither hold the event loop's
+GIL nor queue cheap requests behind them. Workers are spawned (never forked from a threaded server) and
+warmed up at start so that the first request does not pay for imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..solution import Solution
+
+__all__ = ["BadInput", "SolveJob", "SolveRunner", "SolveTimeout", "run_job"]
+
+GRACE_SECONDS = 5.0  # beyond the solve's own time limit before the request is answered 504
+
+
+class SolveTimeout(Exception):
+    """A solve did not come back within its time limit plus grace."""
+
+
+class BadInput(Exception):
+    """The scenario or an option is invalid (a picklable carrier of the one-line message)."""
+
+
+@dataclass(frozen=True)
+class SolveJob:
+    """What a worker needs: inferno's SystemData as a dict, the solver, options and tuned params."""
+
+    system_data: dict
+    solver: str | None
+    options: dict
+    params: dict | None = None
+
+
+def run_job(job: SolveJob) -> Solution:
+    """Parse and solve in the worker (parsing there too keeps big bodies' CPU off the event loop)."""
+    from ..api import solve
+    from ..io import parse_system
+
+    try:
+        system = parse_system(job.system_data, source="request")
+        return solve(system, solver=job.solver, params=job.params, **job.options)
+    except (ValueError, TypeError) as exc:  # ScenarioError and TunerError are ValueErrors
+        raise BadInput(str(exc)) from None
+
+
+def _warm_up() -> float:
+    import inferno_mip.solvers  # noqa: F401  (imports every backend once)
+
+    return time.perf_counter()
+
+
+class SolveRunner:
+    """A process pool (``workers`` > 0) or one in-process thread (``workers`` = 0, for debugging)."""
+
+    def __init__(self, workers: int, time_limit: float):
+        self.workers = workers
+        self.time_limit = time_limit
+        self._pool: Executor | None = None
+
+    def start(self) -> None:
+        if self.workers > 0:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
+                future.result()
+        else:
+            self._pool = ThreadPoolExecutor(1)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def limit(self, requested: float | None) -> float:
+        """The time limit of one solve: the request's, capped by the server's."""
+        return self.time_limit if requested is None else min(requested, self.time_limit)
+
+    async def solve(self, job: SolveJob) -> Solution:
+        """Run `job` in the pool; :class:`SolveTimeout` if it overruns its limit plus grace."""
+        if self._pool is None:
+            raise RuntimeError("solve runner not started")
+        limit = self.limit(job.options.get("time_limit"))
+        job = SolveJob(job.system_data, job.solver, {**job.options, "time_limit": limit}, job.params)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, run_job, job)
+        try:
+            return await asyncio.wait_for(future, timeout=limit + GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            raise SolveTimeout(f"solve did not finish within its time limit of {limit:g} s") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"workers": self.workers, "timeLimit": self.time_limit}

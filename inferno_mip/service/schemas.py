@@ -1,0 +1,137 @@
+"""Request and response bodies of the native API (``/v1``): a scenario plus solve options in, a Solution out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..wire import SystemData
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SolveOptions(_Body):
+    """Options of ``inferno_mip.solve()``; absent means the default."""
+
+    compat: bool | None = Field(None, description="reproduce inferno exactly (queue 10N, its perf models)")
+    perf_model: Literal["v01", "v02", "old3", "old", "new"] | None = None
+    batch_rule: Literal["inferno", "optimal", "all"] | None = None
+    queue_ratio: int | None = Field(None, ge=1, le=1000)
+    max_num_tokens: int | None = Field(None, ge=1)
+    saturation_policy: Literal["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"] | None = None
+    delayed_best_effort: bool | None = None
+    unlimited: bool | None = None
+    heterogeneous: bool | None = None
+    time_limit: float | None = Field(None, gt=0, description="seconds for the whole solve (capped by the server)")
+    mip_gap: float | None = Field(None, ge=0, le=1)
+    threads: int | None = Field(None, ge=1, le=256)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    warm_start: Literal["greedy", "current", "none"] | None = None
+    best_effort: bool | None = None
+    max_replica_change: int | None = Field(None, ge=0)
+    pyomo_solver: str | None = Field(None, min_length=1, max_length=64)
+
+
+class PerfParams(_Body):
+    alpha: float = Field(ge=0)
+    beta: float = Field(ge=0)
+    gamma: float = Field(ge=0)
+
+
+class SolveRequest(SystemData):
+    """inferno's SystemData (the scenario JSON), plus the solver, its options and tuned perf parameters."""
+
+    solver: Literal["greedy", "highs", "cpsat", "pyomo", "unlimited"] | None = Field(
+        None, description="default: unlimited if capacity is unlimited, greedy with compat, else highs")
+    options: SolveOptions = SolveOptions()
+    params: dict[str, PerfParams] | None = Field(
+        None, description="tuned perf parameters by 'model/accelerator'; they replace the scenario's")
+
+
+class PlacementBody(BaseModel):
+    accelerator: str
+    acceleratorType: str
+    replicas: int
+    maxBatch: int
+    maxQueue: int
+    cost: float
+    units: int
+    rate: float
+    maxRatePerReplica: float
+    itl: float
+    ttft: float
+    rho: float
+
+
+class ServerAllocationBody(BaseModel):
+    name: str
+    serviceClass: str
+    model: str
+    priority: int
+    status: str = Field(description="ok, best-effort, infeasible-SLO, no-perf-data, capacity-limited, zero-load, "
+                                    "invalid-input")
+    reason: str
+    accelerator: str
+    acceleratorType: str
+    replicas: int
+    maxBatch: int
+    maxQueue: int
+    cost: float
+    units: int
+    itl: float = Field(description="ms")
+    ttft: float = Field(description="ms")
+    rho: float
+    arrivalRate: float = Field(description="requests/second offered")
+    totalRate: float
+    servedRate: float
+    maxRatePerReplica: float
+    itlTarget: float
+    ttftTarget: float
+    tpsTarget: float
+    avgInTokens: float
+    avgOutTokens: float
+    binding: str
+    placements: list[PlacementBody]
+
+
+class SolutionBody(BaseModel):
+    """``Solution.to_dict()``: totals, solver statistics and one entry per server."""
+
+    solver: str
+    status: str
+    message: str
+    totalCost: float
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    unitsUsed: dict[str, int]
+    capacity: dict[str, float | None] = Field(description="cards per accelerator type; null = unlimited")
+    counts: dict[str, int]
+    timings: dict[str, float]
+    issues: list[str]
+    servers: list[ServerAllocationBody]
+
+
+class SolverInfo(BaseModel):
+    name: str
+    available: bool
+    description: str
+
+
+class SolversBody(BaseModel):
+    default: str
+    solvers: list[SolverInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    mode: Literal["stateless", "stateful"]
+    compat: bool
+    workers: int
+
+
+class ErrorBody(BaseModel):
+    message: str

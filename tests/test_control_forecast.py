@@ -1,0 +1,114 @@
+"""Forecasters: exact behaviour on simple series, margins that cover, and the per-series choice by error."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferno_mip.control.forecast import BestRecent, Ewma, HoltWinters, LastValue, Margined, make_forecaster
+
+PERIOD = 30.0
+
+
+def feed(f, values, period=PERIOD):
+    for k, v in enumerate(values):
+        f.update(k * period, float(v))
+
+
+@given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=30))
+def test_last_value_is_the_last(values):
+    f = LastValue()
+    feed(f, values)
+    assert f.predict(90.0) == values[-1]
+
+
+def test_ewma_half_life():
+    f = Ewma(half_life=60.0)
+    f.update(0.0, 0.0)
+    f.update(60.0, 1.0)  # one half-life later: halfway to the new value
+    assert f.predict(30.0) == pytest.approx(0.5, abs=1e-12)
+    f.update(180.0, 1.0)  # two more half-lives: 1 - 0.5 * 0.25
+    assert f.predict(30.0) == pytest.approx(0.875, abs=1e-12)
+
+
+@given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=20))
+def test_ewma_stays_within_the_range_seen(values):
+    f = Ewma(45.0)
+    feed(f, values)
+    assert min(values) - 1e-9 <= f.predict(60.0) <= max(values) + 1e-9
+
+
+def test_holt_winters_extrapolates_a_ramp():
+    values = 1.0 + 0.1 * np.arange(30)  # +0.1 per period
+    f = HoltWinters()
+    feed(f, values)
+    # three periods ahead: 3.9 + 0.3 = 4.2; the damped trend may fall a little short, never below the last value
+    assert f.predict(3 * PERIOD) == pytest.approx(4.2, rel=0.03)
+    assert f.predict(3 * PERIOD) > values[-1]
+
+
+def test_holt_winters_falls_back_to_last_value_when_short_or_flat():
+    f = HoltWinters(min_points=6)
+    feed(f, [1.0, 2.0, 3.0])
+    assert f.predict(PERIOD) == 3.0
+    g = HoltWinters()
+    feed(g, [2.0] * 20)
+    assert g.predict(PERIOD) == 2.0
+
+
+def test_margin_covers_noise_at_its_quantile():
+    rng = np.random.default_rng(1)
+    values = 10.0 * (1.0 + 0.2 * rng.standard_normal(400))
+    f = Margined(LastValue(), horizon=PERIOD, q=0.9, keep=60)
+    covered = []
+    forecast = None
+    for k, v in enumerate(values):
+        if forecast is not None and k > 80:
+            covered.append(v <= forecast)
+        f.update(k * PERIOD, v)
+        forecast = f.predict()
+    assert f.margin > 0
+    # the 0.9 quantile of last-value errors: coverage near 0.9 (sampling noise of a 60-point window)
+    assert 0.8 <= np.mean(covered) <= 0.97
+
+
+def test_margin_never_negative_and_bounded():
+    f = Margined(LastValue(), horizon=PERIOD, q=0.9, max_margin=0.5)
+    feed(f, [100.0 - k for k in range(50)])  # always over-forecast: errors negative
+    assert f.margin == 0.0 and f.predict() == 51.0
+    g = Margined(LastValue(), horizon=PERIOD, q=0.9, max_margin=0.5)
+    feed(g, [2.0 ** k for k in range(20)])  # always doubling: error 100 %, clipped
+    g.predict()
+    assert g.margin == 0.5
+
+
+def test_best_recent_picks_the_trend_model_on_a_ramp_and_smoothing_on_noise():
+    ramp = make_forecaster("auto", horizon=2 * PERIOD)
+    feed(ramp, 1.0 + 0.2 * np.arange(40))
+    assert ramp.name == "holt-winters"
+    rng = np.random.default_rng(3)
+    noise = make_forecaster("auto", horizon=2 * PERIOD)
+    feed(noise, 10.0 + rng.standard_normal(60))
+    assert noise.name in ("ewma", "holt-winters")  # either smooths; the raw last value is worst on white noise
+    errors = {f.name: f.tracker.mean_abs() for f in noise.forecasters}
+    assert errors["last"] > min(errors.values())
+
+
+def test_make_forecaster_names():
+    assert make_forecaster("none", 60.0) is None
+    assert isinstance(make_forecaster("auto", 60.0), BestRecent)
+    assert make_forecaster("ewma", 60.0, margin_quantile=None).max_margin == 0.0
+    with pytest.raises(ValueError, match="unknown forecaster"):
+        make_forecaster("arima", 60.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=15),
+       st.sampled_from(["last", "ewma", "holt-winters", "auto"]))
+def test_forecasts_are_finite_and_non_negative(values, kind):
+    f = make_forecaster(kind, 90.0)
+    feed(f, values)
+    out = f.predict()
+    assert math.isfinite(out) and out >= 0
