@@ -274,7 +274,7 @@ def run_real() -> tuple[list[str], list[dict]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
           f"{t_real:.0f} s CPU; a shared 2-core machine). Errors are (model - measured)/measured.\n")
     print("### Against the one-replica simulator\n")
     print("\n".join(grid_tables(rows)))
-    print("\n![perf models vs simulator](results/perf-model-vs-sim.png)\n")
+    print("\n![perf models vs simulator](results/perf-model/perf-model-vs-sim.png)\n")
     print("### Real vLLM runs: fit on odd cycles, predict even cycles\n")
     print("Mean absolute error (median, count):\n")
     print("\n".join(real))
