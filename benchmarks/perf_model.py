@@ -85,22 +85,54 @@ def simulate(s: dict, batch: int, geometric: bool, rate: float, completions: int
 
 
 # --------------------------------------------------------------------------- queueing-delay variants
-def _factor_residence(moments, alpha, batch, p_full):
+def _scvs(moments, alpha, batch, p_full):
     ew, ew2, ewi, ei, ei2 = moments
-    return 0.5 * (ei2 / (ei * ei)) + 0.0 * p_full
+    share = alpha / np.asarray(batch, dtype=np.float64)
+    es, es2 = ew + share * ei, ew2 + 2.0 * share * ewi + share * share * ei2
+    return es2 / (es * es) - 1.0, ei2 / (ei * ei) - 1.0
 
 
-def _factor_work(moments, alpha, batch, p_full):
-    return ORIGINAL_FACTOR(moments, alpha, batch, np.ones_like(p_full))
+def _factor_allen_cunneen(moments, alpha, batch, p_full, rho):
+    scv_s, scv_i = _scvs(moments, alpha, batch, p_full)
+    return 0.5 * (1.0 + scv_i + p_full * (scv_s - scv_i))
 
 
-def _factor_none(moments, alpha, batch, p_full):
+def _factor_residence(moments, alpha, batch, p_full, rho):
+    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[1])
+
+
+def _factor_work(moments, alpha, batch, p_full, rho):
+    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[0])
+
+
+def _factor_none(moments, alpha, batch, p_full, rho):
     return 1.0 + 0.0 * p_full
 
 
 ORIGINAL_FACTOR = iteration.queue_factor
-VARIANTS = {"blend (default)": ORIGINAL_FACTOR, "residence CV": _factor_residence, "work-share CV": _factor_work,
-            "none (chain)": _factor_none}
+VARIANTS = {"blend + M/D/c below c_s = 1 (default)": ORIGINAL_FACTOR,
+            "blend, Allen-Cunneen only": _factor_allen_cunneen, "residence CV": _factor_residence,
+            "work-share CV": _factor_work, "none (chain)": _factor_none}
+
+
+def score(row: dict, s: dict) -> dict:
+    """Model predictions at a simulated point (row: set, batch, lengths, rate)."""
+    batch, geometric, rate = int(row["batch"]), row["lengths"] == "geometric", float(row["rate"])
+    cv = math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0
+    for kind in MODELS:
+        try:
+            m = perf_model(kind, s, batch, cv).analyze(rate)
+            row.update({f"{kind}_ttft": m.ttft, f"{kind}_itl": m.itl, f"{kind}_thr": m.throughput})
+        except QueueingError:
+            row.update({f"{kind}_ttft": math.nan, f"{kind}_itl": math.nan, f"{kind}_thr": math.nan})
+    pred = perf_model("iteration", s, batch, cv)
+    for name, fn in VARIANTS.items():
+        iteration.queue_factor = fn
+        try:
+            row[f"variant:{name}"] = pred.analyze(rate).ttft
+        finally:
+            iteration.queue_factor = ORIGINAL_FACTOR
+    return row
 
 
 def run_grid(quick: bool) -> list[dict]:
@@ -111,29 +143,31 @@ def run_grid(quick: bool) -> list[dict]:
     for s in sets:
         for batch in BATCHES:
             for geometric in (False, True):
-                cv = math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0
-                pred = perf_model("iteration", s, batch, cv)
+                pred = perf_model("iteration", s, batch, math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0)
                 cap = simulate(s, batch, geometric, 2.0 * pred.max_rate, 4000 if quick else 30000, 1).throughput
                 for load in LOADS:
                     rate = load * cap
                     res = simulate(s, batch, geometric, rate, (2000 if quick else 6000) if load <= 0.5
                                    else (5000 if quick else 20000), 2)
-                    row = dict(set=s["name"], batch=batch, lengths="geometric" if geometric else "equal",
-                               load=load, rate=rate, capacity=cap, sim_ttft=res.ttft_mean, sim_itl=res.itl_mean,
-                               sim_thr=res.throughput, sim_running=res.running_mean)
-                    for kind in MODELS:
-                        try:
-                            m = perf_model(kind, s, batch, cv).analyze(rate)
-                            row.update({f"{kind}_ttft": m.ttft, f"{kind}_itl": m.itl, f"{kind}_thr": m.throughput})
-                        except QueueingError:
-                            row.update({f"{kind}_ttft": math.nan, f"{kind}_itl": math.nan, f"{kind}_thr": math.nan})
-                    for name, fn in VARIANTS.items():
-                        iteration.queue_factor = fn
-                        try:
-                            row[f"variant:{name}"] = pred.analyze(rate).ttft
-                        finally:
-                            iteration.queue_factor = ORIGINAL_FACTOR
-                    rows.append(row)
+                    rows.append(score(dict(set=s["name"], batch=batch, lengths="geometric" if geometric else "equal",
+                                           load=load, rate=rate, capacity=cap, sim_ttft=res.ttft_mean,
+                                           sim_itl=res.itl_mean, sim_thr=res.throughput,
+                                           sim_running=res.running_mean), s))
+    return rows
+
+
+def rescore(path: Path) -> list[dict]:
+    """The stored simulator results of a previous run, with the perf models evaluated again (no simulation)."""
+    sets = {s["name"]: s for s in parameter_sets()}
+    with path.open() as f:
+        stored = list(csv.DictReader(f))
+    keep = ("set", "batch", "lengths", "load", "rate", "capacity", "sim_ttft", "sim_itl", "sim_thr", "sim_running")
+    rows = []
+    for r in stored:
+        row = {k: r[k] for k in keep}
+        for k in keep[3:]:
+            row[k] = float(row[k])
+        rows.append(score(row, sets[row["set"]]))
     return rows
 
 
@@ -274,12 +308,14 @@ def run_real() -> tuple[list[str], list[dict]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
+    ap.add_argument("--rescore", type=Path, help="evaluate the perf models again on a previous run's "
+                    "perf-model-grid.csv (no simulation)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.process_time()
-    rows = run_grid(args.quick)
+    rows = rescore(args.rescore) if args.rescore else run_grid(args.quick)
     t_grid = time.process_time() - t0
     with (out / "perf-model-grid.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -76,7 +76,9 @@ def test_work_moments_are_consistent(m, out_cv, in_cv, beta, gamma, c):
     assert ew2 >= ew * ew * (1 - 1e-9) and ei2 >= ei * ei * (1 - 1e-9)  # variances >= 0
     if out_cv == 0 and in_cv == 0:
         assert ew2 == pytest.approx(ew * ew, rel=1e-9) and ei2 == pytest.approx(ei * ei, rel=1e-9)
-        assert float(queue_factor((ew, ew2, ewi, ei, ei2), 8.0, 32, np.array([0.7]))[0]) == pytest.approx(0.5)
+        # equal lengths near saturation: half the M/M/c delay (M/D/c)
+        factor = queue_factor((ew, ew2, ewi, ei, ei2), 8.0, 32, np.array([0.7]), np.array([1.0]))
+        assert float(factor[0]) == pytest.approx(0.5)
 
 
 def test_length_moments_match_a_sampled_gamma():
