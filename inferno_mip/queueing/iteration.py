@@ -11,10 +11,11 @@ context tokens read), same birth-death chain, four corrections measured against 
 2. Work from the length distribution, not at the mean: decode work grows with the square of the output length,
    so the mean work per request uses E[m^2] = m^2 (1 + cv^2) (output and input lengths independent).
 3. Service variability: the chain's departures from a full batch are memoryless; the queueing delay is scaled
-   by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals), c_s^2 between the squared CV of a request's residence
-   (c + m - 1 iterations) and, as the batch is full more of the time, that of its share of a full batch's
-   time, s = (c + m - 1) alpha/N + W (queue_factor). Equal lengths halve the chain's wait; geometric ones
-   raise it at high load, since the context-read work grows with the square of the length.
+   by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals; below c_s^2 = 1 interpolated towards Cosmetatos' M/D/c
+   delay), c_s^2 between the squared CV of a request's residence (c + m - 1 iterations) and, as the batch is
+   full more of the time, that of its share of a full batch's time, s = (c + m - 1) alpha/N + W (queue_factor).
+   Equal lengths about halve the chain's wait near saturation; long-tailed ones raise it, since the
+   context-read work grows with the square of the length.
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -23,12 +24,13 @@ context tokens read), same birth-death chain, four corrections measured against 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 
 from .chain import ChainStats
 from .chunks import chunk_counts
-from .models import ServiceModel, _at, _head_dot, new_primitives
+from .models import ServiceModel, _at, _head_dot, new_primitives, pad_rows
 
 __all__ = ["IterationModel", "request_work"]
 
@@ -82,21 +84,29 @@ def work_moments(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0) -> tuple[float, fl
     return ew, ew2, ewi, c + d1, c * c + 2.0 * c * d1 + d2
 
 
-def queue_factor(moments, alpha, batch, p_full) -> np.ndarray:
-    """(1 + c_s^2)/2 for the Allen-Cunneen correction of the chain's queueing delay (Poisson arrivals).
+def queue_factor(moments, alpha, batch, p_full, rho) -> np.ndarray:
+    """Factor on the chain's queueing delay for the variability of service (Poisson arrivals).
 
-    Two regimes, weighted by the probability p_full that the batch is full: while the batch stays full the
-    replica is one server working through each request's share s = I alpha/N + W (I iterations resident, the
-    iteration overhead alpha shared by N, W its own work), so the squared CV of s counts; while it is rarely
-    full, N requests run side by side and a slot frees after a residence of I iterations, so that of I counts.
+    c_s^2 is weighted between two regimes by the probability p_full that the batch is full: while it stays
+    full the replica is one server working through each request's share s = I alpha/N + W (I iterations
+    resident, alpha shared by N, W its own work), so the squared CV of s counts; while it is rarely full, N
+    requests run side by side and a slot frees after a residence of I iterations, so that of I counts.
+    c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c (c_s^2 = 1) and M/D/c, the latter by
+    Cosmetatos' correction of half the M/M/c delay, 1/2 (1 + (1 - rho)(c - 1)(sqrt(4 + 5c) - 2)/(16 rho c)),
+    c = N servers at utilisation rho, which matters at small batches below saturation.
     """
     ew, ew2, ewi, ei, ei2 = moments
-    share = alpha / np.asarray(batch, dtype=np.float64)
+    c = np.asarray(batch, dtype=np.float64)
+    share = alpha / c
     es = ew + share * ei
     es2 = ew2 + 2.0 * share * ewi + share * share * ei2
     scv_s = es2 / (es * es) - 1.0
     scv_i = ei2 / (ei * ei) - 1.0
-    return 0.5 * (1.0 + scv_i + p_full * (scv_s - scv_i))
+    scv = np.maximum(scv_i + p_full * (scv_s - scv_i), 0.0)
+    rho = np.clip(rho, 1e-9, 1.0)
+    deterministic = 0.5 * (1.0 + (1.0 - rho) * (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (16.0 * rho * c))
+    low = np.minimum(scv, 1.0)
+    return np.where(scv < 1.0, low + (1.0 - low) * deterministic, 0.5 * (1.0 + scv))
 
 
 class IterationModel(ServiceModel):
@@ -129,6 +139,10 @@ class IterationModel(ServiceModel):
         self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
         self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
         self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        self.affine = bool(self.nc.min() == self.nc.max())
+        c1, d1 = float(c[-1]), float(self.delta[-1])
+        self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
+        self.pf_zero = float(self.prefill_table[0])
         self._set_tau((iters * a + bs * self.w_tot)[1:])
 
     @staticmethod
@@ -137,22 +151,45 @@ class IterationModel(ServiceModel):
         # Every admitted arrival that finds k >= 1 in the system waits for the running iteration to end (a queued
         # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
         lost = st.blocking
-        busy = np.maximum(1.0 - st.p_head[:, 0] - lost, 0.0)
+        below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
+        busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
         in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / (1.0 - lost)
-        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block)
+        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / np.maximum(1.0 - lost, 1e-300)
+        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block, st.num_in_service / n)
         wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
                        num_in_system=st.num_in_service + waiting)
 
+    AFFINE_SCALARS = ("pf_base", "pf_slope", "pf_zero")
+
+    @classmethod
+    def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
+        """Per-model parameters as arrays; without chunking (nc constant) the prefill tables are affine in B,
+        so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
+        affine = all(m.affine for m in models)
+        out = {"compat": models[0].compat, "affine": affine}
+        for name in cls.SCALARS + (cls.AFFINE_SCALARS if affine else ()):
+            out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
+        if not affine:
+            for name in cls.TABLES:
+                out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
+        return SimpleNamespace(**out)
+
     @staticmethod
     def row_latencies(p, st, n):
-        admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - st.blocking) * _at(p.prefill_table, n)) / \
-            (1.0 - st.blocking)  # per admitted request
+        lost = st.blocking
+        if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
+            p0 = st.p_head[:, 0]
+            # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
+            admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / np.maximum(1.0 - lost, 1e-300)
+            pf_mf = (1.0 - p0) * p.pf_base + p.pf_slope * st.num_in_service + p0 * p.pf_zero
+        else:
+            admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
+                np.maximum(1.0 - lost, 1e-300)  # per admitted request
+            pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
         # mean-field prefill over the in-service distribution (the prefill S itself contains)
-        pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
         many = p.m >= 2.0
         itl = np.where(many, (st.service_time - pf_mf) / np.where(many, p.m - 1.0, 1.0), st.service_time / p.m)
         return admit, itl, st.wait_time + admit
