@@ -53,11 +53,11 @@ def test_quick_start_activates_the_venv_before_using_the_command():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_demo_installs_no_test_extras_and_says_how_to_activate():
-    plan = subprocess.run(["make", "-n", "-B", "demo"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "-B", "demo"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert "pip install --quiet -e ." in plan
     assert "[test" not in plan and "ray" not in plan
     assert ". .venv/bin/activate" in plan.splitlines()[-1]
-    tests = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    tests = subprocess.run(["make", "--no-print-directory", "-n", "-B", "test"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert "'.[test]'" in tests and "-m \"not slow\"" in tests
 
 
