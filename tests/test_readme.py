@@ -51,13 +51,19 @@ def test_quick_start_activates_the_venv_before_using_the_command():
     assert quick.index(". .venv/bin/activate") < quick.index("inferno-mip solve")
 
 
+def _make_plan(target: str) -> str:
+    """What `make TARGET` would run (no directory lines, which make adds when it runs under make)."""
+    argv = ["make", "--no-print-directory", "-n", "-B", target]
+    return subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_demo_installs_no_test_extras_and_says_how_to_activate():
-    plan = subprocess.run(["make", "--no-print-directory", "-n", "-B", "demo"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    plan = _make_plan("demo")
     assert "pip install --quiet -e ." in plan
     assert "[test" not in plan and "ray" not in plan
     assert ". .venv/bin/activate" in plan.splitlines()[-1]
-    tests = subprocess.run(["make", "--no-print-directory", "-n", "-B", "test"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    tests = _make_plan("test")
     assert "'.[test]'" in tests and "-m \"not slow\"" in tests
 
 
