@@ -75,6 +75,8 @@ def cycles(args) -> None:
 
 
 def fleet(args) -> None:
+    import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
+
     print(f"{machine()}; {args.family} {args.servers} x {FAMILIES[args.family]['accelerators']}"
           f"{' multi-assign' if args.heterogeneous else ''}; gap {args.gap:g}; CPU s end to end (sizing included)\n")
     print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages |")

@@ -18,7 +18,7 @@ from .solvers import BACKEND_MODULES
 EXIT_BAD_INPUT = 2
 LARGE_FLEET = 500  # servers from which a solve on a terminal shows its stages without --verbose
 MAX_SERVERS = 100_000  # generated fleets and bench sizes: beyond this a run needs more memory than a host has
-COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".k8s.cli")
+COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".control.cli", ".k8s.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 def _scenario_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="scenario folder (inferno's six files) or system-data file (JSON/YAML)")
     p.add_argument("--compat", action="store_true", help="reproduce inferno exactly (queue 10N, its perf models)")
-    p.add_argument("--perf-model", help="perf model version: v01, v02, old3, old, new (default: by data generation)")
+    p.add_argument("--perf-model", help="perf model version: v01, v02, old3, old, new, iteration (default: by data generation)")
     p.add_argument("--batch-rule", choices=("inferno", "optimal", "all"),
                    help="max batch size: inferno's token-scaled rule (default), the optimal concurrency M*, or "
                         "all of these and the current batch as candidates for the solver")

@@ -53,7 +53,8 @@ SERVER_KEYS = {"name": "name", "class": "class_name", "model": "model", "keepAcc
                "minNumReplicas": "min_num_replicas", "maxBatchSize": "max_batch_size",
                "maxQueueSize": "max_queue_size"}
 ALLOC_KEYS = {"accelerator": "accelerator", "numReplicas": "num_replicas", "maxBatch": "max_batch", "cost": "cost"}
-LOAD_KEYS = {"arrivalRate": "arrival_rate", "avgInTokens": "avg_in_tokens", "avgOutTokens": "avg_out_tokens"}
+LOAD_KEYS = {"arrivalRate": "arrival_rate", "avgInTokens": "avg_in_tokens", "avgOutTokens": "avg_out_tokens",
+             "inTokensCV": "in_tokens_cv", "outTokensCV": "out_tokens_cv"}  # the CVs are optional (not inferno's)
 OPTIMIZER_KEYS = {"unlimited": "unlimited", "heterogeneous": "heterogeneous", "milpSolver": "milp_solver",
                   "useCplex": "use_cplex", "delayedBestEffort": "delayed_best_effort",
                   "saturationPolicy": "saturation_policy"}
@@ -403,16 +404,21 @@ def to_system_data(system: System) -> dict[str, Any]:
             entry.update(alpha=p.alpha, beta=p.beta)
         return entry
 
+    def load(s: Server) -> dict[str, Any]:
+        out = {"arrivalRate": s.load.arrival_rate * 60.0, "avgInTokens": go_int(s.load.avg_in_tokens),
+               "avgOutTokens": go_int(s.load.avg_out_tokens)}
+        for key, value in (("inTokensCV", s.load.in_tokens_cv), ("outTokensCV", s.load.out_tokens_cv)):
+            if value is not None:
+                out[key] = value
+        return out
+
     def server(s: Server) -> dict[str, Any]:
         cur = s.current
         return {"name": s.name, "class": s.class_name, "model": s.model, "keepAccelerator": s.keep_accelerator,
                 "minNumReplicas": s.min_num_replicas, "maxBatchSize": s.max_batch_size,
                 "maxQueueSize": s.max_queue_size,
                 "currentAlloc": {"accelerator": cur.accelerator, "numReplicas": cur.num_replicas,
-                                 "maxBatch": cur.max_batch, "cost": cur.cost,
-                                 "load": {"arrivalRate": s.load.arrival_rate * 60.0,
-                                          "avgInTokens": go_int(s.load.avg_in_tokens),
-                                          "avgOutTokens": go_int(s.load.avg_out_tokens)}}}
+                                 "maxBatch": cur.max_batch, "cost": cur.cost, "load": load(s)}}
 
     o = system.optimizer
     return {"system": {

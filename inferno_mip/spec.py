@@ -97,9 +97,14 @@ class ServiceClass(_Frozen):
 
 
 class Load(_Frozen):
+    """A server's load. The token-count CVs (std/mean, optional) describe the length spread; None = not
+    given, which the perf models read as equal lengths (work at the mean, as inferno assumes)."""
+
     arrival_rate: float = Field(default=0.0, ge=0, le=MAX_RATE, description="requests/second")
     avg_in_tokens: float = Field(default=0.0, ge=0, le=MAX_TOKENS)
     avg_out_tokens: float = Field(default=0.0, ge=0, le=MAX_TOKENS)
+    in_tokens_cv: float | None = Field(default=None, ge=0)
+    out_tokens_cv: float | None = Field(default=None, ge=0)
 
 
 class CurrentAllocation(_Frozen):

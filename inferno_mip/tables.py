@@ -26,7 +26,8 @@ from .spec import Accelerator, PerfData, Server, System, reference_problem
 QUEUE_TO_BATCH_RATIO = 10
 ACCEL_PENALTY_FACTOR = 0.1
 CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that integer (float noise, not load)
-DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "new"}  # G3 perfParms: queue-analysis v0.7+
+# G3 perfParms: the iteration-level model (queue-analysis v0.7's costs, what a continuous-batching server measures)
+DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "iteration"}
 COMPAT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}  # what inferno's sample solutions were made with
 BATCH_RULES = ("inferno", "optimal", "all")
 
@@ -412,12 +413,15 @@ def _columns(acc: Accelerator, perf: PerfData, replicas: int, batch: int, queue:
 
 
 def _perf_model(settings: Settings, perf: PerfData, server: Server, batch: int, queue: int, overload: bool = False):
+    load = server.load
     return _cached_perf_model(settings.perf_model_for(perf), tuple(sorted(perf.params.items())),
-                              server.load.avg_in_tokens, server.load.avg_out_tokens, batch, queue,
-                              settings.max_num_tokens, settings.compat and not overload)
+                              load.avg_in_tokens, load.avg_out_tokens, batch, queue,
+                              settings.max_num_tokens, settings.compat and not overload, load.in_tokens_cv,
+                              load.out_tokens_cv)
 
 
 @lru_cache(maxsize=65536)
-def _cached_perf_model(kind, params, in_tokens, out_tokens, batch, queue, max_num_tokens, compat):
+def _cached_perf_model(kind, params, in_tokens, out_tokens, batch, queue, max_num_tokens, compat, in_cv, out_cv):
     return make_perf_model(kind, dict(params), in_tokens=in_tokens, out_tokens=out_tokens, max_batch=batch,
-                           max_queue=queue, max_num_tokens=max_num_tokens, compat=compat)
+                           max_queue=queue, max_num_tokens=max_num_tokens, compat=compat, in_tokens_cv=in_cv,
+                           out_tokens_cv=out_cv)

@@ -43,7 +43,6 @@ class Stage:
     # Columns held at 0 in this stage because they cannot improve it and later stages decide them: partial
     # service of lower priorities. Dropping them is exact and makes the stage much smaller.
     zero_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    freeze_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # held at their value after
 
 
 @dataclass(frozen=True)
@@ -375,15 +374,12 @@ def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, 
     stages = []
     priority = np.array([r.priority for r in table.rows])
     levels = sorted({int(priority[i]) for i in served_rows})
-    for k, p in enumerate(levels):
+    for p in levels:
         c = np.zeros(n)
         c[unserved[[i for i in served_rows if priority[i] == p]]] = 1
-        # With best effort, the last count stage also fixes which servers are left out: best effort then works on
-        # that set, as inferno's best effort works on the servers its greedy left over (and fast: the choice of
-        # the set is not reopened for a little more partial service).
-        freeze = unserved[served_rows] if best_effort and len(rate_cols) and k == len(levels) - 1 else None
-        stages.append(Stage(f"unserved priority {p}", c, integral=True, zero_cols=partial_cols,
-                            freeze_cols=np.zeros(0, dtype=np.int64) if freeze is None else freeze))
+        stages.append(Stage(f"unserved priority {p}", c, integral=True, zero_cols=partial_cols))
+    # Best effort is canonical: the most partial service over all plans with the optimal counts, not over one
+    # set of servers left out (which set a count stage returns is arbitrary among equals).
     if best_effort and len(rate_cols):
         for p in levels:
             sel = priority[rate_server] == p

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from .allocation import Formulation, Stage
-from .relaxation import lp_optimum
+from .relaxation import lp_optimum, reduced_cost_fixing
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
@@ -26,7 +26,10 @@ FIX_RTOL = 1e-9
 #   abs-gap    integral count stages stop at an absolute gap below 1 (the next better count is an integer)
 #   dominance  full service by a candidate with no fewer units and no less value than another of the same
 #              server and accelerator type is dropped (models.allocation.dominated)
-SPEEDUPS = ("skip", "abs-gap", "dominance")
+#   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
+#   rc-fix     best-effort and value stages: integer columns whose LP reduced cost exceeds the gap between the
+#              start and the LP bound are fixed before the MIP (no solution as good as the start moves them)
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix")
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
@@ -96,15 +99,23 @@ class LexResult:
 
 
 def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptions,
-                        warm_start: np.ndarray | None = None) -> LexResult:
-    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution."""
+                        warm_start: np.ndarray | None = None, aggregation=None) -> LexResult:
+    """Optimise the stages in order within ``options.time_limit``; returns the last stage's solution.
+
+    With an `aggregation` (models.aggregate) the count stages are solved on it first; its solution, mapped back,
+    is optimal for them and starts the rest.
+    """
     deadline = time.perf_counter() + options.time_limit
     extra_rows: list[np.ndarray] = []
     extra_lb: list[float] = []
     extra_ub: list[float] = []
-    lb, ub = form.lb, form.ub.copy()
+    lb, ub = form.lb, form.ub
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
-    status, log, last = "optimal", [], None
+    status, log, last, notes = "optimal", [], None, []
+    solved_counts: set[str] = set()
+    if aggregation is not None:
+        x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
+        log.extend(agg_log)
     for stage in form.stages:
         if not stage.c.any():
             continue
@@ -124,14 +135,24 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
-        if "skip" in options.speedups and start is not None and _start_is_optimal(stage, problem, start):
+        lp = None
+        if start is not None and stage.name not in solved_counts and not stage.integral and (
+                {"skip", "rc-fix"} & options.speedups):
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
+        if stage.name in solved_counts or ("skip" in options.speedups and start is not None
+                                           and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
-            log.append((stage.name, "skipped", float(stage.c @ x), time.perf_counter() - began))
-            _LOG.info("stage %s: skipped, its start is optimal (objective %s)", stage.name, _show(log[-1][2]))
+            how = "aggregated" if stage.name in solved_counts else "skipped"
+            log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
+            _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
             if stage.name == "value":
                 last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x))
                 break
         else:
+            if lp is not None and "rc-fix" in options.speedups:
+                fixed_lb, fixed_ub = reduced_cost_fixing(lp, stage.c, start, lb, stage_ub, form.integer,
+                                                         LP_TOL * max(1.0, abs(lp.objective)))
+                problem = replace(problem, lb=fixed_lb, ub=fixed_ub)
             # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may
             # use part of the time only, so that the cost is always optimised too.
             gap = 0.0 if stage.integral else options.mip_gap
@@ -155,20 +176,42 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             last = result
             if result.status != "optimal":
                 status = "time-limit"
+                if stage.name != "value":
+                    notes.append(f"{stage.name} stopped at its time share{_gap_note(result)}")
             if stage.name == "value":
                 break
         row, row_lb, row_ub = _keep_optimal(stage, float(stage.c @ x))
         extra_rows.append(row)
         extra_lb.append(row_lb)
         extra_ub.append(row_ub)
-        if len(stage.freeze_cols):
-            lb = lb.copy() if lb is form.lb else lb
-            lb[stage.freeze_cols] = np.round(x[stage.freeze_cols])
-            ub[stage.freeze_cols] = np.round(x[stage.freeze_cols])
     if x is None:
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
-    return _result(form, x, status, bound, tuple(log))
+    return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
+                       x: np.ndarray | None, deadline: float):
+    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log)."""
+    from .aggregate import start_vector
+
+    began = time.perf_counter()
+    sub_options = replace(options, time_limit=(deadline - began) * EARLY_STAGE_SHARE,
+                          speedups=options.speedups - {"aggregate"})
+    sub = solve_lexicographic(aggregation.form, backend, sub_options, start_vector(aggregation, x, form))
+    log = [(f"aggregated {name}", st, obj, sec) for name, st, obj, sec in sub.stages]
+    if sub.status != "optimal" or sub.x is None:
+        return x, set(), log  # the full count stages start from scratch
+    mapped = aggregation.disaggregate(form, sub.x)
+    if not _feasible(form, mapped):  # pragma: no cover - a mapped solution keeps every row by construction
+        return x, set(), log
+    return mapped, {s.name for s in form.stages if s.integral}, log
+
+
+def _gap_note(result: MipResult) -> str:
+    if result.bound is None or result.objective is None or not np.isfinite(result.bound):
+        return ""
+    return f" with gap {abs(result.bound - result.objective) / max(abs(result.objective), 1e-9):.1e}"
 
 
 def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]:
@@ -180,17 +223,19 @@ def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]
     return stage.c, (value - tol if stage.maximize else -np.inf), (np.inf if stage.maximize else value + tol)
 
 
-def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray) -> bool:
+def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=None, gap: float = 0.0) -> bool:
     """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound."""
     at_start = float(stage.c @ start)
     if not stage.maximize and at_start <= 0 and np.all(stage.c >= 0):
         return True  # a count of 0 cannot be improved
-    if stage.name == "value":
+    if stage.name == "value" and lp is None:
         return False  # its LP bound is rarely tight; the MIP's root solves that LP anyway
-    bound = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
-    if bound is None:
+    if lp is None:
+        lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
+    if lp is None:
         return False
-    tol = LP_TOL * max(1.0, abs(bound))
+    bound = lp.objective
+    tol = LP_TOL * max(1.0, abs(bound)) if stage.integral else max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
     if stage.integral:
         bound = np.floor(bound + tol) if stage.maximize else np.ceil(bound - tol)
         tol = 1e-9

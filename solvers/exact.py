@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from inferno_mip.models.aggregate import aggregate
 from inferno_mip.models.allocation import MipOptions, build
 from inferno_mip.models.lexicographic import Backend, SolveOptions, parse_speedups, solve_lexicographic
 from inferno_mip.solution import Assignment, objective_value
@@ -46,7 +47,9 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
     if remaining <= 0:
         return _fallback(table, fallback, "time limit spent before the MIP could start", timings, "time-limit")
     try:
-        result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed, speedups), start)
+        aggregation = aggregate(table, form) if "aggregate" in speedups else None
+        result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed, speedups), start,
+                                     aggregation)
     except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan
         return _fallback(table, fallback, f"exact solver error: {exc}", timings)
     if result.x is None:

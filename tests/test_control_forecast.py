@@ -112,3 +112,4 @@ def test_forecasts_are_finite_and_non_negative(values, kind):
     feed(f, values)
     out = f.predict()
     assert math.isfinite(out) and out >= 0
+    assert out <= 2.0 * max(values) * 1.15 + 1e-9  # a trend never orders more than twice the peak, plus margin

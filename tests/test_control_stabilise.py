@@ -119,7 +119,7 @@ def planned(servers, size):
     return total
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(fleets(), st.integers(1, 4))
 def test_invariants(fleet, cycles):
     servers, capacity, size, options = fleet

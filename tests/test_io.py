@@ -186,3 +186,24 @@ def test_priority_and_class_defaults(scenario_copy):
     assert priorities["Premium"] == 100 and priorities["Bronze"] == 100 and priorities["Free"] == 3
     first = next(s for s in system.servers if s.name == "Premium-llama_13b")
     assert first.class_name == "Free"
+
+
+def test_token_cv_fields_optional_validated_and_written_back(scenario_copy, tmp_path):
+    from inferno_mip.io import to_system_data
+
+    folder, edit = scenario_copy()
+    plain = load_scenario(folder)
+    assert all(s.load.out_tokens_cv is None and s.load.in_tokens_cv is None for s in plain.servers)
+
+    def spread(d):
+        d["servers"][0]["currentAlloc"]["load"].update(outTokensCV=1.0, INTOKENSCV=0.25)
+        d["servers"][1]["currentAlloc"]["load"]["outTokensCV"] = -0.5
+    edit("server-data.json", spread)
+    system = load_scenario(folder)
+    first = next(s for s in system.servers if s.load.out_tokens_cv is not None)
+    assert (first.load.in_tokens_cv, first.load.out_tokens_cv) == (0.25, 1.0)
+    bad = [s.reason for s in system.invalid_servers]
+    assert len(bad) == 1 and "outTokensCV" in bad[0] and "-0.5" in bad[0]
+    loads = [s["currentAlloc"]["load"] for s in to_system_data(system)["system"]["serverData"]["servers"]]
+    assert sum("outTokensCV" in load for load in loads) == 1  # written only where given
+    assert parse_system(to_system_data(system)).servers == system.servers

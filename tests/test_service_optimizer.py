@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import inferno_mip
 from inferno_mip.client import OptimizerClient, OptimizerServiceError
 from inferno_mip.errors import ScenarioError
 
-from live_server import serve
+from live_server import run_clients, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ("inferno-small", "inferno-large", "inferno-legacy-small", "inferno-legacy-large")
@@ -85,7 +84,8 @@ def test_spec_example_every_field(stateless):
         local.replicas, local.max_batch, local.itl, local.ttft, local.status)
 
 
-@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("name", [SAMPLES[0], SAMPLES[2]] + [pytest.param(n, marks=pytest.mark.slow)
+                                                               for n in (SAMPLES[1], SAMPLES[3])])
 def test_sample_sets_as_system_data(stateless, name):
     body = system_data(name)
     r = post(stateless, "/optimizeOne", body)
@@ -197,10 +197,10 @@ def test_native_solve_and_client_equal_local_solve(stateless):
     local = inferno_mip.solve(system_data("inferno-small"), solver="greedy", compat=True)
     assert replace(remote, timings={}) == replace(local, timings={}) and remote.total_cost == 39743
     with OptimizerClient(stateless) as client:
-        for kwargs in ({}, {"solver": "cpsat", "time_limit": 20}, {"params": {("llama_13b", "A100"): {
-                "alpha": 10.0, "beta": 0.02, "gamma": 1e-4}}}):
-            got = client.solve(ROOT / "scenarios" / "inferno-large", **kwargs)
-            want = inferno_mip.solve(ROOT / "scenarios" / "inferno-large", **kwargs)
+        for kwargs in ({}, {"saturation_policy": "RoundRobin", "time_limit": 20, "params": {
+                ("llama_13b", "A100"): {"alpha": 10.0, "beta": 0.02, "gamma": 1e-4}}}):
+            got = client.solve(ROOT / "scenarios" / "inferno-small", **kwargs)
+            want = inferno_mip.solve(ROOT / "scenarios" / "inferno-small", **kwargs)
             assert replace(got, timings={}) == replace(want, timings={}), kwargs
         assert [s["name"] for s in client.solvers()["solvers"]] == ["highs", "cpsat", "pyomo", "greedy", "unlimited"]
         with pytest.raises(ScenarioError, match="perf_model"):
@@ -282,9 +282,11 @@ def tiny(rate: float) -> dict:
     return body
 
 
-MIXED = [("POST", "/optimizeOne", tiny(60)), ("GET", "/healthz", None), ("POST", "/v1/solve", {**tiny(90),
-         "solver": "greedy"}), ("GET", "/v1/solvers", None), ("POST", "/optimizeOne", "{bad json"),
-         ("POST", "/optimizeOne", tiny(600)), ("GET", "/healthz", None), ("POST", "/v1/solve", tiny(30))]
+# Two solves in eight requests; every /optimizeOne posts the same system, so what the GETs read is fixed too.
+MIXED = [("POST", "/optimizeOne", tiny(60)), ("GET", "/healthz", None), ("GET", "/getAccelerators", None),
+         ("GET", "/v1/solvers", None), ("POST", "/optimizeOne", "{bad json"),
+         ("POST", "/v1/solve", {**tiny(90), "solver": "greedy"}), ("GET", "/getServers", None),
+         ("POST", "/v1/solve", {"system": {"serverData": {"servers": [{"name": 7}]}}})]
 
 
 def answer(client: httpx.Client, method: str, path: str, body) -> tuple[int, object]:
@@ -300,8 +302,9 @@ def answer(client: httpx.Client, method: str, path: str, body) -> tuple[int, obj
 
 def test_eight_concurrent_clients_get_the_serial_answers(stateless):
     with httpx.Client(base_url=stateless, timeout=60) as c:
+        answer(c, *MIXED[0])  # the table the GETs read
         serial = [answer(c, *req) for req in MIXED]
-    assert [code for code, _ in serial] == [200, 200, 200, 200, 400, 200, 200, 200]
+    assert [code for code, _ in serial] == [200, 200, 200, 200, 400, 200, 200, 422]
     mismatches, errors = [], []
 
     def client(k: int):
@@ -314,9 +317,85 @@ def test_eight_concurrent_clients_get_the_serial_answers(stateless):
         except Exception as exc:  # a dropped connection is a failure too
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    run_clients(client, 8)
     assert not errors and not mismatches
+
+
+# ----------------------------------------------------------------------------------------------- fuzzing
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+
+def fuzz(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate], derandomize=True, database=None)
+
+
+@pytest.fixture(scope="module")
+def stateless_schema(stateless):
+    return schemathesis.openapi.from_url(stateless + "/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def stateful_schema(stateful):
+    return schemathesis.openapi.from_url(stateful + "/openapi.json")
+
+
+stateless_api = schemathesis.pytest.from_fixture("stateless_schema")
+stateful_api = schemathesis.pytest.from_fixture("stateful_schema")
+# The default run fuzzes the table's small write bodies and /optimize (generating the nested server and
+# scenario bodies takes seconds per example); the long run fuzzes every endpoint of both modes.
+stateful_writes = stateful_api.include(
+    path_regex="^/(optimize|setCapacities|setCapacity|addAccelerator|addServiceClassModelTargets|"
+               "addModelAcceleratorPerf)$")
+
+
+def fuzz_call(case) -> None:
+    """No 5xx and an answer within the timeout (no hang) for whatever the schema lets through or not."""
+    case.call_and_validate(checks=[schemathesis.checks.not_a_server_error], timeout=60)
+
+
+@stateful_writes.parametrize()
+@fuzz(2)
+def test_fuzz_stateful_writes(case):
+    fuzz_call(case)
+
+
+@pytest.mark.slow
+@stateless_api.parametrize()
+@fuzz(30)
+def test_fuzz_stateless_long(case):
+    fuzz_call(case)
+
+
+@pytest.mark.slow
+@stateful_api.parametrize()
+@fuzz(30)
+def test_fuzz_stateful_long(case):
+    fuzz_call(case)
+
+
+def test_state_intact_after_fuzzing(stateless, stateful):
+    """Runs after the fuzzers (file order): both servers still answer, the table still reads and solves."""
+    for url in (stateless, stateful):
+        assert httpx.get(url + "/healthz").json()["status"] == "ok"
+        assert post(url, "/optimizeOne", SPEC_EXAMPLE).json()["allocations"]["qa-granite"]["status"] == "ok"
+    servers = httpx.get(stateful + "/getServers").json()["servers"]
+    assert isinstance(servers, list)
+    assert httpx.post(stateful + "/optimize", json={}).status_code in (200, 400)
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--workers", "-1"], {}, "workers: must be >= 0, got -1"),
+    (["--time-limit", "0"], {}, "time limit: must be > 0"),
+    ([], {"INFERNO_PORT": "eighty"}, "port: expected an integer"),
+    (["--port", "70000"], {}, "port: must be 0..65535"),
+])
+def test_serve_optimizer_bad_arguments_are_one_line(argv, env, words, capsys, monkeypatch):
+    from inferno_mip.cli import main
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve-optimizer", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words in err and "\n" not in err

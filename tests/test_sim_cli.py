@@ -6,13 +6,18 @@ import csv
 import io
 import json
 
+from pathlib import Path
+
 import pytest
 
 from inferno_mip.cli import main
 from inferno_mip.sim.allocation import load_allocation
 
-SOLUTION = "tests/data/sim/inferno-small-solution.json"
-INFERNO_SOLUTION = "tests/data/sim/inferno-small-allocation-solution.json"
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = str(ROOT / "scenarios" / "inferno-small")
+DATA = ROOT / "tests" / "data" / "sim"
+SOLUTION = str(DATA / "inferno-small-solution.json")
+INFERNO_SOLUTION = str(DATA / "inferno-small-allocation-solution.json")
 ONE = ["simulate", "--alpha", "8", "--beta", "0.016", "--gamma", "0.0005", "--in-tokens", "256", "--out-tokens",
        "256", "--max-batch", "16", "--rate", "2", "--duration", "200", "--seeds", "3"]
 
@@ -49,8 +54,8 @@ def test_one_replica_table_and_decode_prefill_parameters(capsys):
 
 
 def test_fleet_json_and_csv_agree(capsys):
-    base = ["simulate", "scenarios/inferno-small", "--allocation", SOLUTION, "--duration", "40", "--window", "20",
-            "--workload", "scenarios/workloads/five-phase-ramp.yaml"]
+    base = ["simulate", SMALL, "--allocation", SOLUTION, "--duration", "40", "--window", "20",
+            "--workload", str(ROOT / "tests" / "data" / "sim" / "five-phase-ramp.yaml")]
     code, out, _ = run(base + ["--json"], capsys)
     assert code == 0
     windows = json.loads(out)
@@ -81,12 +86,14 @@ def test_both_solution_formats_give_the_same_allocation():
     (ONE + ["--out-tokens-cv", "-2"], "--out-tokens-cv"),
     (ONE + ["--seeds", "0"], "--seeds"),
     (ONE + ["--max-num-tokens", "4"], "--max-num-tokens"),
-    (["simulate", "scenarios/nope"], "no such file"),
-    (["simulate", "scenarios/inferno-small"], "--allocation"),
-    (["simulate", "scenarios/inferno-small", "--allocation", SOLUTION, "--window", "0"], "--window"),
-    (["simulate", "scenarios/inferno-small", "--allocation", "tests/data/sim/missing.json"], "cannot read"),
-    (["simulate", "scenarios/inferno-small", "--allocation", SOLUTION, "--workload",
-      "tests/data/sim/missing.yaml"], "cannot read"),
+    (["simulate", str(ROOT / "scenarios" / "nope")], "no such file"),
+    ([*ONE, "--allocation", "x.json"], "--allocation: only for the fleet form"),
+    (["simulate", SMALL, "--allocation", SOLUTION, "--rate", "2"], "--rate: only for the one-replica form"),
+    (["simulate", SMALL], "--allocation"),
+    (["simulate", SMALL, "--allocation", SOLUTION, "--window", "0"], "--window"),
+    (["simulate", SMALL, "--allocation", str(DATA / "missing.json")], "cannot read"),
+    (["simulate", SMALL, "--allocation", SOLUTION, "--workload",
+      str(DATA / "missing.yaml")], "cannot read"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(capsys, argv, message):
     code, out, err = run(argv, capsys)
@@ -106,5 +113,20 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, argv, message):
 def test_bad_allocation_files(tmp_path, capsys, content, message):
     path = tmp_path / "sol.json"
     path.write_text(content)
-    code, out, err = run(["simulate", "scenarios/inferno-small", "--allocation", str(path)], capsys)
+    code, out, err = run(["simulate", SMALL, "--allocation", str(path)], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: -3}]}\n", "servers.*.rate.phases[0].rpm"),
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: 3}]}\n    burst: 2\n", "servers.*.burst"),
+    ("servers:\n  '*':\n    rate: {phases: [{for: 60, rpm: 3}]}\n    out_tokens: {dist: fixed, mean: 0}\n",
+     "out_tokens.mean"),
+    ("servers:\n  Nobody:\n    rate: {phases: [{for: 60, rpm: 3}]}\n", "servers.Nobody: no such server"),
+])
+def test_bad_workload_through_the_cli(tmp_path, capsys, content, message):
+    path = tmp_path / "w.yaml"
+    path.write_text(content)
+    code, out, err = run(["simulate", SMALL, "--allocation", SOLUTION, "--workload", str(path)],
+                         capsys)
+    assert code == 2 and not out and message in err and len(err.strip().splitlines()) == 1

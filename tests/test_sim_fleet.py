@@ -8,12 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import inferno_mip
 from inferno_mip.sim import Fleet, LengthDist, ReplicaConfig, SimulationError, Workload
 from inferno_mip.sim.fleet import perf_config
 from inferno_mip.sim.replica import Replica, Request
 from inferno_mip.spec import CurrentAllocation, Load, PerfData, Server, System
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = str(ROOT / "scenarios" / "inferno-small")
 
 PERF = (PerfData(model="m", accelerator="A", generation="G3", alpha=8.0, beta=0.016, gamma=0.0005),
         PerfData(model="m", accelerator="B", generation="G3", alpha=4.0, beta=0.008, gamma=0.00025))
@@ -125,7 +130,7 @@ def test_accelerator_change_starts_new_before_draining_old():
     assert w.per_replica["s1/r3"]["accelerator"] == "B" and w.per_replica["s1/r3"]["offered_rate"] > 0
     old = fleet.servers["s1"].replicas[:2]
     for r in old:  # took nothing after the new replicas were ready, and finished what it held
-        assert max(r.engine.log.done_arrival) < 245.0 and r.engine.in_system == 0
+        assert r.engine.log.table("done")[:, 0].max() < 245.0 and r.engine.in_system == 0
 
 
 def test_stopping_a_server_rejects_its_load():
@@ -166,7 +171,7 @@ def test_generation_g2_reproduces_its_own_decode_and_prefill_times():
     rep = Replica(cfg)
     rep.arrive(Request(0.0, 96, 3), 0.0)
     rep.advance(10.0)
-    first, finish = rep.log.done_first[0], rep.log.done_finish[0]
+    _, _, first, finish, _, _ = rep.log.table("done")[0]
     assert first * 1000 == pytest.approx(170.0 + 0.017 * 96)          # Pf(1) = gamma + delta n
     assert (finish - first) * 1000 / 2 == pytest.approx(17.0 + 0.34)  # Dec(1) = alpha + beta
     g1 = PerfData(model="m", accelerator="X", generation="G1", alpha=17.0, beta=0.34)
@@ -175,8 +180,8 @@ def test_generation_g2_reproduces_its_own_decode_and_prefill_times():
 
 
 def test_from_system_with_a_solved_scenario():
-    scenario = inferno_mip.load_scenario("scenarios/inferno-small")
-    solution = json.loads(Path("tests/data/sim/inferno-small-solution.json").read_text())
+    scenario = inferno_mip.load_scenario(SMALL)
+    solution = json.loads((ROOT / "tests" / "data" / "sim" / "inferno-small-solution.json").read_text())
     alloc = {s["name"]: (s["accelerator"], s["replicas"], s["maxBatch"]) for s in solution["servers"]}
     fleet = Fleet.from_system(scenario, None, allocation=alloc)
     fleet.advance(120.0)
@@ -217,3 +222,20 @@ def test_window_with_no_traffic_reports_nan_latencies_not_errors():
 def test_replica_config_of_a_g3_entry_is_the_entry():
     cfg = perf_config(PERF[0], 8, 80, 8192)
     assert cfg == ReplicaConfig(8.0, 0.016, 0.0005, 8, 80, 8192)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(st.tuples(st.floats(1.0, 290.0), st.sampled_from(["A", "B"]), st.integers(0, 3),
+                                  st.sampled_from([2, 8])), max_size=4),
+       routing=st.sampled_from(["jsq", "round-robin"]), delay=st.sampled_from([0.0, 20.0]))
+def test_no_request_is_lost_whatever_the_allocation_changes(changes, routing, delay):
+    load = Workload.from_dict({"servers": {"*": {"rate": {"phases": [{"for": 300, "rpm": 120}, {"for": 1, "rpm": 0}]},
+                                                 "out_tokens": {"dist": "geometric", "mean": 100}}}})
+    fleet = Fleet.from_system(system(replicas=2, batch=8), load, startup_delay=delay, routing=routing)
+    for t, acc, replicas, batch in sorted(changes):
+        fleet.advance(max(t, fleet.now))
+        fleet.set_allocation("s1", acc, replicas, batch)
+    fleet.advance(2000.0)  # arrivals stop at 300 s; everything accepted completes
+    w = fleet.window(0.0)["s1"]
+    assert w.offered_rate * 2000 == pytest.approx(w.completed + w.rejected)
+    assert sum(r.engine.in_system for r in fleet.servers["s1"].replicas) == 0

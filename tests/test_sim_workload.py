@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import yaml
 from inferno_mip.sim import SimulationError, Workload
 from inferno_mip.sim.rates import Diurnal, OUNoise, Phases, StepRates
 
-SCENARIO_RAMP = "scenarios/workloads/five-phase-ramp.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO_RAMP = ROOT / "tests" / "data" / "sim" / "five-phase-ramp.yaml"  # fixed copy: the shipped one may change
 
 
 def write(tmp_path, data, name="w.yaml"):
@@ -125,3 +127,13 @@ def test_bad_yaml_and_missing_file(tmp_path):
         Workload.from_yaml(write(tmp_path, "servers: [a: b"))
     with pytest.raises(SimulationError, match="cannot read"):
         Workload.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_diurnal_from_yaml_follows_its_sine(tmp_path):
+    w = Workload.from_yaml(write(tmp_path, {"seed": 2, "servers": {"a": {"rate": {
+        "diurnal": {"mean_rpm": 600, "amplitude": 0.8, "period": 600, "shift": 0}}}}}))
+    times, _, _ = w.stream("a").until(1200.0)
+    counts = np.histogram(times, [0, 300, 600, 900, 1200])[0]
+    high = 10 * (300 + 0.8 * 600 / math.pi)  # integral of the upper half of the sine, 10 req/s on average
+    low = 10 * (300 - 0.8 * 600 / math.pi)
+    np.testing.assert_allclose(counts, [high, low, high, low], rtol=0.06)

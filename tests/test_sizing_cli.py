@@ -10,6 +10,7 @@ import pytest
 from inferno_mip.queueing.cli import register
 
 G2 = ["--alpha", "12", "--beta", "0.05", "--gamma", "0.0005", "--in-tokens", "128", "--out-tokens", "512"]
+NEW = ["--perf-model", "new"]  # queue-analysis v0.7+, whose golden numbers these tests check
 V02 = ["--decode-alpha", "17.15", "--decode-beta", "0.34", "--prefill-gamma", "170", "--prefill-delta", "0.017",
        "--in-tokens", "96", "--out-tokens", "1024"]
 
@@ -26,7 +27,7 @@ def out_json(capsys) -> dict:
 
 
 def test_analyze_json_c5(capsys):
-    assert run(["analyze", *G2, "--max-batch", "48", "--max-queue", "128", "--rate", "3", "--json"]) == 0
+    assert run(["analyze", *G2, *NEW, "--max-batch", "48", "--max-queue", "128", "--rate", "3", "--json"]) == 0
     d = out_json(capsys)
     assert d["ttft"] == pytest.approx(67.61476, rel=1e-4) and d["itl"] == pytest.approx(20.11889, rel=1e-4)
     assert d["maxRate"] == pytest.approx(3.860929, rel=1e-4) and d["perfModel"] == "new"
@@ -46,12 +47,12 @@ def test_size_g2_compat(capsys):
     d = out_json(capsys)
     assert d["binding"] == "ttft" and d["throughput"] == pytest.approx(2.9494622, rel=1e-4)
     assert d["metrics"]["ttft"] == pytest.approx(60.000584, rel=1e-4)
-    assert run(["size", *G2, "--max-batch", "48", "--ttft", "60", "--itl", "20"]) == 0
+    assert run(["size", *G2, *NEW, "--max-batch", "48", "--ttft", "60", "--itl", "20"]) == 0
     assert "binding target: ttft" in capsys.readouterr().out
 
 
 def test_size_optimal_batch_curve(capsys):
-    argv = ["size", *G2, "--max-queue", "128", "--ttft", "60", "--itl", "20", "--optimal-batch",
+    argv = ["size", *G2, *NEW, "--max-queue", "128", "--ttft", "60", "--itl", "20", "--optimal-batch",
             "--max-batch-limit", "256", "--json"]
     assert run([*argv, "--compat"]) == 0
     d = out_json(capsys)
@@ -64,6 +65,19 @@ def test_size_optimal_batch_curve(capsys):
     d = out_json(capsys)
     assert d["optimalBatch"] == 48 and d["peakBatch"] == 49  # exact: smallest near-peak M, and the argmax
     assert min(d["curve"]["throughput"]) > 0
+
+
+def test_default_model_is_iteration_and_reads_the_length_spread(capsys):
+    argv = ["analyze", *G2, "--max-batch", "48", "--max-queue", "128", "--rate", "2.5", "--json"]
+    assert run(argv) == 0
+    equal = out_json(capsys)
+    assert equal["perfModel"] == "iteration"
+    assert run([*argv, "--out-tokens-cv", "1", "--in-tokens-cv", "0.5"]) == 0
+    spread = out_json(capsys)
+    # the spread of output lengths adds decode work (E[m^2]): lower capacity, longer ITL and TTFT
+    assert spread["maxRate"] < equal["maxRate"] and spread["itl"] > equal["itl"] and spread["ttft"] > equal["ttft"]
+    assert run(["size", *G2, "--max-batch", "48", "--ttft", "60", "--itl", "20", "--out-tokens-cv", "1"]) == 0
+    assert "(cv 0/1)" in capsys.readouterr().out
 
 
 def test_size_v02_decode_prefill_parameters(capsys):
@@ -89,6 +103,8 @@ def test_size_infeasible_exit_1(capsys):
     (["size", *G2, "--ttft", "60"], "--max-batch"),
     (["size", *G2, "--max-batch", "8", "--ttft", "-1"], "ttft"),
     (["size", *G2, "--ttft", "60", "--optimal-batch", "--max-batch-limit", "0"], "limit"),
+    (["analyze", *G2, "--max-batch", "8", "--rate", "1", "--out-tokens-cv", "-0.5"], "out_tokens_cv"),
+    (["analyze", *G2, *NEW, "--max-batch", "8", "--rate", "1", "--out-tokens-cv", "1"], "--perf-model iteration"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, match):
     assert run(argv) == 2
@@ -110,7 +126,7 @@ def _main_or_skip(name: str):
 def test_wired_into_main_cli(capsys):
     main = _main_or_skip("analyze")
     capsys.readouterr()
-    assert main(["analyze", *G2, "--max-batch", "48", "--max-queue", "128", "--rate", "3", "--json"]) == 0
+    assert main(["analyze", *G2, *NEW, "--max-batch", "48", "--max-queue", "128", "--rate", "3", "--json"]) == 0
     assert out_json(capsys)["ttft"] == pytest.approx(67.61476, rel=1e-4)
     main = _main_or_skip("size")
     capsys.readouterr()

@@ -79,3 +79,57 @@ def test_metrics_on_demand_match_a_full_pass():
     np.testing.assert_allclose(table.load_metrics(some), other.load_metrics(np.arange(len(other)))[some],
                                rtol=1e-12)
     assert not np.isnan(table.itl).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_aggregated_count_stages_map_back_to_the_full_optimum(seed):
+    from inferno_mip.models.aggregate import aggregate, start_vector
+    from inferno_mip.models.lexicographic import SolveOptions, _feasible, solve_lexicographic
+    from inferno_mip.solvers import highs
+
+    table = build_table(generate(servers=40, accelerators=8, classes=3, seed=seed, tightness=0.6), Settings())
+    form = build(table, MipOptions())
+    agg = aggregate(table, form)
+    assert len(agg.members) < len(table.rows)  # some servers are interchangeable
+    plain_options = SolveOptions(60, speedups=frozenset())
+    counts = [s for s in form.stages if s.integral]
+    full = solve_lexicographic(form, highs.solve_stage, plain_options)
+    small = solve_lexicographic(agg.form, highs.solve_stage, plain_options)
+    mapped = agg.disaggregate(form, small.x)
+    assert _feasible(form, mapped)
+    assert [float(s.c @ mapped) for s in counts] == [float(s.c @ small.x) for s in agg.form.stages]
+    assert [float(s.c @ mapped) for s in counts] == [round(float(s.c @ full.x)) for s in counts]
+    assert np.array_equal(start_vector(agg, mapped, form), small.x)  # the map back and forth agree
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), maximize=st.booleans())
+def test_reduced_cost_fixing_keeps_every_optimum_feasible(seed, maximize):
+    """Columns fixed with the optimum as incumbent keep the optimum (and any solution as good) feasible."""
+    import itertools
+
+    import scipy.sparse as sp
+
+    from inferno_mip.models.relaxation import lp_optimum, reduced_cost_fixing
+
+    rng = np.random.default_rng(seed)
+    n = 6
+    A = sp.csr_matrix(rng.integers(1, 6, size=(2, n)).astype(float))
+    row_ub = np.array([8.0, 9.0])
+    lb, ub = np.zeros(n), np.full(n, 2.0)
+    c = rng.uniform(-3, 5, size=n).round(2)
+    best, argbest = None, []
+    for v in itertools.product(range(3), repeat=n):
+        v = np.array(v, dtype=float)
+        if np.all(A @ v <= row_ub):
+            val = float(c @ v) * (-1 if maximize else 1)
+            if best is None or val < best - 1e-9:
+                best, argbest = val, [v]
+            elif abs(val - best) <= 1e-9:
+                argbest.append(v)
+    lp = lp_optimum(A, np.full(2, -np.inf), row_ub, lb, ub, c, maximize)
+    assert lp is not None
+    assert (lp.objective >= -best - 1e-9) if maximize else (lp.objective <= best + 1e-9)  # a bound
+    new_lb, new_ub = reduced_cost_fixing(lp, c, argbest[0], lb, ub, np.ones(n, dtype=bool), 1e-9)
+    for v in argbest:
+        assert np.all(v >= new_lb) and np.all(v <= new_ub)

@@ -20,7 +20,7 @@ def large():
 def test_default_perf_model_by_generation(large):
     g3 = next(iter(large.perf_by_key.values()))
     assert g3.generation == "G3"
-    assert Settings().perf_model_for(g3) == "new"  # queue-analysis v0.7+ for perfParms
+    assert Settings().perf_model_for(g3) == "iteration"  # continuous batching at iteration level for perfParms
     assert Settings(compat=True).perf_model_for(g3) == "old3"  # what inferno's sample solutions used
     assert Settings(perf_model="old").perf_model_for(g3) == "old"
 

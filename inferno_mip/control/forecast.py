@@ -105,7 +105,10 @@ class HoltWinters:
             self.failed, self.smoothing = f"{type(exc).__name__}: {exc}", None
             return float(y[-1])
         self.failed = ""
-        return value if math.isfinite(value) else float(y[-1])
+        if not math.isfinite(value):
+            return float(y[-1])
+        # a fit gone wild must not order capacity: at most twice the largest value of the window
+        return min(max(value, 0.0), 2.0 * float(y.max()))
 
     def _forecast(self, y: np.ndarray, steps: int) -> float:
         import warnings
@@ -165,7 +168,7 @@ class Margined:
     """A forecaster plus a safety margin: its relative under-forecast at quantile ``q`` over the last ``keep``
     resolved forecasts (never negative, at most ``max_margin``), times the forecast."""
 
-    def __init__(self, inner: Forecaster, horizon: float, q: float = 0.9, keep: int = 30, max_margin: float = 1.0,
+    def __init__(self, inner: Forecaster, horizon: float, q: float = 0.9, keep: int = 12, max_margin: float = 1.0,
                  floor: float = 1e-3):
         self.inner, self.horizon, self.q, self.max_margin, self.floor = inner, float(horizon), q, max_margin, floor
         self.tracker = ErrorTracker(keep)
@@ -205,6 +208,10 @@ class BestRecent:
     def margin(self) -> float:
         return self.chosen.margin
 
+    @property
+    def raw(self) -> float:
+        return self.chosen.raw
+
     def update(self, time: float, value: float) -> None:
         for f in self.forecasters:
             f.update(time, value)
@@ -216,13 +223,13 @@ class BestRecent:
         return self.chosen.predict(horizon)
 
 
-def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, half_life: float = 60.0,
-                    season: int = 0) -> Margined | BestRecent | None:
+def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.15,
+                    half_life: float = 60.0, season: int = 0) -> Margined | BestRecent | None:
     """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin."""
     if kind == "none":
         return None
     q = margin_quantile if margin_quantile is not None else 0.0
-    max_margin = 1.0 if margin_quantile is not None else 0.0
+    max_margin = max_margin if margin_quantile is not None else 0.0
     builders = {"last": LastValue, "ewma": lambda: Ewma(half_life), "holt-winters": lambda: HoltWinters(season=season)}
     if kind == "auto":
         return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin) for k in builders])

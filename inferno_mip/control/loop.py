@@ -17,11 +17,13 @@ from ..spec import System
 from ..tables import ChurnCosts
 from .decide import current_target, cycle_system, run_solve, unit_lookup
 from .forecast import make_forecaster
-from .protocols import ActuationError, Actuator, CollectError, Collector, FleetObservation, Target
+from .protocols import (ActuationError, Actuator, CollectError, Collector, FleetObservation, ServerObservation,
+                        Target)
 from .record import cycle_record
-from .stabilise import ServerInput, StabilityOptions, Stabiliser
-from .tune import ParameterGate, TuneError, Tuner
+from .stabilise import HOLD, Decision, ServerInput, StabilityOptions, Stabiliser
+from .tune import ParameterGate, TuneError, Tuner, evidence_from
 
+EVIDENCE_KEEP = 10  # recent observations per (model, accelerator) a tuned parameter change is checked against
 DEFAULT_CHURN = ChurnCosts(replica_added=2.0, replica_removed=4.0, accelerator_change=20.0, batch_change=5.0)
 
 
@@ -33,6 +35,7 @@ class LoopConfig:
     startup_delay: float = 60.0  # seconds a new replica takes to serve
     forecast: str = "auto"  # none, last, ewma, holt-winters, auto
     margin_quantile: float | None = 0.9  # safety margin from this forecast-error quantile; None: no margin
+    max_margin: float = 0.15  # the margin never adds more than this share of the forecast
     stability: StabilityOptions = field(default_factory=StabilityOptions)
     churn: ChurnCosts | None = DEFAULT_CHURN
     solver: str | None = "highs"
@@ -40,7 +43,9 @@ class LoopConfig:
     time_limit: float = 5.0  # seconds per solve
     max_param_change: float = 0.5  # tuned-parameter jump held for confirmation beyond this relative change
     confirm_cycles: int = 3
+    param_band: float = 3.0  # tuned parameters beyond this factor from the scenario's are implausible (0: off)
     stale_after: float | None = None  # seconds; an observation older than this holds everything (None: 2 periods)
+    slo_feedback: bool = True  # correct the model's error from measured latencies (see SloFeedback)
     name: str = "full"
 
     @property
@@ -52,7 +57,7 @@ class LoopConfig:
     def inferno(cls, **kw) -> LoopConfig:
         """inferno's loop: greedy, no forecast, no stability rules, only its 10 % accelerator-switch penalty."""
         base = dict(forecast="none", margin_quantile=None, stability=StabilityOptions.off(), churn=None,
-                    solver="greedy", name="inferno")
+                    solver="greedy", slo_feedback=False, name="inferno")
         return cls(**{**base, **kw})
 
 
@@ -67,17 +72,25 @@ class ControlLoop:
         self.solve = solve or solve_in_process
         self.stabiliser = Stabiliser(config.stability)
         self.gate = ParameterGate({(p.model, p.accelerator): {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
-                                   for p in system.perf}, config.max_param_change, config.confirm_cycles)
+                                   for p in system.perf}, config.max_param_change, config.confirm_cycles,
+                                  band=config.param_band)
         self.forecasters: dict[str, object] = {}
         self.units = unit_lookup(system)
         self.priority = {s.name: system.class_by_name[s.class_name].priority
                          if s.class_name in system.class_by_name else 100 for s in system.servers}
+        self.tokens = TokenMeans()
+        self.feedback = SloFeedback(self.system) if config.slo_feedback else None
+        self.evidence: dict = {}  # (model, accelerator) -> recent unsaturated observations, for the gate
+        self.max_queue = {s.name: s.max_queue_size for s in system.servers}
         self.count = 0
+        self.last_obs: FleetObservation | None = None
+        self.targets: dict[str, Target] = {}  # what was last asked for, per server
         self.last_time = -math.inf
         self.last_demand: dict[str, float] = {}
 
     def options(self) -> dict:
-        opts = {"time_limit": self.config.time_limit, **dict(self.config.solve_options)}
+        opts = {"solver": self.config.solver, "time_limit": self.config.time_limit,
+                **dict(self.config.solve_options)}
         if self.config.churn is not None:
             opts["churn"] = self.config.churn
         return opts
@@ -87,16 +100,34 @@ class ControlLoop:
         started = clock.perf_counter()
         self.count += 1
         obs, hold_all = self._collect(timing)
+        if obs is None and self.last_obs is not None:  # keep every known server in the record, held
+            obs = _identity_only(self.last_obs, getattr(self.collector, "now", self.last_obs.time))
+        elif obs is not None and not hold_all:
+            self.last_obs = obs
         params, tune_notes = self._tune(obs, hold_all, timing)
-        demand, forecasts = self._forecast(obs, hold_all, timing)
+        demand, forecasts, unmargined = self._forecast(obs, hold_all, timing)
 
+        if self.feedback is not None and obs is not None and not hold_all:
+            demand = self.feedback.apply(obs, demand, forecasts)
+            unmargined = {n: v * self.feedback.factor.get(n, 1.0) for n, v in unmargined.items()}
         t = clock.perf_counter()
         faults, scale_up_only = self._faults(obs, hold_all)
         solve_names = {n for n in obs.servers if n not in faults} if obs else set()
         outcome = None
         if solve_names:
-            reduced = cycle_system(self.system, obs.servers, demand, solve_names, self.units)
+            observed = {n: self.tokens.apply(s) for n, s in obs.servers.items()}
+            reduced = cycle_system(self.system, observed, demand, solve_names, self.units)
             outcome = run_solve(reduced, self.solve, params, self.options())
+            outcome, params, retry_notes = self._retry_with_seeds(reduced, outcome, params)
+            tune_notes = tune_notes + retry_notes
+            if _short(outcome) and any(unmargined.get(n, v) < v for n, v in demand.items()):
+                # margins yield to capacity: every server served for its forecast beats some with margins
+                lean = cycle_system(self.system, observed, {**demand, **unmargined}, solve_names, self.units)
+                again = run_solve(lean, self.solve, params, self.options())
+                if _short(again) < _short(outcome):
+                    outcome = again
+                    demand = {**demand, **unmargined}
+                    tune_notes = tune_notes + ["capacity too short for the forecast margins: solved without"]
             faults.update(outcome.faults)
         timing["optimizeMs"] = _ms(t)
 
@@ -109,24 +140,39 @@ class ControlLoop:
                 rec, _ = cur, kept_up.add(name)  # an under-count must not shrink the server
             inputs[name] = ServerInput(cur, rec, fault=faults.get(name, ""), demand=demand.get(name, 0.0),
                                        starting=s.replicas_starting, priority=self.priority.get(name, 100))
-        decisions = self.stabiliser.decide(obs.time if obs else 0.0, inputs, self._capacity(), self.units) \
-            if inputs else {}
+        if hold_all:  # nothing this cycle can be trusted: ask for nothing (a stale view must not undo orders)
+            decisions = {n: Decision(None, (HOLD,), f"held: {hold_all}") for n in inputs}
+        else:
+            decisions = self.stabiliser.decide(obs.time if obs else 0.0, inputs, self._capacity(), self.units) \
+                if inputs else {}
         for name in kept_up:
             if decisions[name].target is not None:
                 d = decisions[name]
                 decisions[name] = replace(d, rules=("partial-report",) + d.rules,
                                           reason="; ".join(x for x in (scale_up_only[name], d.reason) if x))
+        if self.feedback is not None:  # only a full (SLO-sized) recommendation makes a later miss the model's
+            for name, inp in inputs.items():
+                alloc = outcome.solution[name] if outcome is not None and outcome.solution is not None \
+                    and name in outcome.targets else None
+                full = alloc is not None and alloc.status == "ok"
+                self.feedback.recommended[name] = inp.recommended.replicas if full else 10**9
         timing["stabiliseMs"] = _ms(t)
 
         t = clock.perf_counter()
         actions, actuation_error = self._actuate(inputs, decisions)
+        for name, inp in inputs.items():
+            d = decisions.get(name)
+            if d is not None and d.target is not None and not actions.get(name, "").startswith("failed"):
+                self.targets[name] = d.target
+            elif name not in self.targets and inp.current is not None:
+                self.targets[name] = inp.current
         timing["actuateMs"] = _ms(t)
         timing["totalMs"] = _ms(started)
         return cycle_record(
             cycle=self.count, system=self.system, observation=obs, hold_all=hold_all, params=params,
             tune_notes=tune_notes, demand=demand, forecasts=forecasts, outcome=outcome, inputs=inputs,
             decisions=decisions, actions=actions, actuation_error=actuation_error, timing=timing,
-            units=self.units, config=cfg, extra=getattr(self.collector, "extra", {}))
+            units=self.units, config=cfg, extra=getattr(self.collector, "extra", {}), last_targets=self.targets)
 
     # -- stages ---------------------------------------------------------------------------------------------
     def _collect(self, timing: dict) -> tuple[FleetObservation | None, str]:
@@ -158,29 +204,33 @@ class ControlLoop:
                 notes.extend(result.notes)
             except TuneError as exc:
                 notes.append(f"{exc}: last accepted parameters kept")
-        params, gate_notes = self.gate.apply(result)
+            for key, seen in evidence_from(obs, self.max_queue).items():
+                self.evidence[key] = (self.evidence.get(key, []) + seen)[-EVIDENCE_KEEP:]
+        params, gate_notes = self.gate.apply(result, self.evidence)
         timing["tuneMs"] = _ms(t)
         return params, notes + gate_notes
 
     def _forecast(self, obs, hold_all: str, timing: dict):
         t = clock.perf_counter()
-        demand, forecasts = {}, {}
+        demand, forecasts, raw = {}, {}, {}
         for name, s in (obs.servers.items() if obs and not hold_all else ()):
             if s.arrival_rate is None or not math.isfinite(s.arrival_rate):
                 continue
             f = self.forecasters.get(name)
             if name not in self.forecasters:
                 f = self.forecasters[name] = make_forecaster(self.config.forecast, self.config.horizon,
-                                                             margin_quantile=self.config.margin_quantile)
+                                                             margin_quantile=self.config.margin_quantile,
+                                                             max_margin=self.config.max_margin)
             if f is None:
-                demand[name] = float(s.arrival_rate)
+                demand[name] = raw[name] = float(s.arrival_rate)
                 continue
             f.update(obs.time, float(s.arrival_rate))
             demand[name] = max(float(f.predict()), 0.0)
+            raw[name] = max(float(f.raw), 0.0) if math.isfinite(f.raw) else demand[name]
             forecasts[name] = {"forecaster": f.name, "margin": float(f.margin)}
         self.last_demand.update(demand)
         timing["forecastMs"] = _ms(t)
-        return demand, forecasts
+        return demand, forecasts, raw
 
     def _faults(self, obs, hold_all: str) -> tuple[dict[str, str], dict[str, str]]:
         """Servers to hold (and why), and servers allowed only to scale up (partial reports)."""
@@ -193,15 +243,34 @@ class ControlLoop:
         for name, s in obs.servers.items():
             if name not in known:
                 faults[name] = "not in the scenario"
-            elif not s.complete:
+            elif not s.complete and not (s.replicas_ready + s.replicas_starting == 0 and s.arrival_rate is not None
+                                         and s.in_tokens is None):
+                # (a server with nothing running has no latencies: its offered load alone starts it)
                 missing = [k for k in ("arrival_rate", "in_tokens", "out_tokens", "itl", "ttft")
                            if getattr(s, k) is None]
                 faults[name] = f"missing metrics: {', '.join(missing)}"
-            elif not s.accelerator:
+            elif not s.accelerator and (s.replicas_ready or s.replicas_starting):
                 faults[name] = "no accelerator reported"
             elif s.replicas and len(s.replicas) < s.replicas_ready:
                 up_only[name] = f"partial report: {len(s.replicas)} of {s.replicas_ready} ready replicas"
         return faults, up_only
+
+    def _retry_with_seeds(self, system: System, outcome, params):
+        """Servers the tuned parameters make infeasible are solved again with the seed (scenario) parameters:
+        a model that cannot meet an SLO the fleet met before is more likely wrong than the fleet."""
+        model = {s.name: s.model for s in system.servers}
+        suspects = {(model[n], s.current.accelerator) for n in outcome.faults if "infeasible-SLO" in outcome.faults[n]
+                    for s in system.servers if s.name == n}
+        suspects = {k for k in suspects if k in self.gate.seeds and params.get(k) != self.gate.seeds[k]}
+        if not suspects:
+            return outcome, params, []
+        retry = {**params, **{k: self.gate.seeds[k] for k in suspects}}
+        again = run_solve(system, self.solve, retry, self.options())
+        targets = {**outcome.targets, **again.targets}
+        faults = {n: f for n, f in again.faults.items() if n not in targets}
+        notes = [f"{m}/{a}: tuned parameters make the SLO infeasible; solved with the seed parameters"
+                 for m, a in sorted(suspects)]
+        return replace(again, targets=targets, faults=faults), retry, notes
 
     def _capacity(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.system.capacity.items()} if not self.system.optimizer.unlimited else {}
@@ -217,6 +286,86 @@ class ControlLoop:
             return dict(self.actuator.actuate(changes)), ""
         except ActuationError as exc:
             return {}, f"actuator error: {exc}"
+
+
+def _identity_only(obs: FleetObservation, time: float) -> FleetObservation:
+    """The servers of `obs` with what they run and no measurements (for a cycle whose collection failed)."""
+    blank = {n: ServerObservation(name=s.name, model=s.model, service_class=s.service_class,
+                                  accelerator=s.accelerator, max_batch=s.max_batch, replicas_ready=s.replicas_ready,
+                                  replicas_starting=s.replicas_starting) for n, s in obs.servers.items()}
+    return FleetObservation(time=time, servers=blank)
+
+
+def _short(outcome) -> int:
+    """Servers the solver could not serve in full (best effort, capacity-limited)."""
+    solution = getattr(outcome, "solution", None)
+    if solution is None:
+        return 0
+    return sum(a.status in ("best-effort", "capacity-limited") for a in solution.allocations)
+
+
+class SloFeedback:
+    """Integral correction of the perf model's error from what the fleet measures: a per-server factor on the
+    demand, raised by ``up`` each cycle the server's cycle-average ITL or TTFT exceeds its SLO while it runs at
+    least what was last recommended with no replica starting (so the miss is the model's, not a capacity
+    shortage's or a start-up's), lowered by ``down`` while both are under ``relax`` of their SLO; within
+    [1, ``cap``]. The solver then sizes for load it would otherwise underestimate."""
+
+    def __init__(self, system: System, up: float = 1.15, down: float = 0.97, relax: float = 0.7, cap: float = 3.0):
+        self.up, self.down, self.relax, self.cap = up, down, relax, cap
+        self.slo = {}
+        for s in system.servers:
+            cls = system.class_by_name.get(s.class_name)
+            t = cls.targets.get(s.model) if cls else None
+            self.slo[s.name] = (t.itl, t.ttft) if t else (0.0, 0.0)
+        self.factor: dict[str, float] = {}
+        self.recommended: dict[str, int] = {}  # last recommendation per server (set by the loop)
+
+    def excess(self, s) -> float | None:
+        """The worst of measured/target over ITL and TTFT (None without measurements or targets)."""
+        itl_slo, ttft_slo = self.slo.get(s.name, (0.0, 0.0))
+        ratios = [m / t for m, t in ((s.itl, itl_slo), (s.ttft, ttft_slo)) if m is not None and t > 0]
+        return max(ratios) if ratios else None
+
+    def apply(self, obs, demand: Mapping[str, float], forecasts: dict) -> dict[str, float]:
+        out = dict(demand)
+        for name, s in obs.servers.items():
+            if name not in out:
+                continue
+            f = self.factor.get(name, 1.0)
+            e = self.excess(s)
+            got_it = s.replicas_ready >= self.recommended.get(name, 0)
+            if e is not None and s.replicas_starting == 0:
+                if e > 1.0 and got_it:
+                    f = min(f * self.up, self.cap)
+                elif e < self.relax:
+                    f = max(f * self.down, 1.0)
+            self.factor[name] = f
+            out[name] = demand[name] * f
+            forecasts.setdefault(name, {})["sloFactor"] = f
+        return out
+
+
+class TokenMeans:
+    """Token means per server over the last `keep` windows, weighted by completions: one window's completions
+    are few and skewed (long requests finish late), and the solver must not swing with them."""
+
+    def __init__(self, keep: int = 10):
+        self.keep = keep
+        self.windows: dict[str, list[tuple[float, float, float]]] = {}
+
+    def apply(self, s):
+        """`s` with its token means replaced by the smoothed ones (the window's own when there is no history)."""
+        weight = float(s.throughput or 0.0)
+        hist = self.windows.setdefault(s.name, [])
+        if s.in_tokens is not None and s.out_tokens is not None and weight > 0:
+            hist.append((weight, float(s.in_tokens), float(s.out_tokens)))
+            del hist[:-self.keep]
+        if not hist:
+            return s
+        total = sum(w for w, _, _ in hist)
+        return replace(s, in_tokens=sum(w * a for w, a, _ in hist) / total,
+                       out_tokens=sum(w * b for w, _, b in hist) / total)
 
 
 def _ms(since: float) -> float:

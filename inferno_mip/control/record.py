@@ -23,7 +23,8 @@ def _rpm(v) -> float | None:
 
 
 def cycle_record(*, cycle, system: System, observation, hold_all, params, tune_notes, demand, forecasts, outcome,
-                 inputs, decisions, actions, actuation_error, timing, units, config, extra) -> dict:
+                 inputs, decisions, actions, actuation_error, timing, units, config, extra,
+                 last_targets=None) -> dict:
     """The record of one cycle (see the module docstring); JSON-ready, no NaN."""
     servers = []
     allocated: dict[str, int] = {}
@@ -34,7 +35,7 @@ def cycle_record(*, cycle, system: System, observation, hold_all, params, tune_n
         spec = by_name.get(name)
         cls = system.class_by_name.get(spec.class_name) if spec else None
         target = cls.targets.get(spec.model) if cls else None
-        final = d.target if d is not None and d.target is not None else inp.current
+        final = d.target if d is not None and d.target is not None else (last_targets or {}).get(name, inp.current)
         cost = 0.0
         if final is not None and final.replicas > 0:
             kind, size = units(name, final.accelerator)
@@ -60,7 +61,7 @@ def cycle_record(*, cycle, system: System, observation, hold_all, params, tune_n
                                                      "maxBatch": rec.max_batch},
             "solverStatus": alloc.status if alloc else None,
             "predictedItl": _num(alloc.itl) if alloc else None, "predictedTtft": _num(alloc.ttft) if alloc else None,
-            "action": actions.get(name, "unchanged" if final == inp.current else ""),
+            "action": actions.get(name, "unchanged"),
             "fault": inp.fault, "rules": list(d.rules) if d else [], "reason": d.reason if d else "",
             **{k: _num(v) if isinstance(v, float) else v for k, v in dict(extra.get(name, {})).items()},
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 
+from ..sim import SimulationError
 from ..spec import System
 from .protocols import ActuationError, FleetObservation, ServerObservation, Target
 
@@ -84,7 +85,7 @@ class SimActuator:
             t = targets[name]
             try:
                 done[name] = str(self.fleet.set_allocation(name, t.accelerator, int(t.replicas), int(t.max_batch)))
-            except (KeyError, ValueError) as exc:
+            except (SimulationError, KeyError, ValueError) as exc:
                 done[name] = f"failed: {exc}"
         if done and all(v.startswith("failed") for v in done.values()):
             raise ActuationError("; ".join(f"{k}: {v}" for k, v in done.items()))

@@ -27,7 +27,7 @@ HOLD, FLOOR, WINDOW, DEADBAND, STARTING, STEP, CAPACITY = (
 class StabilityOptions:
     """Switches of the rules above; ``off()`` keeps only the safety rules (hold, floor, capacity)."""
 
-    scale_down_window: float = 180.0  # seconds; 0: off
+    scale_down_window: float = 120.0  # seconds; 0: off
     deadband: float = 0.1  # fraction of the current replicas; 0: off
     starting_aware: bool = True
     starting_tolerance: float = 0.05  # demand growth over the pending scale-up's that allows another one

@@ -4,7 +4,9 @@ A tuner (:class:`InProcessTuner` around ``inferno_mip.tuner.TunerService``, or :
 service URL speaking inferno's API) turns one :class:`FleetObservation` into parameters per (model, accelerator).
 :class:`ParameterGate` decides what the solver gets: the seed (scenario) parameters while the tuner warms up;
 never a non-positive or non-finite value; a change beyond ``max_change`` (relative, on any of alpha, beta, gamma)
-only after it has been seen ``confirm_cycles`` cycles in a row (within ``max_change`` of itself).
+only after it has been seen ``confirm_cycles`` cycles in a row (within ``max_change`` of itself); never outside
+a plausibility band of ``band`` times the seed either way (drift adds up where each step looks small); and, given
+recent unsaturated observations of the pair, never parameters that explain them worse than those in use.
 """
 
 from __future__ import annotations
@@ -38,9 +40,20 @@ class Tuner(Protocol):
         ...
 
 
+SATURATED_BATCH = 0.95  # a replica running this share of its max batch, or with requests waiting, is saturated
+
+
+def saturated(reading: Mapping[str, float], max_batch: int) -> bool:
+    """A saturated replica's latencies follow its queue, not the perf model: the tuner must not see them."""
+    waiting, running = reading.get("waiting"), reading.get("running")
+    return bool((waiting is not None and waiting >= 1.0)
+                or (running is not None and max_batch > 0 and running >= SATURATED_BATCH * max_batch))
+
+
 def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | None = None) -> list[dict]:
     """inferno's per-replica ServerSpec list (what ``POST /tune`` takes) from an observation: one entry per
-    reporting replica, or one for the server (its per-replica mean) when the collector gave no replica detail."""
+    reporting replica, or one for the server (its per-replica mean) when the collector gave no replica detail.
+    Saturated replicas are left out (see :func:`saturated`)."""
     specs = []
     for name in sorted(observation.servers):
         s = observation.servers[name]
@@ -49,6 +62,8 @@ def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | N
         for rname in sorted(replicas):
             r = replicas[rname]
             if not all(isinstance(r.get(k), (int, float)) for k in ("arrival_rate", "itl", "ttft")):
+                continue
+            if saturated(r, s.max_batch):
                 continue
             specs.append({
                 "name": rname, "model": s.model, "class": s.service_class, "maxQueueSize": queue,
@@ -62,8 +77,12 @@ def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | N
 
 def _server_as_replica(s: ServerObservation) -> dict:
     n = max(s.replicas_ready, 1)
-    return {"arrival_rate": s.arrival_rate / n, "itl": s.itl, "ttft": s.ttft, "in_tokens": s.in_tokens,
-            "out_tokens": s.out_tokens}
+    out = {"arrival_rate": s.arrival_rate / n, "itl": s.itl, "ttft": s.ttft, "in_tokens": s.in_tokens,
+           "out_tokens": s.out_tokens}
+    for key in ("running", "waiting"):
+        if getattr(s, key) is not None:
+            out[key] = getattr(s, key) / n
+    return out
 
 
 def _params_from_model_data(data: Mapping) -> dict[Key, Params]:
@@ -151,14 +170,18 @@ class ParameterGate:
     seeds: dict[Key, Params]
     max_change: float = 0.5
     confirm_cycles: int = 3
+    min_gain: float = 0.1  # a change must cut the fit error on the recent observations by this share
+    band: float = 3.0  # plausible: within [seed / band, seed * band] for every parameter (0: no band)
     accepted: dict[Key, Params] = field(default_factory=dict)
     pending: dict[Key, _Candidate] = field(default_factory=dict)
 
     def __post_init__(self):
         self.accepted = {k: dict(v) for k, v in self.seeds.items()}
 
-    def apply(self, result: TuneResult | None) -> tuple[dict[Key, Params], list[str]]:
-        """The parameters to solve with and a note per decision that was not a plain acceptance."""
+    def apply(self, result: TuneResult | None, evidence: Mapping[Key, list] | None = None
+              ) -> tuple[dict[Key, Params], list[str]]:
+        """The parameters to solve with and a note per decision that was not a plain acceptance. `evidence`:
+        recent observations (``inferno_mip.tuner.Observation``) per pair to check a change against."""
         notes: list[str] = []
         if result is None:
             return self.current(), notes
@@ -171,7 +194,19 @@ class ParameterGate:
             if bad:
                 notes.append(f"{label}: rejected {', '.join(f'{k}={new.get(k)}' for k in bad)} (must be > 0)")
                 continue
+            seed = self.seeds.get(key)
+            if self.band > 0 and seed is not None and _change(seed, new) > self.band - 1.0:
+                notes.append(f"{label}: tuned parameters {_fmt(new)} are more than {self.band:g}x from the "
+                             f"scenario's {_fmt(seed)}: implausible, kept those in use")
+                continue
             old = self.accepted.get(key)
+            if old is not None and new != old and (evidence or {}).get(key):
+                e_new, e_old = fit_error(new, evidence[key]), fit_error(old, evidence[key])
+                if not e_new < (1.0 - self.min_gain) * e_old:
+                    self.pending.pop(key, None)
+                    notes.append(f"{label}: tuned parameters explain the last {len(evidence[key])} observations "
+                                 f"no better ({e_new:.3g} vs {e_old:.3g}): kept those in use")
+                    continue
             if old is None or _change(old, new) <= self.max_change:
                 self.accepted[key] = dict(new)
                 self.pending.pop(key, None)
@@ -193,6 +228,35 @@ class ParameterGate:
 
     def current(self) -> dict[Key, Params]:
         return {k: dict(v) for k, v in sorted(self.accepted.items())}
+
+
+def _fmt(p: Params) -> str:
+    return "/".join(f"{p.get(k, 0.0):.3g}" for k in PARAM_NAMES)
+
+
+def fit_error(params: Params, observations: list) -> float:
+    """Mean absolute log error of the perf model's TTFT and ITL at the observations (inf if not evaluable)."""
+    from ..tuner import predict
+
+    x = [params[k] for k in PARAM_NAMES]
+    errors = []
+    for obs in observations:
+        ttft, itl = predict(x, obs)
+        if not (ttft > 0 and itl > 0):
+            return math.inf
+        errors.append(abs(math.log(ttft / obs.ttft)) + abs(math.log(itl / obs.itl)))
+    return sum(errors) / len(errors) if errors else math.inf
+
+
+def evidence_from(observation: FleetObservation, max_queue: Mapping[str, int] | None = None) -> dict[Key, list]:
+    """The tuner's observations of this cycle per (model, accelerator) (unsaturated replicas only)."""
+    from ..tuner.specs import parse_specs
+
+    out: dict[Key, list] = {}
+    for r in parse_specs(server_specs(observation, max_queue)):
+        if r.observation is not None:
+            out.setdefault((r.model, r.accelerator), []).append(r.observation)
+    return out
 
 
 def _change(old: Params, new: Params) -> float:

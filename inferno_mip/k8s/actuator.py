@@ -134,12 +134,16 @@ class KubeActuator:
 
         apps = client.AppsV1Api(self.api)
         dep = change.deployment
+        current = dep.source  # as listed: a stale one costs a conflict and a fresh read, never a wrong write
         for _ in range(self.conflict_retries + 1):
             try:
-                current = apps.read_namespaced_deployment(dep.name, dep.namespace, _request_timeout=REQUEST_TIMEOUT)
+                if current is None:
+                    current = apps.read_namespaced_deployment(dep.name, dep.namespace,
+                                                              _request_timeout=REQUEST_TIMEOUT)
                 return self._write(apps, current, change.target)
             except api_errors() as exc:
                 if is_status(exc, 409):
+                    current = None
                     continue
                 if is_status(exc, 404):
                     return f"gone: deployment {dep.ref} was deleted"

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 
 EXIT_BAD_INPUT = 2
 EXIT_HELD = 1
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def register(subparsers) -> None:
@@ -36,11 +36,23 @@ def register(subparsers) -> None:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    logger = logging.getLogger("inferno_mip.k8s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(args.log_level.upper())
+    try:
+        return _run(args)
+    finally:  # the command's logging ends with it
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .kubeapi import KubeConfigError, api_client, api_errors, describe
     from .operator import Operator
 
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
     try:
         api = api_client(args.kubeconfig, args.context, args.in_cluster)
     except KubeConfigError as exc:
@@ -66,14 +78,13 @@ def run_operator(args: argparse.Namespace) -> int:
 
 def _default_namespace(args: argparse.Namespace) -> str:
     """The pod's own namespace in a cluster, else the kubeconfig context's, else "default"."""
-    import os
-
     from kubernetes import config
 
-    in_cluster = args.in_cluster or (args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ)
-    if in_cluster:
+    from .kubeapi import SERVICE_ACCOUNT_DIR, in_cluster_wanted
+
+    if in_cluster_wanted(args.kubeconfig, args.in_cluster):
         try:
-            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            with open(os.path.join(SERVICE_ACCOUNT_DIR, "namespace"), encoding="utf-8") as f:
                 return f.read().strip() or "default"
         except OSError:
             return "default"

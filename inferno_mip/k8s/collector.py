@@ -2,8 +2,9 @@
 
 Per Deployment: its labels as inferno names them, its desired replicas, and its pods: a pod serves when it is
 running, ready and started at least ``startup_delay`` seconds ago (as inferno's ``INFERNO_STARTUP_DELAY``); other
-live pods, and replicas wanted but not created yet, are starting. Where listing pods is not allowed, the Deployment's ready count stands in. Load and latency
-come from Prometheus where configured, field by field, with the load labels as fallback.
+live pods, and replicas wanted but not created yet, are starting. Pods are listed once per namespace; where that
+is not allowed, the Deployments' ready counts stand in. Load and latency come from Prometheus where configured,
+field by field, with the load labels as fallback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ..control.protocols import CollectError, FleetObservation, ServerObservation
-from .kubeapi import REQUEST_TIMEOUT, api_errors, describe, is_status, list_managed
+from .kubeapi import REQUEST_TIMEOUT, api_errors, describe, list_managed
 from .labels import ManagedDeployment
 from .prometheus import PrometheusJoin, PrometheusReading
 
@@ -35,33 +36,41 @@ class KubeCollector:
         except api_errors() as exc:
             raise CollectError(describe(exc, f"list deployments in {where}")) from None
         problems = list(listing.problems)
+        pods = self._pods({d.namespace for d in listing.deployments.values()}, problems)
         servers = {}
-        pods_allowed = True
         for name, dep in listing.deployments.items():
-            counts = None
-            if pods_allowed:
-                try:
-                    counts = self._pod_counts(dep, now)
-                except api_errors() as exc:
-                    if is_status(exc, 403):
-                        pods_allowed = False
-                    problems.append(describe(exc, f"list pods of {dep.ref}") + "; using its ready count")
-            ready, starting = counts if counts else (dep.ready, max(0, dep.desired - dep.ready))
+            listed = pods.get(dep.namespace)
+            if listed is None or not dep.match_labels:
+                ready, starting = dep.ready, max(0, dep.desired - dep.ready)
+            else:
+                ready, starting = self._pod_counts(dep, listed, now)
             reading = self._prometheus(dep, problems)
             servers[name] = _observation(dep, ready, starting, reading)
         self.deployments = listing.deployments
         return FleetObservation(time=now, servers=servers, problems=tuple(problems))
 
-    def _pod_counts(self, dep: ManagedDeployment, now: float) -> tuple[int, int]:
+    def _pods(self, namespaces: set[str], problems: list[str]) -> dict[str, list | None]:
+        """The pods of each namespace (one call each); None where they cannot be listed."""
         from kubernetes import client
 
-        if not dep.match_labels:
-            return dep.ready, max(0, dep.desired - dep.ready)
-        selector = ",".join(f"{k}={v}" for k, v in sorted(dep.match_labels.items()))
-        pods = client.CoreV1Api(self.api).list_namespaced_pod(dep.namespace, label_selector=selector,
-                                                              _request_timeout=REQUEST_TIMEOUT).items
+        core = client.CoreV1Api(self.api)
+        out: dict[str, list | None] = {}
+        for namespace in sorted(namespaces):
+            try:
+                out[namespace] = core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT).items
+            except api_errors() as exc:
+                out[namespace] = None
+                problems.append(describe(exc, f"list pods in namespace {namespace}")
+                                + "; using the Deployments' ready counts")
+        return out
+
+    def _pod_counts(self, dep: ManagedDeployment, pods: list, now: float) -> tuple[int, int]:
+        """(serving, starting) replicas of `dep` from the pods its selector matches."""
         ready = starting = 0
         for pod in pods:
+            labels = pod.metadata.labels or {}
+            if any(labels.get(k) != v for k, v in dep.match_labels.items()):
+                continue
             if not _owned_by(pod, dep.name) or pod.metadata.deletion_timestamp is not None:
                 continue
             phase = pod.status.phase if pod.status else None

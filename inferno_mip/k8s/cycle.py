@@ -79,8 +79,9 @@ def run_cycle(collector: Collector, actuator: Actuator, static: Mapping, *, solv
     t = clock()
     try:
         solution = solve(system, solver=solver, **{**dict(options or {}), "heterogeneous": False})
-    except (ValueError, TypeError) as exc:
-        return CycleResult(fleet.time, "solve", f"held: solve failed: {exc}", timings=timings, problems=problems)
+    except Exception as exc:  # noqa: BLE001 - whatever breaks the solve, the fleet keeps its allocation
+        return CycleResult(fleet.time, "solve", f"held: solve failed: {type(exc).__name__}: {exc}", timings=timings,
+                           problems=problems)
     timings["solve"] = clock() - t
     results = {name: ServerResult(name, "held", reason) for name, reason in held.items()}
     for alloc in solution.allocations:

@@ -9,6 +9,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import yaml
+
 from .labels import MANAGED_SELECTOR, ManagedDeployment, read_deployment
 
 REQUEST_TIMEOUT = (3.0, 15.0)  # seconds: connect, read
@@ -19,7 +21,18 @@ class KubeConfigError(RuntimeError):
     """No usable kubeconfig or in-cluster service account."""
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = None):
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster_wanted(kubeconfig: str | None, in_cluster: bool | None) -> bool:
+    """Whether to use the pod's service account: asked for, or in a pod with no kubeconfig named."""
+    if in_cluster is not None:
+        return in_cluster
+    return kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = None,
+               service_account_dir: str = SERVICE_ACCOUNT_DIR):
     """A ``kubernetes.client.ApiClient`` from a kubeconfig file, or from the pod's service account.
 
     ``in_cluster=None`` picks the service account when running in a pod (``KUBERNETES_SERVICE_HOST`` set) and no
@@ -27,21 +40,26 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, in_clu
     configuration is left untouched.
     """
     from kubernetes import client, config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
 
-    if in_cluster is None:
-        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    in_cluster = in_cluster_wanted(kubeconfig, in_cluster)
     try:
         if in_cluster:
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            InClusterConfigLoader(token_filename=os.path.join(service_account_dir, "token"),
+                                  cert_filename=os.path.join(service_account_dir, "ca.crt")).load_and_set(configuration)
             return client.ApiClient(configuration)
         return config.new_client_from_config(config_file=kubeconfig, context=context)
     except config.ConfigException as exc:
-        where = "in-cluster service account" if in_cluster else (kubeconfig or os.environ.get("KUBECONFIG")
+        where = f"in-cluster service account ({service_account_dir})" if in_cluster else (kubeconfig or os.environ.get("KUBECONFIG")
                                                                  or "~/.kube/config")
         raise KubeConfigError(f"{where}: {exc}") from None
     except OSError as exc:
         raise KubeConfigError(f"{kubeconfig}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise KubeConfigError(f"{kubeconfig}: not YAML: {' '.join(str(exc).split())}") from None
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # YAML, but not shaped like a kubeconfig
+        raise KubeConfigError(f"{kubeconfig}: not a kubeconfig ({type(exc).__name__}: {exc})") from None
 
 
 def describe(exc: BaseException, action: str) -> str:

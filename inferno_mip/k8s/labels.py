@@ -54,6 +54,7 @@ class ManagedDeployment:
     match_labels: Mapping[str, str] = field(default_factory=dict)
     load: LabelLoad = LabelLoad()
     problems: tuple[str, ...] = ()
+    source: object = field(default=None, compare=False, repr=False)  # the V1Deployment as listed
 
     @property
     def ref(self) -> str:
@@ -87,7 +88,8 @@ def read_deployment(dep) -> ManagedDeployment | str:
         service_class=labels.get(CLASS) or DEFAULT_CLASS, accelerator=labels.get(ACCELERATOR, ""),
         max_batch=int(max_batch or 0), desired=int(spec.replicas if spec and spec.replicas is not None else 1),
         ready=int((status.ready_replicas if status else None) or 0), match_labels=dict(selector),
-        load=LabelLoad(None if rpm is None else rpm / 60.0, in_tokens, out_tokens), problems=tuple(problems))
+        load=LabelLoad(None if rpm is None else rpm / 60.0, in_tokens, out_tokens), problems=tuple(problems),
+        source=dep)
 
 
 def _number(labels: Mapping[str, str], key: str, ref: str, problems: list[str], integer: bool = False) -> float | None:

@@ -68,11 +68,13 @@ class Operator:
             return None
         generation = obj["metadata"].get("generation")
         previous = obj.get("status") or {}
-        self._generation[key] = generation
-        self._last_run[key] = self.clock()
+        with self._cond:
+            self._generation[key] = generation
+            self._last_run[key] = self.clock()
         try:
             spec = parse_spec(obj.get("spec"), where)
-            self._targets[key] = (spec.target_namespace(namespace), spec.min_interval_seconds)
+            with self._cond:
+                self._targets[key] = (spec.target_namespace(namespace), spec.min_interval_seconds)
             static = static_data(self.api, spec, namespace, where)
         except SpecError as exc:
             log.warning("%s", exc)
@@ -138,23 +140,27 @@ class Operator:
         key = (meta.get("namespace"), meta.get("name"))
         if kind == "DELETED":
             self.forget(key)
-        elif meta.get("generation") != self._generation.get(key):  # status writes do not move the generation
+            return
+        with self._cond:
+            changed = meta.get("generation") != self._generation.get(key)  # status writes keep the generation
+        if changed:
             self.schedule(key, 0.0)
 
     def on_deployment(self, kind: str, dep) -> None:
         meta = dep.metadata
         signature = (tuple(sorted((meta.labels or {}).items())), dep.spec.replicas if dep.spec else None,
                      dep.status.ready_replicas if dep.status else None)
-        if kind != "DELETED" and self._deployments.get(meta.uid) == signature:
-            return
-        if kind == "DELETED":
-            self._deployments.pop(meta.uid, None)
-        else:
-            self._deployments[meta.uid] = signature
-        now = self.clock()
-        for key, (target, interval) in list(self._targets.items()):
-            if target is None or target == meta.namespace:
-                self.schedule(key, max(0.0, self._last_run.get(key, now - interval) + interval - now))
+        with self._cond:
+            if kind != "DELETED" and self._deployments.get(meta.uid) == signature:
+                return
+            if kind == "DELETED":
+                self._deployments.pop(meta.uid, None)
+            else:
+                self._deployments[meta.uid] = signature
+            now = self.clock()
+            for key, (target, interval) in list(self._targets.items()):
+                if target is None or target == meta.namespace:
+                    self.schedule(key, max(0.0, self._last_run.get(key, now - interval) + interval - now))
 
     # ---------------------------------------------------------------------------------------- the loop
 
@@ -181,13 +187,18 @@ class Operator:
         try:
             while not stop.is_set():
                 key = self._next(stop)
-                if key is not None:
+                if key is None:
+                    continue
+                try:
                     self.reconcile(*key)
+                except Exception:  # noqa: BLE001 - one bad reconcile must not end the loop
+                    log.exception("reconcile of optimizer %s/%s failed; retrying in %gs", *key, RETRY_SECONDS)
+                    self.schedule(key, RETRY_SECONDS)
         finally:
             with self._cond:
                 self._cond.notify_all()
-            for t in threads:
-                t.join(timeout=self.watch_seconds + 10)
+            for t in threads:  # daemons: a watch blocked until its timeout must not hold up the exit
+                t.join(timeout=5.0)
 
     def run_once(self) -> dict[tuple[str, str], CycleResult | None]:
         """Reconcile every Optimizer once (in name order) and return the results."""

@@ -163,14 +163,31 @@ def status_body(result: CycleResult, generation: int | None, previous: Mapping |
         body["allocation"] = {s.name: {"accelerator": s.target.accelerator, "replicas": s.target.replicas,
                                        "maxBatch": s.target.max_batch, "cost": s.cost}
                               for s in result.servers if s.target is not None}
-    return body
+    return without_empty_strings(body)
+
+
+def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
+    """Empty strings dropped: a top-level one becomes null (a merge patch deletes the field), nested ones go.
+
+    Some API servers (seen on a v1.20 build) decode an empty string in a custom resource as null and then
+    reject it as not a string.
+    """
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v != ""}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {k: (None if v == "" else clean(v)) for k, v in status.items()}
 
 
 def invalid_status(message: str, generation: int | None, previous: Mapping | None) -> dict[str, Any]:
     now = _now()
     conditions = [_condition("Ready", False, "InvalidSpec", message)]
-    return {"observedGeneration": generation, "lastCycleTime": now, "phase": "spec", "message": message,
-            "conditions": _keep_transitions(conditions, (previous or {}).get("conditions") or [], now)}
+    return without_empty_strings({
+        "observedGeneration": generation, "lastCycleTime": now, "phase": "spec", "message": message,
+        "conditions": _keep_transitions(conditions, (previous or {}).get("conditions") or [], now)})
 
 
 def _failures(result: CycleResult) -> str:

@@ -54,9 +54,14 @@ def _model_args(p: argparse.ArgumentParser, *, batch_required: bool) -> None:
     g.add_argument("--prefill-gamma", type=float, help="prefill: Pf(B) = gamma + delta n B (ms)")
     g.add_argument("--prefill-delta", type=float)
     g.add_argument("--perf-model", choices=PERF_MODELS,
-                   help="version (default: new for alpha/beta/gamma, v02 for decode/prefill parameters)")
+                   help="version (default: iteration for alpha/beta/gamma, v02 for decode/prefill parameters; "
+                        "with --compat: new)")
     p.add_argument("--in-tokens", type=float, required=True, help="mean input tokens per request")
     p.add_argument("--out-tokens", type=float, required=True, help="mean output tokens per request")
+    p.add_argument("--in-tokens-cv", type=float, default=None,
+                   help="coefficient of variation (std/mean) of input tokens (default 0: equal lengths)")
+    p.add_argument("--out-tokens-cv", type=float, default=None,
+                   help="coefficient of variation of output tokens (default 0; about 1 for geometric lengths)")
     p.add_argument("--max-batch", type=int, required=batch_required,
                    help="max batch size N" + ("" if batch_required else " (default with --optimal-batch: M*)"))
     p.add_argument("--max-queue", type=int, help=f"max queue size Q (default {DEFAULT_QUEUE_RATIO}·N)")
@@ -92,7 +97,7 @@ def _kind_and_params(args) -> tuple[str, dict]:
     missing = [f"--{k}" for k, v in new.items() if v is None]
     if missing:
         raise QueueingError(f"perf parameters missing: {', '.join(missing)} (or give --decode-*/--prefill-*)")
-    kind = args.perf_model or "new"
+    kind = args.perf_model or ("new" if args.compat else "iteration")
     if kind == "v02":
         raise QueueingError("--perf-model v02 needs --decode-alpha/--decode-beta/--prefill-gamma/--prefill-delta")
     return kind, new
@@ -102,9 +107,13 @@ def _model(args, max_batch: int):
     from .perf import make_perf_model  # numpy: only when a command runs
 
     kind, params = _kind_and_params(args)
+    if kind != "iteration" and (args.in_tokens_cv or args.out_tokens_cv):
+        raise QueueingError(f"--in-tokens-cv/--out-tokens-cv need --perf-model iteration (got {kind}, "
+                            "which evaluates the work at the mean length)")
     queue = args.max_queue if args.max_queue is not None else DEFAULT_QUEUE_RATIO * max_batch
     return make_perf_model(kind, params, in_tokens=args.in_tokens, out_tokens=args.out_tokens, max_batch=max_batch,
-                           max_queue=queue, max_num_tokens=args.max_num_tokens, compat=args.compat)
+                           max_queue=queue, max_num_tokens=args.max_num_tokens, compat=args.compat,
+                           in_tokens_cv=args.in_tokens_cv, out_tokens_cv=args.out_tokens_cv)
 
 
 def _metrics_dict(m: Metrics) -> dict:
@@ -128,7 +137,8 @@ def _metrics_lines(m: Metrics) -> list[str]:
 
 def _header(pm) -> str:
     mode = "compat" if pm.compat else "default"
-    return (f"perf model {pm.kind} ({mode}), n={pm.in_tokens:g}, m={pm.out_tokens:g}, N={pm.max_batch}, "
+    cvs = f" (cv {pm.in_tokens_cv:g}/{pm.out_tokens_cv:g})" if pm.in_tokens_cv or pm.out_tokens_cv else ""
+    return (f"perf model {pm.kind} ({mode}), n={pm.in_tokens:g}, m={pm.out_tokens:g}{cvs}, N={pm.max_batch}, "
             f"Q={pm.max_queue}")
 
 

@@ -24,6 +24,7 @@ PARAM_KEYS = {
     "old3": ("alpha", "beta", "gamma"),
     "old": ("alpha", "beta", "gamma"),
     "new": ("alpha", "beta", "gamma"),
+    "iteration": ("alpha", "beta", "gamma"),
 }
 
 
@@ -62,9 +63,15 @@ class ServiceModel:
         """The TABLES that row_latencies reads in this mode (the only ones stack() builds)."""
         return cls.TABLES
 
-    def latencies(self, st: ChainStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(prefill, itl, ttft) in ms for chain stats of this model at N = max_batch."""
-        return self.row_latencies(self, st, self.max_batch)
+    def latencies(self, st: ChainStats) -> tuple[ChainStats, np.ndarray, np.ndarray, np.ndarray]:
+        """(adjusted stats, prefill, itl, ttft) in ms for chain stats of this model at N = max_batch."""
+        st = self.row_adjust(self, st, self.max_batch)
+        return (st, *self.row_latencies(self, st, self.max_batch))
+
+    @staticmethod
+    def row_adjust(p, st: ChainStats, n) -> ChainStats:
+        """Chain statistics as this model reports them (default: the chain's own); row_latencies sees the result."""
+        return st
 
     @staticmethod
     def row_latencies(p, st: ChainStats, n) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

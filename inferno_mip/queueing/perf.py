@@ -14,6 +14,7 @@ from .chain import BirthDeathChain
 from .chunks import DEFAULT_MAX_NUM_TOKENS
 from .errors import QueueingError
 from .limits import MAX_BATCH, MAX_PARAM, MAX_QUEUE, MAX_TOKENS
+from .iteration import IterationModel
 from .models import PARAM_KEYS, NewModel, OldModel, ServiceModel, V01Model, V02Model
 from .results import Metrics, Sizing
 from .rows import EPSILON, RowSet
@@ -29,9 +30,10 @@ class PerfModel:
     """Performance model of one replica. Immutable; build with make_perf_model()."""
 
     def __init__(self, kind: str, service: ServiceModel, *, in_tokens, out_tokens, max_batch, max_queue,
-                 max_num_tokens, compat):
+                 max_num_tokens, compat, in_tokens_cv=0.0, out_tokens_cv=0.0):
         self.kind, self.service, self.compat = kind, service, compat
         self.in_tokens, self.out_tokens = in_tokens, out_tokens
+        self.in_tokens_cv, self.out_tokens_cv = in_tokens_cv, out_tokens_cv
         self.max_batch, self.max_queue, self.max_num_tokens = max_batch, max_queue, max_num_tokens
         mu = np.exp(service.log_mu)
         self._lam_min = float(mu[0] * EPSILON)  # req/ms
@@ -42,7 +44,9 @@ class PerfModel:
         self._size_cache: dict = {}
 
     def __repr__(self) -> str:
-        return (f"PerfModel({self.kind!r}, n={self.in_tokens}, m={self.out_tokens}, N={self.max_batch}, "
+        cvs = (f", in_cv={self.in_tokens_cv}, out_cv={self.out_tokens_cv}"
+               if self.in_tokens_cv or self.out_tokens_cv else "")
+        return (f"PerfModel({self.kind!r}, n={self.in_tokens}, m={self.out_tokens}{cvs}, N={self.max_batch}, "
                 f"Q={self.max_queue}, compat={self.compat})")
 
     @property
@@ -61,8 +65,7 @@ class PerfModel:
 
     def _evaluate(self, lam_ms: np.ndarray) -> Metrics:
         """All metrics for rates in req/ms (1-D array, > 0); no range checks."""
-        st = self.chain.solve(lam_ms)
-        pf, itl, ttft = self.service.latencies(st)
+        st, pf, itl, ttft = self.service.latencies(self.chain.solve(lam_ms))
         ls = st.num_in_service
         return Metrics(
             throughput=1000.0 * st.throughput,
@@ -83,8 +86,7 @@ class PerfModel:
 
     def _metrics_scalar(self, lam_ms: float, offered: float | None = None) -> Metrics:
         """_evaluate for one rate, with float fields (cheaper than converting a Metrics of arrays)."""
-        st = self.chain.solve(np.array([lam_ms]))
-        pf, itl, ttft = self.service.latencies(st)
+        st, pf, itl, ttft = self.service.latencies(self.chain.solve(np.array([lam_ms])))
         ls = float(st.num_in_service[0])
         return Metrics(
             throughput=1000.0 * float(st.throughput[0]),
@@ -181,7 +183,7 @@ def _check_int(name: str, v, *, lo: int, hi: int | None = None) -> int:
 
 
 @lru_cache(maxsize=8192)
-def _build(kind, params: tuple, n, m, max_batch, max_queue, max_num_tokens, compat) -> PerfModel:
+def _build(kind, params: tuple, n, m, max_batch, max_queue, max_num_tokens, compat, in_cv, out_cv) -> PerfModel:
     p = dict(params)
     if kind == "v01":
         service = V01Model(p, n, m, max_batch, compat)
@@ -189,18 +191,23 @@ def _build(kind, params: tuple, n, m, max_batch, max_queue, max_num_tokens, comp
         service = V02Model(p, n, m, max_batch, compat)
     elif kind in ("old3", "old"):
         service = OldModel(p, n, m, max_batch, compat, v03=kind == "old3")
+    elif kind == "iteration":
+        service = IterationModel(p, n, m, max_batch, compat, max_num_tokens=max_num_tokens, in_cv=in_cv,
+                                 out_cv=out_cv)
     else:
         service = NewModel(p, n, m, max_batch, compat, max_num_tokens=max_num_tokens)
     return PerfModel(kind, service, in_tokens=n, out_tokens=m, max_batch=max_batch, max_queue=max_queue,
-                     max_num_tokens=max_num_tokens, compat=compat)
+                     max_num_tokens=max_num_tokens, compat=compat, in_tokens_cv=in_cv, out_tokens_cv=out_cv)
 
 
 def make_perf_model(kind: str, params: Mapping[str, float], *, in_tokens: float, out_tokens: float,
-                    max_batch: int, max_queue: int, max_num_tokens: float = 8192, compat: bool = False) -> PerfModel:
+                    max_batch: int, max_queue: int, max_num_tokens: float = 8192, compat: bool = False,
+                    in_tokens_cv: float | None = None, out_tokens_cv: float | None = None) -> PerfModel:
     """Build (or fetch from cache) the perf model of one replica; raises QueueingError on bad input.
 
-    kind: "v01" (alpha, beta; decode only), "v02" (alpha, beta, gamma, delta), "old3", "old", "new"
-    (alpha, beta, gamma).
+    kind: "v01" (alpha, beta; decode only), "v02" (alpha, beta, gamma, delta), "old3", "old", "new",
+    "iteration" (alpha, beta, gamma). in/out_tokens_cv: coefficients of variation of the token counts
+    (None = 0, equal lengths); only "iteration" uses them (the others evaluate the work at the mean).
     """
     if kind not in PERF_MODELS:
         raise QueueingError(f"unknown perf model kind {kind!r}; expected one of {PERF_MODELS}")
@@ -220,4 +227,8 @@ def make_perf_model(kind: str, params: Mapping[str, float], *, in_tokens: float,
     big_n = _check_int("max_batch", max_batch, lo=1, hi=MAX_BATCH)
     q = _check_int("max_queue", max_queue, lo=0, hi=MAX_QUEUE)
     mt = _check_number("max_num_tokens", max_num_tokens, lo=0.0) or DEFAULT_MAX_NUM_TOKENS
-    return _build(kind, vals, n, m, big_n, q, mt, bool(compat))
+    cvs = [0.0 if v is None else _check_number(name, v, lo=0.0)
+           for name, v in (("in_tokens_cv", in_tokens_cv), ("out_tokens_cv", out_tokens_cv))]
+    if kind != "iteration":
+        cvs = [0.0, 0.0]  # one cached model per input that matters
+    return _build(kind, vals, n, m, big_n, q, mt, bool(compat), *cvs)

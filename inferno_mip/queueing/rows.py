@@ -129,7 +129,9 @@ class RowSet:
         lw_n = log_lam * n - self.cum_n[idx]
         st = solve_lw(lw, self._k, lam, log_lam, n, self._qf[idx], lw_n, self.log_mu_n[idx], mask=self.masked)
         params = self.params if self.single else gather(self.params, mi, work, rep)
-        pf, itl, ttft = type(self.models[0].service).row_latencies(params, st, n)
+        service = type(self.models[0].service)
+        st = service.row_adjust(params, st, n)
+        pf, itl, ttft = service.row_latencies(params, st, n)
         object.__setattr__(st, "p_head", None)  # it lives in the scratch arrays: drop it (st is ours)
         return RowEval(idx=idx, st=st, prefill=pf, itl=itl, ttft=ttft)
 

@@ -12,10 +12,8 @@ EXIT_BAD_INPUT = 2
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve-optimizer", help="run the optimizer HTTP service (inferno's REST API, /v1)")
-    p.add_argument("--host", default=os.environ.get("INFERNO_HOST") or "127.0.0.1",
-                   help="address to listen on (default $INFERNO_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("INFERNO_PORT") or 8080),
-                   help="port (default $INFERNO_PORT or 8080)")
+    p.add_argument("--host", help="address to listen on (default $INFERNO_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default $INFERNO_PORT or 8080)")
     p.add_argument("--stateful", action="store_true",
                    help="inferno's stateful mode: set/get/add/remove endpoints, /optimize, /applyAllocation")
     p.add_argument("--compat", action="store_true",
@@ -29,19 +27,26 @@ def register(subparsers) -> None:
 def run_serve(args) -> int:
     from .context import ServiceSettings
 
+    host = args.host or os.environ.get("INFERNO_HOST") or "127.0.0.1"
+    port_text = str(args.port) if args.port is not None else os.environ.get("INFERNO_PORT") or "8080"
+    try:
+        port = int(port_text)
+    except ValueError:
+        print(f"error: port: expected an integer (--port or $INFERNO_PORT), got {port_text!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         settings = ServiceSettings(stateful=args.stateful, compat=args.compat, workers=args.workers,
                                    time_limit=args.time_limit, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not 0 <= args.port <= 65535:
-        print(f"error: --port: must be 0..65535, got {args.port}", file=sys.stderr)
+    if not 0 <= port <= 65535:
+        print(f"error: port: must be 0..65535, got {port}", file=sys.stderr)
         return EXIT_BAD_INPUT
     import uvicorn
 
     from .app import create_app
 
-    app = create_app(settings, address=f"http://{args.host}:{args.port}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(settings, address=f"http://{host}:{port}")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +66,13 @@ class SolveRunner:
         self.time_limit = time_limit
         self._pool: Executor | None = None
 
-    def start(self) -> None:
+    def start(self, warm: bool = True) -> None:
+        """Start the pool; with `warm`, wait until every worker has imported the solvers."""
         if self.workers > 0:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
-                future.result()
+                if warm:
+                    future.result()
         else:
             self._pool = ThreadPoolExecutor(1)
 
@@ -93,6 +96,10 @@ class SolveRunner:
             return await asyncio.wait_for(future, timeout=limit + GRACE_SECONDS)
         except asyncio.TimeoutError:
             raise SolveTimeout(f"solve did not finish within its time limit of {limit:g} s") from None
+        except BrokenProcessPool:  # a worker died (e.g. killed for memory): a fresh pool for the next request
+            self.stop()
+            self.start(warm=False)  # never block the event loop on imports
+            raise
 
     def describe(self) -> dict[str, Any]:
         return {"workers": self.workers, "timeLimit": self.time_limit}

@@ -51,7 +51,9 @@ class SolveRequest(SystemData):
         None, description="tuned perf parameters by 'model/accelerator'; they replace the scenario's")
 
 
-class PlacementBody(BaseModel):
+class _Sized(BaseModel):
+    """Replicas on an accelerator and what they are predicted to do (shared by a server and its placements)."""
+
     accelerator: str
     acceleratorType: str
     replicas: int
@@ -59,14 +61,17 @@ class PlacementBody(BaseModel):
     maxQueue: int
     cost: float
     units: int
-    rate: float
-    maxRatePerReplica: float
-    itl: float
-    ttft: float
+    maxRatePerReplica: float = Field(description="requests/second per replica within the SLOs")
+    itl: float = Field(description="ms")
+    ttft: float = Field(description="ms")
     rho: float
 
 
-class ServerAllocationBody(BaseModel):
+class PlacementBody(_Sized):
+    rate: float = Field(description="requests/second routed to these replicas")
+
+
+class ServerAllocationBody(_Sized):
     name: str
     serviceClass: str
     model: str
@@ -74,20 +79,9 @@ class ServerAllocationBody(BaseModel):
     status: str = Field(description="ok, best-effort, infeasible-SLO, no-perf-data, capacity-limited, zero-load, "
                                     "invalid-input")
     reason: str
-    accelerator: str
-    acceleratorType: str
-    replicas: int
-    maxBatch: int
-    maxQueue: int
-    cost: float
-    units: int
-    itl: float = Field(description="ms")
-    ttft: float = Field(description="ms")
-    rho: float
     arrivalRate: float = Field(description="requests/second offered")
     totalRate: float
     servedRate: float
-    maxRatePerReplica: float
     itlTarget: float
     ttftTarget: float
     tpsTarget: float

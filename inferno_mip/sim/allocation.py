@@ -7,17 +7,16 @@ import math
 import numbers
 from pathlib import Path
 
-from .errors import SimulationError
+from .errors import SimulationError, read_text
 
 
 def load_allocation(path) -> dict[str, tuple[str, int, int]]:
     """{server: (accelerator, replicas, max batch)} from ``inferno-mip solve --format json`` output (``servers``
     list) or inferno's AllocationSolution (``allocations`` map; keys matched case-insensitively)."""
     path = Path(path)
+    text = read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SimulationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SimulationError(f"{path}: not valid JSON: {exc}") from None
     return parse_allocation(data, str(path))

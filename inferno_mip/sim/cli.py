@@ -15,13 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from .errors import SimulationError
-
-if TYPE_CHECKING:  # the simulator and numpy load when a command runs, so `inferno-mip --help` stays cheap
-    from .lengths import LengthDist
-    from .replica import ReplicaConfig
 
 __all__ = ["register", "EXIT_BAD_INPUT"]
 
@@ -36,7 +30,7 @@ def register(subparsers) -> None:
         "simulate", help="simulate a fleet request by request (SCENARIO), or one replica at a fixed rate",
         description="With SCENARIO: simulate its servers under a workload and print per-window metrics as vLLM "
                     "exports them. Without: simulate one replica at --rate over --seeds seeds and print the "
-                    "measured metrics with 95%% confidence intervals (the flags of 'analyze').")
+                    "measured metrics with 95 percent confidence intervals (the flags of 'analyze').")
     p.add_argument("scenario", nargs="?", type=Path, help="scenario folder or system-data file (fleet form)")
     f = p.add_argument_group("fleet form")
     f.add_argument("--workload", type=Path, help="workload YAML (default: each server's scenario load, constant)")
@@ -84,9 +78,20 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+ONE_REPLICA_ONLY = ("alpha", "beta", "gamma", "decode_alpha", "decode_beta", "prefill_gamma", "prefill_delta",
+                    "in_tokens", "out_tokens", "max_batch", "max_queue", "rate", "warmup")
+FLEET_ONLY = ("workload", "allocation", "serve_metrics")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.scenario is not None:
+        fleet = args.scenario is not None
+        given = [f"--{k.replace('_', '-')}" for k in (ONE_REPLICA_ONLY if fleet else FLEET_ONLY)
+                 if getattr(args, k) is not None]
+        if given:
+            form = "one-replica form (without SCENARIO)" if fleet else "fleet form (give a SCENARIO)"
+            raise SimulationError(f"{', '.join(given)}: only for the {form}")
+        if fleet:
             from .fleet_cli import run_fleet
 
             return run_fleet(args)
@@ -104,8 +109,8 @@ def max_num_tokens(value: float) -> int | None:
     return int(value) or None
 
 
-def replica_config(args) -> ReplicaConfig:
-    """The replica of the one-replica form, from alpha/beta/gamma or decode/prefill flags."""
+def replica_config(args):
+    """The ReplicaConfig of the one-replica form, from alpha/beta/gamma or decode/prefill flags."""
     from .replica import ReplicaConfig
 
     v02 = {k: getattr(args, k) for k in ("decode_alpha", "decode_beta", "prefill_gamma", "prefill_delta")}
@@ -144,7 +149,7 @@ def _check_params(params: dict) -> None:
             raise SimulationError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {v!r}")
 
 
-def length_dist(mean, cv: float, kind: str | None, flag: str) -> LengthDist:
+def length_dist(mean, cv: float, kind: str | None, flag: str):
     from .lengths import LengthDist
 
     if mean is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -60,12 +61,36 @@ class ServerWindow:
     max_batch: int
     replicas_ready: int
     replicas_starting: int
-    per_replica: dict[str, dict[str, float]]
+    per_replica: Mapping[str, dict[str, float]]
     sample: Sample = field(repr=False, compare=False)
 
     def within_slo(self, itl_ms: float, ttft_ms: float) -> float:
         """Fraction of the window's completed requests whose own mean ITL and TTFT meet both targets."""
         return self.sample.within_slo(itl_ms, ttft_ms)
+
+
+class ReplicaSummaries(Mapping):
+    """Per-replica window metrics, each computed on first access (a fleet window may cover hundreds of replicas
+    while a reader looks at a few)."""
+
+    def __init__(self, entries: dict[str, tuple[Sample, dict]]):
+        self._entries = entries
+        self._done: dict[str, dict] = {}
+
+    def __getitem__(self, name: str) -> dict:
+        if name not in self._done:
+            sample, extra = self._entries[name]
+            self._done[name] = {**sample.summary(), **extra}
+        return self._done[name]
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"ReplicaSummaries({list(self._entries)})"
 
 
 def perf_config(perf, max_batch: int, max_queue: int, max_num_tokens: int | None) -> ReplicaConfig:
@@ -228,8 +253,8 @@ class ServerSim:
                 continue
             s = replica_sample(r.engine, since, now)
             samples.append(s)
-            per_replica[r.name] = {**s.summary(), "accelerator": r.accelerator, "max_batch": r.max_batch,
-                                   "ready": r.ready_at <= now < r.drain_at}
+            per_replica[r.name] = (s, {"accelerator": r.accelerator, "max_batch": r.max_batch,
+                                       "ready": r.ready_at <= now < r.drain_at})
         unrouted = np.asarray(self.unrouted)
         lost = int(np.count_nonzero((unrouted >= since) & (unrouted < now)))
         merged = Sample.merge(samples, now - since)
@@ -239,7 +264,7 @@ class ServerSim:
         starting = sum(1 for r in self.replicas if r.ready_at > now and r.drain_at == math.inf)
         return ServerWindow(**{k: m[k] for k in WINDOW_METRICS}, accelerator=self.accelerator,
                             max_batch=self.max_batch, replicas_ready=ready, replicas_starting=starting,
-                            per_replica=per_replica, sample=merged)
+                            per_replica=ReplicaSummaries(per_replica), sample=merged)
 
 
 class Fleet:

@@ -58,15 +58,19 @@ def run_fleet(args) -> int:
         print(f"serving vLLM metrics on http://127.0.0.1:{exporter.port}/metrics", file=sys.stderr)
     records = []
     wall0 = time.monotonic()
-    for t0, t1 in zip(edges[:-1], edges[1:]):
-        if exporter is None:
-            fleet.advance(t1)
-        else:
-            _advance_live(fleet, exporter, t1, wall0, args.speed)
-        windows = fleet.window(t0)
-        records.append((t0, t1, windows))
-        if not (args.json or args.csv):
-            print(format_window(t0, t1, windows), flush=True)
+    try:
+        for t0, t1 in zip(edges[:-1], edges[1:]):
+            if exporter is None:
+                fleet.advance(t1)
+            else:
+                _advance_live(fleet, exporter, t1, wall0, args.speed)
+            windows = fleet.window(t0)
+            records.append((t0, t1, windows))
+            if not (args.json or args.csv):
+                print(format_window(t0, t1, windows), flush=True)
+    finally:
+        if exporter is not None:
+            exporter.close()
     if args.json:
         print(json.dumps([{"start": t0, "end": t1, "servers": {n: window_dict(w) for n, w in ws.items()}}
                           for t0, t1, ws in records], indent=2))

@@ -28,6 +28,8 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import SimulationError
 
 INF = math.inf
@@ -88,21 +90,31 @@ class Request:
         self.done = 0  # prompt tokens prefilled so far
 
 
-class ReplicaLog:
-    """What a replica has done, append-only and in time order (compact float arrays).
+DONE_FIELDS = ("arrival", "admitted", "first", "finish", "in", "out")
+RUN_FIELDS = ("start", "a", "b", "count", "decoders")
 
-    ``done_*``: one entry per completed request, in order of completion. ``it_*``: runs of iterations with
-    decoding requests; run i starts at ``it_start[i]``, its j-th iteration (j = 1..``it_count[i]``) lasts
-    ``it_a[i] + it_b[i] * j`` seconds and emits one token to each of ``it_decoders[i]`` requests.
+
+class ReplicaLog:
+    """What a replica has done, append-only and in time order (compact float arrays, one row after another).
+
+    ``done``: one row per completed request (``DONE_FIELDS``), in order of completion. ``runs``: runs of
+    iterations with decoding requests (``RUN_FIELDS``); a run starts at ``start``, its j-th iteration
+    (j = 1..``count``) lasts ``a + b * j`` seconds and emits one token to each of ``decoders`` requests.
     ``rejected``: arrival times of rejected requests.
     """
 
-    __slots__ = ("done_arrival", "done_admitted", "done_first", "done_finish", "done_in", "done_out",
-                 "it_start", "it_a", "it_b", "it_count", "it_decoders", "rejected")
+    __slots__ = ("done", "runs", "rejected")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, array("d"))
+        self.done = array("d")
+        self.runs = array("d")
+        self.rejected = array("d")
+
+    def table(self, name: str) -> np.ndarray:
+        """``done`` or ``runs`` as a 2-D array (rows x fields), a view without copying."""
+        width = len(DONE_FIELDS) if name == "done" else len(RUN_FIELDS)
+        column = getattr(self, name)
+        return np.frombuffer(column).reshape(-1, width) if len(column) else np.empty((0, width))
 
 
 class Replica:
@@ -125,6 +137,7 @@ class Replica:
         self._ctx = 0          # KV-cache tokens of the decoding requests
         self._iters = 0        # iterations completed
         self._seq = 0
+        self.held = 0          # requests accepted and not complete
         # The block in progress: `count` iterations from `start`, the j-th lasting a + b*j; `chunks` for a
         # single iteration that prefills: [(request, tokens)].
         self.busy = False
@@ -140,7 +153,7 @@ class Replica:
     @property
     def in_system(self) -> int:
         """Requests held (waiting, prefilling or decoding), including those finishing in the iteration under way."""
-        return len(self.waiting) + len(self.prefilling) + len(self.decoders)
+        return self.held
 
     @property
     def running(self) -> int:
@@ -165,9 +178,10 @@ class Replica:
 
     def arrive(self, req: Request, t: float) -> bool:
         """A request arrives at ``t`` (call ``advance(t)`` first); False if rejected because the replica is full."""
-        if len(self.waiting) + len(self.prefilling) + len(self.decoders) >= self.capacity:
+        if self.held >= self.capacity:
             self.log.rejected.append(t)
             return False
+        self.held += 1
         self.waiting.append(req)
         if not self.busy:
             self._start_block(t)
@@ -247,13 +261,8 @@ class Replica:
         e = self.end
         c = self._count
         d = self._decoding
-        log = self.log
         if d:
-            log.it_start.append(self.start)
-            log.it_a.append(self._a)
-            log.it_b.append(self._b)
-            log.it_count.append(c)
-            log.it_decoders.append(d)
+            self.log.runs.extend((self.start, self._a, self._b, c, d))
         self._iters += c
         self._ctx += c * d
         it = self._iters
@@ -280,10 +289,5 @@ class Replica:
             self._record(req, e)
 
     def _record(self, req: Request, finish: float) -> None:
-        log = self.log
-        log.done_arrival.append(req.arrival)
-        log.done_admitted.append(req.admitted)
-        log.done_first.append(req.first_token)
-        log.done_finish.append(finish)
-        log.done_in.append(req.n)
-        log.done_out.append(req.m)
+        self.held -= 1
+        self.log.done.extend((req.arrival, req.admitted, req.first_token, finish, req.n, req.m))

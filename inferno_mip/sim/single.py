@@ -94,23 +94,13 @@ def simulate_replica(cfg: ReplicaConfig, rate: float, in_tokens: LengthDist, out
 def request_table(replica: Replica) -> dict[str, np.ndarray]:
     """Every accepted request of ``replica`` by arrival: arrival, admitted, first_token, finish (s; inf = not
     yet), in_tokens, out_tokens."""
-    log = replica.log
     live = replica.live_requests()
-    cols = {
-        "arrival": np.concatenate([np.frombuffer(log.done_arrival, dtype=np.float64) if len(log.done_arrival)
-                                   else np.empty(0), [r.arrival for r in live]]),
-        "admitted": np.concatenate([_col(log.done_admitted), [r.admitted for r in live]]),
-        "first_token": np.concatenate([_col(log.done_first), [r.first_token for r in live]]),
-        "finish": np.concatenate([_col(log.done_finish), np.full(len(live), np.inf)]),
-        "in_tokens": np.concatenate([_col(log.done_in), [r.n for r in live]]),
-        "out_tokens": np.concatenate([_col(log.done_out), [r.m for r in live]]),
-    }
-    order = np.argsort(cols["arrival"], kind="stable")
-    return {k: v[order] for k, v in cols.items()}
-
-
-def _col(column) -> np.ndarray:
-    return np.frombuffer(column).copy() if len(column) else np.empty(0)
+    done = replica.log.table("done")
+    rows = np.concatenate([done, np.array([(r.arrival, r.admitted, r.first_token, np.inf, r.n, r.m)
+                                           for r in live]).reshape(-1, done.shape[1])])
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    names = ("arrival", "admitted", "first_token", "finish", "in_tokens", "out_tokens")
+    return {name: rows[:, i].copy() for i, name in enumerate(names)}
 
 
 def _check(rate: float, duration: float, warmup: float) -> None:

@@ -3,7 +3,9 @@
 Each observation belongs to the window in which vLLM would record it: TTFT when the first token is emitted,
 each inter-token gap when its token is emitted, token counts and per-request latencies at completion, arrivals
 (offered, rejected) when they arrive. Windows are half-open, [t0, t1). Times in seconds inside; the summary
-is in milliseconds.
+is in milliseconds. ITL mean and p95 are over every inter-token gap (vLLM's time-per-output-token histogram),
+so long requests weigh by their tokens; the p95 of TTFT interpolates linearly, that of ITL is the smallest gap
+with 95 % of the gaps at or below it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Sample:
     done_itl: np.ndarray      # s, their own mean ITL (NaN with one output token),
     done_in: np.ndarray       # their prompt and output tokens
     done_out: np.ndarray
+    done_wait: np.ndarray     # s, their time from arrival to admission
     running_area: float       # request-seconds in the batch
     waiting_area: float       # request-seconds waiting
 
@@ -42,7 +45,7 @@ class Sample:
             return np.concatenate(arrays) if arrays else np.empty(0)
         return Sample(span, sum(s.offered for s in samples), sum(s.rejected for s in samples),
                       cat("ttft"), cat("gaps"), cat("gap_weights"), cat("done_ttft"), cat("done_itl"),
-                      cat("done_in"), cat("done_out"), sum(s.running_area for s in samples),
+                      cat("done_in"), cat("done_out"), cat("done_wait"), sum(s.running_area for s in samples),
                       sum(s.waiting_area for s in samples))
 
     def summary(self) -> dict[str, float]:
@@ -96,47 +99,39 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
 
 def replica_sample(replica: Replica, t0: float, t1: float) -> Sample:
     """Observations of ``replica`` in [t0, t1); the replica must have been advanced to t1."""
-    log = replica.log
-    finish = np.frombuffer(log.done_finish) if len(log.done_finish) else np.empty(0)
-    i0 = int(np.searchsorted(finish, t0, side="left"))  # completions before t0 cannot touch the window
+    done = replica.log.table("done")
+    i0 = int(np.searchsorted(done[:, 3], t0, side="left"))  # completions before t0 cannot touch the window
     live = replica.live_requests()
-    arrival = np.concatenate([_tail(log.done_arrival, i0), np.array([r.arrival for r in live])])
-    admitted = np.concatenate([_tail(log.done_admitted, i0), np.array([r.admitted for r in live])])
-    first = np.concatenate([_tail(log.done_first, i0), np.array([r.first_token for r in live])])
-    fin = np.concatenate([finish[i0:], np.full(len(live), np.inf)])
-    n_in = np.concatenate([_tail(log.done_in, i0), np.array([r.n for r in live], dtype=np.float64)])
-    n_out = np.concatenate([_tail(log.done_out, i0), np.array([r.m for r in live], dtype=np.float64)])
+    rows = np.concatenate([done[i0:], np.array([(r.arrival, r.admitted, r.first_token, np.inf, r.n, r.m)
+                                                for r in live]).reshape(-1, done.shape[1])])
+    arrival, admitted, first, fin, n_in, n_out = rows.T
 
-    rejected = np.frombuffer(log.rejected) if len(log.rejected) else np.empty(0)
+    rejected = np.frombuffer(replica.log.rejected) if len(replica.log.rejected) else np.empty(0)
     n_rej = int(np.searchsorted(rejected, t1, "left") - np.searchsorted(rejected, t0, "left"))
     offered = int(np.count_nonzero((arrival >= t0) & (arrival < t1))) + n_rej
 
     in_ttft = (first >= t0) & (first < t1)
-    done = (fin >= t0) & (fin < t1)
+    ok = (fin >= t0) & (fin < t1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        done_itl = np.where(n_out[done] > 1, (fin[done] - first[done]) / (n_out[done] - 1), np.nan)
+        done_itl = np.where(n_out[ok] > 1, (fin[ok] - first[ok]) / (n_out[ok] - 1), np.nan)
     run_area = float(np.clip(np.minimum(fin, t1) - np.maximum(admitted, t0), 0, None).sum())
     wait_area = float(np.clip(np.minimum(admitted, t1) - np.maximum(arrival, t0), 0, None).sum())
     gaps, weights = _gaps(replica, t0, t1)
     return Sample(t1 - t0, offered, n_rej, first[in_ttft] - arrival[in_ttft], gaps, weights,
-                  first[done] - arrival[done], done_itl, n_in[done], n_out[done], run_area, wait_area)
-
-
-def _tail(column, i0: int) -> np.ndarray:
-    return np.frombuffer(column)[i0:] if len(column) else np.empty(0)
+                  first[ok] - arrival[ok], done_itl, n_in[ok], n_out[ok], admitted[ok] - arrival[ok],
+                  run_area, wait_area)
 
 
 def _gaps(replica: Replica, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
     """Inter-token gaps (iteration durations, one per decoding request) of iterations ending in [t0, t1)."""
-    log = replica.log
-    start = np.frombuffer(log.it_start) if len(log.it_start) else np.empty(0)
-    lo = max(int(np.searchsorted(start, t0, "right")) - 1, 0)  # runs do not overlap: one may straddle t0
-    hi = int(np.searchsorted(start, t1, "left"))
-    cols = [start[lo:hi]] + [_slice(c, lo, hi) for c in (log.it_a, log.it_b, log.it_count, log.it_decoders)]
+    runs = replica.log.table("runs")
+    lo = max(int(np.searchsorted(runs[:, 0], t0, "right")) - 1, 0)  # runs do not overlap: one may straddle t0
+    hi = int(np.searchsorted(runs[:, 0], t1, "left"))
+    runs = runs[lo:hi]
     block = replica.live_block()
     if block is not None and block[0] < t1:
-        cols = [np.append(col, v) for col, v in zip(cols, block)]
-    s, a, b, c, d = cols
+        runs = np.vstack([runs, block])
+    s, a, b, c, d = runs.T
     c = c.astype(np.int64)
     if not c.sum():
         return np.empty(0), np.empty(0)
@@ -146,7 +141,3 @@ def _gaps(replica: Replica, t0: float, t1: float) -> tuple[np.ndarray, np.ndarra
     end = s[idx] + j * ai + bi * j * (j + 1) / 2
     keep = (end >= t0) & (end < t1)
     return (ai + bi * j)[keep], d[idx][keep]
-
-
-def _slice(column, lo: int, hi: int) -> np.ndarray:
-    return np.frombuffer(column)[lo:hi] if len(column) else np.empty(0)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SimulationError
+from .errors import SimulationError, read_text
 from .lengths import LengthDist
 from .rates import Diurnal, OUNoise, Phases, RateProfile, StepRates, Timestamps
 
@@ -69,10 +69,9 @@ class Workload:
         import yaml
 
         path = Path(path)
+        text = read_text(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SimulationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise SimulationError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
         return Workload.from_dict(data, source=str(path), base=path.parent)

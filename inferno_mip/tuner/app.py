@@ -10,11 +10,12 @@ never wait behind it.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Body, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -26,6 +27,9 @@ from .service import ServiceSettings, TunerService
 __all__ = ["create_app"]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# Tuning is CPU-bound Python: more threads than this add no throughput, only GIL contention that slows
+# the event loop's answers to the cheap GETs.
+TUNE_THREADS = 2
 SPECS_BODY = "request body must be a non-empty JSON array of ServerSpec"
 
 
@@ -57,13 +61,20 @@ def create_app(service: TunerService | None = None, settings: ServiceSettings | 
     `address` is only named in the start log line.
     """
     svc = service or TunerService(settings or ServiceSettings.from_env())
+    pool = ThreadPoolExecutor(TUNE_THREADS, thread_name_prefix="tune")
+
+    async def off_loop(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if address:
             print(f"inferno-mip tuner listening on {address} ({svc.settings.mode}"
                   f"{', compat' if svc.settings.compat else ''})", file=sys.stderr, flush=True)
-        yield
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=False)
 
     app = FastAPI(title="inferno-mip tuner", version="1", lifespan=lifespan)
     app.state.service = svc
@@ -75,7 +86,7 @@ def create_app(service: TunerService | None = None, settings: ServiceSettings | 
         if not specs:
             return _error(400, SPECS_BODY)
         try:
-            result, issues = await run_in_threadpool(fn, [wire_dict(s) for s in specs])
+            result, issues = await off_loop(fn, [wire_dict(s) for s in specs])
         except TunerError as exc:
             return _error(422, str(exc))
         if issues:
@@ -112,7 +123,7 @@ def create_app(service: TunerService | None = None, settings: ServiceSettings | 
             return _error(400, "invalid request body: empty (a ModelData object is required)")
         data = {} if model_data is None else wire_dict(model_data)
         try:
-            return JSONResponse(await run_in_threadpool(svc.merge, data))
+            return JSONResponse(await off_loop(svc.merge, data))
         except TunerError as exc:
             return _error(400, str(exc))
 

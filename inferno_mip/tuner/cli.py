@@ -12,7 +12,10 @@ import math
 import sys
 from pathlib import Path
 
+from ..queueing.versions import PERF_MODELS
 from .errors import TunerError
+
+FITTED_PERF_MODELS = tuple(k for k in PERF_MODELS if k not in ("v01", "v02"))  # the alpha/beta/gamma versions
 
 __all__ = ["register", "main"]
 
@@ -26,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--config", type=Path, help="filter config JSON (inferno format; default: inferno's default)")
     p.add_argument("--compat", action="store_true", help="inferno's filter (linear, fixed R, no recovery)")
     p.add_argument("--ungated", action="store_true", help="inferno's demo Run: no NIS/positivity gates")
+    p.add_argument("--perf-model", choices=FITTED_PERF_MODELS, default=None,
+                   help="perf model to fit (default new, as inferno's tuner; iteration: the sizing default for "
+                        "perfParms data); the simulated observer generates with the same model")
+    p.add_argument("--out-tokens-cv", type=float, default=0.0,
+                   help="simulated: coefficient of variation of output tokens (read by the iteration model)")
     p.add_argument("--x0", help="initial alpha,beta[,gamma] (default: fit the first --init-obs observations)")
     p.add_argument("--init-obs", type=int, default=5, help="observations for the initial fit (0: start at x0)")
     p.add_argument("--warmup", type=int, default=5, help="EKF steps without the NIS gate")
@@ -60,7 +68,8 @@ def _observer(args):
 
     if args.observer == "simulated":
         return observers.SimulatedObserver(noise=args.noise, seed=args.seed, load_spread=args.load_spread,
-                                           token_spread=args.token_spread)
+                                           token_spread=args.token_spread, perf_model=args.perf_model,
+                                           out_tokens_cv=args.out_tokens_cv)
     if args.observer == "offline":
         if args.trace is None:
             raise TunerError("--trace: required with --observer offline")
@@ -102,7 +111,8 @@ def run_tune(args) -> int:
         if not (args.process_scale > 0):
             raise TunerError(f"--process-scale: must be > 0, got {args.process_scale!r}")
         base = TunerOptions.reference() if args.compat else TunerOptions()
-        options = TunerOptions(**{**base.__dict__, "process_scale": args.process_scale})
+        options = TunerOptions(**{**base.__dict__, "process_scale": args.process_scale,
+                                  "perf_model": args.perf_model or base.perf_model})
         points = tune_all(obs, config, kind=kind, options=options, x0=_x0(args.x0), init_obs=args.init_obs,
                           warmup=args.warmup, gated=not args.ungated)
         if args.plot:

@@ -17,7 +17,7 @@ from scipy.optimize import least_squares, minimize
 
 from .errors import TunerError
 from .observation import Observation
-from .perfmodel import predict
+from .perfmodel import TUNED_PERF_MODEL, predict
 
 __all__ = ["FALLBACK_STATE", "FitResult", "InitEstimator", "SlidingWindowEstimator", "condition_number",
            "fit", "fit_least_squares", "fit_nelder_mead", "guess_init_state", "objective", "residuals"]
@@ -63,24 +63,24 @@ def guess_init_state(obs: Observation | None, seed=None) -> np.ndarray | None:
     return x if np.all(x > 0) else None
 
 
-def residuals(x, observations, *, weighted: bool = False) -> np.ndarray:
+def residuals(x, observations, *, weighted: bool = False, perf_model: str = TUNED_PERF_MODEL) -> np.ndarray:
     """Relative residuals, 2 per observation (NaN where the model fails or an observed value is <= 0)."""
     out = np.empty(2 * len(observations))
     for i, o in enumerate(observations):
         zo = np.array([o.ttft, o.itl])
-        zm = predict(x, o)
+        zm = predict(x, o, perf_model=perf_model)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where((zo > 0) & (zm > 0), (zm - zo) / zo, np.nan)
         out[2 * i: 2 * i + 2] = r * (np.sqrt(o.weight) if weighted else 1.0)
     return out
 
 
-def objective(x, observations) -> float:
+def objective(x, observations, perf_model: str = TUNED_PERF_MODEL) -> float:
     """inferno's fit objective: sum of squared relative residuals; MaxFloat64/2 on any failure."""
     x = np.asarray(x, dtype=np.float64)
     if np.any(x <= 0):
         return MAX_FLOAT / 2
-    r = residuals(x, observations)
+    r = residuals(x, observations, perf_model=perf_model)
     return MAX_FLOAT / 2 if not np.all(np.isfinite(r)) else float(r @ r)
 
 
@@ -92,14 +92,14 @@ class FitResult:
     message: str = ""
 
 
-def fit_nelder_mead(x0, observations, *, max_evals: int = 500) -> FitResult:
+def fit_nelder_mead(x0, observations, *, max_evals: int = 500, perf_model: str = TUNED_PERF_MODEL) -> FitResult:
     """inferno's fitWithX0: adaptive NM on p (x = p * x0) from p = 1, simplex step 0.05, 500 evaluations."""
     x0 = np.asarray(x0, dtype=np.float64)
     if not observations:
         return FitResult(x0, MAX_FLOAT, False, "no observations")
     n = x0.size
     simplex = np.vstack([np.ones(n), np.ones(n) + 0.05 * np.eye(n)])
-    res = minimize(lambda p: objective(p * x0, observations), np.ones(n), method="Nelder-Mead",
+    res = minimize(lambda p: objective(p * x0, observations, perf_model), np.ones(n), method="Nelder-Mead",
                    options={"adaptive": True, "initial_simplex": simplex, "maxfev": max_evals,
                             "xatol": 0.0, "fatol": 1e-10, "maxiter": 10 * max_evals})
     x = res.x * x0
@@ -108,7 +108,7 @@ def fit_nelder_mead(x0, observations, *, max_evals: int = 500) -> FitResult:
 
 
 def fit_least_squares(x0, observations, *, seed=None, loss: str = "soft_l1", f_scale: float = 0.05,
-                      prior_weight: float = 0.0) -> FitResult:
+                      prior_weight: float = 0.0, perf_model: str = TUNED_PERF_MODEL) -> FitResult:
     """Bounded robust least squares in ln x, weighted by observation weight; multi-start from x0 and seed.
 
     prior_weight > 0 adds ridge rows prior_weight * (ln x - ln seed) (MAP around the seed): well posed at any
@@ -121,7 +121,7 @@ def fit_least_squares(x0, observations, *, seed=None, loss: str = "soft_l1", f_s
     anchor = np.log(starts[-1])
 
     def resid(theta):
-        r = residuals(np.exp(theta), observations, weighted=True)
+        r = residuals(np.exp(theta), observations, weighted=True, perf_model=perf_model)
         r = np.where(np.isfinite(r), r, 10.0)  # failures: a large, finite residual
         if prior_weight > 0:
             r = np.concatenate([r, prior_weight * (theta - anchor)])
@@ -138,7 +138,7 @@ def fit_least_squares(x0, observations, *, seed=None, loss: str = "soft_l1", f_s
         except (ValueError, np.linalg.LinAlgError):
             continue
         x = np.exp(res.x)
-        fun = objective(x, observations)
+        fun = objective(x, observations, perf_model)
         if best is None or fun < best.fun:
             best = FitResult(x, fun, fun < MAX_FLOAT / 4, "")
     if best is None or not best.ok:
@@ -146,15 +146,15 @@ def fit_least_squares(x0, observations, *, seed=None, loss: str = "soft_l1", f_s
     return best
 
 
-def fit(x0, observations, method: str = "lsq", seed=None) -> FitResult:
+def fit(x0, observations, method: str = "lsq", seed=None, perf_model: str = TUNED_PERF_MODEL) -> FitResult:
     if method == "nm":
-        return fit_nelder_mead(x0, observations)
+        return fit_nelder_mead(x0, observations, perf_model=perf_model)
     if method == "lsq":
-        return fit_least_squares(x0, observations, seed=seed)
+        return fit_least_squares(x0, observations, seed=seed, perf_model=perf_model)
     raise TunerError(f"fit method: expected 'nm' or 'lsq', got {method!r}")
 
 
-def condition_number(observations, x) -> float:
+def condition_number(observations, x, perf_model: str = TUNED_PERF_MODEL) -> float:
     """kappa of the relative-residual Jacobian w.r.t. ln x (central differences, step 1e-3); inf if degenerate."""
     x = np.asarray(x, dtype=np.float64)
     if 2 * len(observations) < x.size or np.any(x <= 0):
@@ -164,7 +164,8 @@ def condition_number(observations, x) -> float:
         up, dn = x.copy(), x.copy()
         up[k] *= 1 + KAPPA_STEP
         dn[k] *= 1 - KAPPA_STEP
-        rp, rm = residuals(up, observations), residuals(dn, observations)
+        rp = residuals(up, observations, perf_model=perf_model)
+        rm = residuals(dn, observations, perf_model=perf_model)
         if not (np.all(np.isfinite(rp)) and np.all(np.isfinite(rm))):
             return float("inf")
         cols.append((rp - rm) / (2 * KAPPA_STEP))
@@ -182,8 +183,9 @@ class InitEstimator:
     """
 
     def __init__(self, min_obs: int = 5, *, hold_back: bool = True, max_condition: float = MAX_CONDITION_NUMBER,
-                 seed=None, method: str = "lsq", max_obs: int = 100):
+                 seed=None, method: str = "lsq", max_obs: int = 100, perf_model: str = TUNED_PERF_MODEL):
         self.min_obs = max(1, int(min_obs))
+        self.perf_model = perf_model
         self.hold_back, self.max_condition, self.method = hold_back, float(max_condition), method
         self.seed = None if seed is None else tuple(float(v) for v in seed)
         self.observations: deque[Observation] = deque(maxlen=max(self.min_obs, int(max_obs)))
@@ -207,7 +209,7 @@ class InitEstimator:
         x0 = guess_init_state(obs[0], self.seed)
         if x0 is None:
             x0 = np.array(FALLBACK_STATE)
-        res = fit(x0, obs, self.method, self.seed)
+        res = fit(x0, obs, self.method, self.seed, self.perf_model)
         if not res.ok:
             self.last_fit_value = MAX_FLOAT
             g = guess_init_state(obs[0], self.seed)
@@ -215,7 +217,7 @@ class InitEstimator:
                 raise TunerError(f"init fit failed ({res.message}) and no guess from the first observation")
             return g
         if self.max_condition > 0:
-            self.last_condition = condition_number(obs, res.x)
+            self.last_condition = condition_number(obs, res.x, self.perf_model)
             if self.last_condition > self.max_condition:
                 g = guess_init_state(obs[0], self.seed)
                 if g is None:
@@ -249,8 +251,10 @@ class SlidingWindowEstimator:
     """
 
     def __init__(self, window: int = 10, min_obs: int = 5, residual_threshold: float = 0.5, *,
-                 max_condition: float = MAX_CONDITION_NUMBER, seed=None, method: str = "lsq"):
+                 max_condition: float = MAX_CONDITION_NUMBER, seed=None, method: str = "lsq",
+                 perf_model: str = TUNED_PERF_MODEL):
         self.window = max(1, int(window))
+        self.perf_model = perf_model
         self.min_obs = min(max(1, int(min_obs)), self.window)
         self.threshold, self.max_condition, self.method = float(residual_threshold), float(max_condition), method
         self.seed = None if seed is None else tuple(float(v) for v in seed)
@@ -282,7 +286,7 @@ class SlidingWindowEstimator:
         x0 = self.last_fit.copy() if self.last_fit is not None else guess_init_state(obs[-1], self.seed)
         if x0 is None:
             x0 = np.array(FALLBACK_STATE)
-        res = fit(x0, obs, self.method, self.seed)
+        res = fit(x0, obs, self.method, self.seed, self.perf_model)
         if not res.ok:
             g = guess_init_state(obs[-1], self.seed)
             if g is None:
@@ -294,16 +298,16 @@ class SlidingWindowEstimator:
         if self.threshold > 0 and len(obs) > 1:
             rho = []
             for o in obs:
-                r = residuals(fitted, [o])
+                r = residuals(fitted, [o], perf_model=self.perf_model)
                 rho.append(float(np.hypot(*r)) if np.all(np.isfinite(r)) else MAX_FLOAT)
             worst = int(np.argmax(rho))
             if rho[worst] > self.threshold:
                 used = obs[:worst] + obs[worst + 1:]
-                res2 = fit(fitted, used, self.method, self.seed)
+                res2 = fit(fitted, used, self.method, self.seed, self.perf_model)
                 if res2.ok:
                     fitted = res2.x
         if self.max_condition > 0:
-            self.last_condition = condition_number(used, fitted)
+            self.last_condition = condition_number(used, fitted, self.perf_model)
             if self.last_condition > self.max_condition:
                 if self.last_fit is not None:
                     self.held = True

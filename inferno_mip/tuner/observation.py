@@ -32,6 +32,8 @@ class Observation:
     wait: float = 0.0
     batch_size: float = 0.0
     weight: float = 1.0
+    in_tokens_cv: float = 0.0  # coefficients of variation of the token counts (the "iteration" perf model reads them)
+    out_tokens_cv: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -42,7 +44,8 @@ class Observation:
         return (self.wait, self.itl) if kind == DECODE else (self.ttft, self.itl)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Every field is a number: a flat copy equals asdict() at a fraction of its cost (saved on every tune).
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], kind: str = PREFILL_DECODE) -> Observation:
@@ -83,4 +86,6 @@ class Observation:
         num("wait", self.wait)
         num("batch_size", self.batch_size)
         num("weight", self.weight, positive=True)
+        num("in_tokens_cv", self.in_tokens_cv)
+        num("out_tokens_cv", self.out_tokens_cv)
         return self

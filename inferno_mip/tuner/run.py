@@ -58,7 +58,8 @@ def tune_stream(observations: Iterable[Observation], config: FilterConfig, *, ki
     tuner: PerfTuner | None = None
     if x0 is not None or kind != PREFILL_DECODE or init_obs <= 0:
         tuner = PerfTuner(config, kind=kind, options=options, x0=x0)
-    ie = InitEstimator(max(1, init_obs), hold_back=True, max_condition=max_condition, seed=config.init_state)
+    ie = InitEstimator(max(1, init_obs), hold_back=True, max_condition=max_condition, seed=config.init_state,
+                       perf_model=options.perf_model)
     ekf_steps = 0
     for step, obs in enumerate(observations):
         if tuner is None:

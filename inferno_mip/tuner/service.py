@@ -162,12 +162,13 @@ class TunerService:
         return InitEstimator(s.init_obs if min_obs is None else min_obs,
                              hold_back=s.hold_back if hold_back is None else hold_back,
                              max_condition=s.max_condition, seed=s.config.init_state, method=s.fit_method,
-                             max_obs=s.max_obs)
+                             max_obs=s.max_obs, perf_model=s.tuner_options.perf_model)
 
     def _new_swe(self) -> SlidingWindowEstimator:
         s = self.settings
         return SlidingWindowEstimator(s.window, s.init_obs, s.residual_threshold, max_condition=s.max_condition,
-                                      seed=s.config.init_state, method=s.fit_method)
+                                      seed=s.config.init_state, method=s.fit_method,
+                                      perf_model=s.tuner_options.perf_model)
 
     def state(self) -> dict:
         """The whole persisted state, as of the last completed update of each pair."""

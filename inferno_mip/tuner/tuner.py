@@ -14,7 +14,7 @@ from .config import FilterConfig
 from .ekf import ExtendedKalmanFilter
 from .errors import InvalidObservation, TunerError
 from .observation import DECODE, PREFILL_DECODE, Observation
-from .perfmodel import PARAM_NAMES, observation_function, state_size
+from .perfmodel import PARAM_NAMES, REFERENCE_PERF_MODEL, TUNED_PERF_MODEL, observation_function, state_size
 
 __all__ = ["MAX_NIS", "StepResult", "PerfTuner", "TunerOptions"]
 
@@ -39,11 +39,12 @@ class TunerOptions:
     process_scale: float = 1.0  # multiplies Q
     initial_scale: float = 1.0  # multiplies P0 (= Q, as inferno)
     use_bounds: bool = True  # config bounds (if boundedState)
+    perf_model: str = TUNED_PERF_MODEL  # the perf model h(x) evaluates (inferno: "new")
 
     @classmethod
     def reference(cls, **kw) -> TunerOptions:
         base = dict(log_space=False, relative_noise=False, joseph=False, reject_unevaluable=False,
-                    lockout_after=0, drop_uninformative=False, iterations=1)
+                    lockout_after=0, drop_uninformative=False, iterations=1, perf_model=REFERENCE_PERF_MODEL)
         return cls(**{**base, **kw})
 
 
@@ -120,7 +121,7 @@ class PerfTuner:
             R = self.config.noise_factor * np.diag(np.maximum(np.abs(z), R_FLOOR_MS) ** 2)
         else:
             R = self.config.measurement_noise()
-        h = observation_function(obs, self.kind, zeros=not opt.reject_unevaluable)
+        h = observation_function(obs, self.kind, zeros=not opt.reject_unevaluable, perf_model=opt.perf_model)
         if opt.drop_uninformative and self.kind == DECODE and obs.max_queue == 0:
             return z[1:], R[1:, 1:], lambda x: np.asarray(h(x))[..., 1:]
         return z, R, h
@@ -171,7 +172,7 @@ class PerfTuner:
         if opt.lockout_recovery == "refit" and self.kind == PREFILL_DECODE:
             from .estimators import fit_least_squares  # local: estimators import the perf model too
 
-            res = fit_least_squares(self.ekf.x, self.rejected + [obs])
+            res = fit_least_squares(self.ekf.x, self.rejected + [obs], perf_model=self.options.perf_model)
             if res.ok:
                 self.ekf._s = self.ekf.to_state(res.x)
                 self.ekf._limit()

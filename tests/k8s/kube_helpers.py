@@ -67,7 +67,10 @@ class Cluster:
         from kubernetes import client
 
         name = f"t-{uuid.uuid4().hex[:8]}"
-        client.CoreV1Api(self.api()).create_namespace({"metadata": {"name": name}})
+        core = client.CoreV1Api(self.api())
+        core.create_namespace({"metadata": {"name": name}})
+        # pods need their service account (no controller-manager creates "default")
+        core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
         return name
 
 
@@ -140,6 +143,10 @@ class TcpProxy:
 
     def down(self) -> None:
         self._up.clear()
+        try:  # wakes the accepting thread (close alone leaves it listening on Linux)
+            self._server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._server.close()
         with self._lock:
             for c in self._conns:
@@ -155,6 +162,9 @@ class TcpProxy:
             try:
                 conn, _ = server.accept()
             except OSError:
+                return
+            if not self._up.is_set():
+                conn.close()
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self._lock:
@@ -182,3 +192,49 @@ class TcpProxy:
         path = folder / f"proxy-{self.port}.kubeconfig"
         path.write_text(text)
         return str(path)
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+class RunningPrometheus:
+    """Debian's prometheus on 127.0.0.1 scraping one target every second; ``stop()`` ends it."""
+
+    def __init__(self, folder: Path, target_port: int):
+        import subprocess
+
+        import httpx
+
+        cfg = folder / "prometheus.yml"
+        cfg.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vllm\n    static_configs:\n"
+                       f"      - targets: ['127.0.0.1:{target_port}']\n")
+        self.port = free_ports(1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(folder / "prometheus.log", "wb")
+        self._proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={folder / 'data'}",
+                                       f"--web.listen-address=127.0.0.1:{self.port}"],
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        query = "min(count_over_time(vllm:request_success_total[8s]))"  # a 5 s window is then full
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            try:
+                result = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=1).json()
+                samples = result["data"]["result"]
+                if samples and float(samples[0]["value"][1]) >= 7:
+                    return
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"prometheus did not scrape 7 samples in 8 s: {(folder / 'prometheus.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._log.close()

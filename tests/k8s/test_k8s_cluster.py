@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kube_helpers import TcpProxy, example_static, managed_deployment
 
 from inferno_mip import solve
@@ -89,7 +92,8 @@ def _pod(api, namespace: str, name: str, app: str, started_seconds_ago: float) -
 
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(namespace, {"metadata": {"name": name, "labels": {"app": app}},
-                                           "spec": {"containers": [{"name": "server", "image": "vllm:none"}]}})
+                                           "spec": {"automountServiceAccountToken": False,
+                                                    "containers": [{"name": "server", "image": "vllm:none"}]}})
     started = (datetime.now(timezone.utc) - timedelta(seconds=started_seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
     core.patch_namespaced_pod_status(name, namespace, {"status": {
         "phase": "Running", "startTime": started,
@@ -264,3 +268,158 @@ def test_rbac_denial_is_reported_clearly(cluster, namespace):
     assert actions and all(a.startswith("failed:") and "forbidden" in a for a in actions.values())
     assert any("list pods" in p and "forbidden" in p for p in result.problems)  # fell back to the ready count
     assert _state(admin, namespace, "llama")[0] == 1
+
+
+def test_prometheus_unreachable_falls_back_to_load_labels(cluster, namespace):
+    from kube_helpers import free_ports
+
+    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
+
+    api = cluster.api()
+    managed_deployment(api, namespace, "llama", rpm=90)
+    join = PrometheusJoin(PrometheusSettings(address=f"http://127.0.0.1:{free_ports(1)}", timeout=1.0))
+    try:
+        fleet = KubeCollector(api, namespace, prometheus=join).collect()
+    finally:
+        join.close()
+    llama = fleet.servers["llama"]
+    assert llama.arrival_rate == pytest.approx(1.5) and (llama.in_tokens, llama.out_tokens) == (128, 1024)
+    assert llama.itl is None and llama.ttft is None
+    assert any(p.startswith(f"prometheus for {namespace}/llama:") and "using the load labels" in p
+               for p in fleet.problems)
+
+
+@pytest.fixture(scope="module")
+def vllm_fleet(cluster, tmp_path_factory):
+    """A namespace with two managed Deployments, a simulated vLLM exporter for one ("llama", 2 pods) and a real
+    Prometheus scraping it: (namespace, exporter, its operating point, Prometheus URL)."""
+    from kube_helpers import PROMETHEUS, RunningPrometheus
+
+    from inferno_mip.tuner.observers.exporter import OperatingPoint, VllmExporter
+
+    if PROMETHEUS is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but the prometheus binary is missing (apt-get install -y prometheus)")
+        pytest.skip("prometheus binary not installed (apt-get install -y prometheus)")
+    api, namespace = cluster.api(), cluster.namespace()
+    managed_deployment(api, namespace, "llama", rpm=5, in_tokens=1, out_tokens=1)  # labels differ from the truth
+    managed_deployment(api, namespace, "quiet", rpm=30)                            # exports nothing
+    point = OperatingPoint("llama", rpm=60, in_tokens=256, out_tokens=512, max_batch=64, replicas=2)
+    exporter = VllmExporter((12.0, 0.04, 6e-5), [point], namespace=namespace)
+    prometheus = RunningPrometheus(tmp_path_factory.mktemp("prometheus"), exporter.start(0))
+    try:
+        yield namespace, exporter, point, prometheus.url
+    finally:
+        prometheus.stop()
+        exporter.stop()
+
+
+def _join(url: str):
+    from inferno_mip.k8s.prometheus import PrometheusJoin, PrometheusSettings
+
+    return PrometheusJoin(PrometheusSettings(address=url, window="5s"))  # rate() needs a full window
+
+
+@pytest.mark.slow
+def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, vllm_fleet):
+    namespace, exporter, point, url = vllm_fleet
+    join = _join(url)
+    try:
+        fleet = KubeCollector(cluster.api(), namespace, prometheus=join).collect()
+    finally:
+        join.close()
+    truth = exporter.metrics(point)
+    llama = fleet.servers["llama"]
+    rel = 1e-6
+    assert llama.arrival_rate == pytest.approx(2 * 60 / 60, rel=0.05) == llama.throughput  # scrape jitter
+    assert (llama.in_tokens, llama.out_tokens) == (pytest.approx(256, rel=rel), pytest.approx(512, rel=rel))
+    assert (llama.itl, llama.ttft) == (pytest.approx(truth.itl, rel=rel), pytest.approx(truth.ttft, rel=rel))
+    assert llama.running == pytest.approx(2 * truth.num_in_service, rel=rel)
+    quiet = fleet.servers["quiet"]
+    assert quiet.arrival_rate == pytest.approx(0.5) and quiet.itl is None  # no series: the labels
+    assert not fleet.problems
+
+
+@pytest.mark.slow
+def test_the_control_loop_drives_deployments_through_the_kube_collector_and_actuator(cluster, vllm_fleet):
+    """inferno_mip.control's loop (forecast, stabilise, record) with KubeCollector and KubeActuator as its stages."""
+    from inferno_mip.control.loop import ControlLoop, LoopConfig
+
+    namespace, _, _, url = vllm_fleet
+    api, static = cluster.api(), example_static()
+    servers = [{"name": n, "class": "Premium", "model": "llama_13b"} for n in ("llama", "quiet")]
+    system = parse_system({"system": {**static, "serverData": {"servers": servers}}})
+    join = _join(url)
+    try:
+        loop = ControlLoop(system, KubeCollector(api, namespace, prometheus=join),
+                           KubeActuator(api, namespace, system=system), LoopConfig(forecast="last"))
+        record = loop.cycle()
+    finally:
+        join.close()
+    by_name = {s["name"]: s for s in record["servers"]}
+    llama, quiet = by_name["llama"], by_name["quiet"]
+    assert quiet["fault"].startswith("missing metrics") and _state(api, namespace, "quiet")[0] == 1  # held
+    assert llama["fault"] == "" and llama["recommended"] is not None, llama
+    assert _state(api, namespace, "llama")[:3] == (llama["replicas"], llama["accelerator"], str(llama["maxBatch"]))
+    assert llama["replicas"] != 1 and llama["action"].startswith("scaled 1->")
+
+def test_in_cluster_config_from_a_service_account_folder(cluster, namespace, tmp_path, monkeypatch):
+    from kubernetes import client
+
+    from inferno_mip.k8s.kubeapi import KubeConfigError, api_client
+
+    managed_deployment(cluster.api(), namespace, "llama")
+    (tmp_path / "token").write_text("admin-token")
+    (tmp_path / "ca.crt").write_bytes((cluster.folder / "apiserver.crt").read_bytes())
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.port))
+    api = api_client(service_account_dir=str(tmp_path))  # in a pod, with no kubeconfig named
+    assert [d.metadata.name for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items] == ["llama"]
+    with pytest.raises(KubeConfigError, match=r"in-cluster service account \(.*absent\)"):
+        api_client(in_cluster=True, service_account_dir=str(tmp_path / "absent"))
+
+
+SERVERS = ("a", "b", "c")
+STATES = st.tuples(st.sampled_from(["A100", "L4"]), st.integers(0, 6))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.tuples(STATES, STATES, STATES),
+       targets=st.dictionaries(st.sampled_from(SERVERS), STATES, min_size=1, max_size=3))
+def test_actuation_never_takes_a_type_above_capacity(cluster, shared_fleet, before, targets):
+    """Whatever the start and the targets: per type, units after <= max(capacity, units before); a target is
+    either applied exactly or held (and then its Deployment is untouched)."""
+    api, namespace = cluster.api(), shared_fleet
+    apps = _apps(api)
+    for name, (acc, replicas) in zip(SERVERS, before):
+        apps.patch_namespaced_deployment(name, namespace, {"metadata": {"labels": {
+            "inferno.server.allocation.accelerator": acc}}, "spec": {"replicas": replicas}})
+    system = parse_system({"system": {**example_static(), "serverData": {"servers": []}}})
+    per_replica = {"A100": 1, "L4": 2}  # llama_13b in the example data
+
+    def units(states):
+        used = {"A100": 0, "L4": 0}
+        for acc, replicas in states.values():
+            used[acc] += per_replica[acc] * replicas
+        return used
+
+    start = {n: (acc, r) for n, (acc, r) in zip(SERVERS, before)}
+    done = KubeActuator(api, namespace, system=system).actuate(
+        {n: Target(acc, r, 32) for n, (acc, r) in targets.items()})
+    after = {n: _state(api, namespace, n) for n in SERVERS}
+    now = {n: (s[1], s[0]) for n, s in after.items()}
+    for kind, count in units(now).items():
+        assert count <= max(system.capacity[kind], units(start)[kind]), (kind, start, targets, done)
+    for name, (acc, replicas) in targets.items():
+        if done[name].startswith("held:"):
+            assert now[name] == start[name]
+        else:
+            assert now[name] == (acc, replicas), done[name]
+
+
+@pytest.fixture(scope="module")
+def shared_fleet(cluster):
+    namespace = cluster.namespace()
+    for name in SERVERS:
+        managed_deployment(cluster.api(), namespace, name)
+    return namespace

@@ -82,9 +82,11 @@ def test_reconciler_writes_status_on_resource_and_deployment_changes(cluster, na
         state = _replicas(api, namespace)
         assert {n: (a["replicas"], a["accelerator"]) for n, a in first["allocation"].items()} == state
 
-        # a spec change (A100s only for llama) moves the generation: solved again, granite moves to L4
+        # a spec change (only llama's A100s left; llama cannot meet its SLO on L4) moves the generation: solved
+        # again, granite moves to L4
+        llama_a100 = first["allocation"]["llama"]["replicas"]
         _objects(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fleet", {"spec": {"data": {
-            "capacityData": {"count": [{"type": "L4", "count": 64}, {"type": "A100", "count": 4}]}}}})
+            "capacityData": {"count": [{"type": "L4", "count": 64}, {"type": "A100", "count": llama_a100}]}}}})
         second = _wait(lambda: (s := _status(api, namespace)).get("observedGeneration") == 2 and s, "second status")
         assert _condition(second, "Ready")["status"] == "True", second
         assert {n: (a["replicas"], a["accelerator"]) for n, a in second["allocation"].items()} == _replicas(
@@ -141,7 +143,7 @@ def test_invalid_spec_and_missing_configmap_are_reported_in_status(cluster, name
     assert "spec.solverOptions" in ready["message"] and "'speed'" in ready["message"]
 
     _objects(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fleet", {"spec": {
-        "solverOptions": {"timeLimit": 5}, "dataFrom": [{"configMapName": "absent"}]}})
+        "solverOptions": {"speed": None}, "dataFrom": [{"configMapName": "absent"}]}})  # null: merge-patch delete
     assert Operator(api, namespace).reconcile(namespace, "fleet") is None
     ready = _condition(_status(api, namespace), "Ready")
     assert ready["reason"] == "InvalidSpec" and f"configmap {namespace}/absent" in ready["message"]
@@ -164,3 +166,57 @@ def test_operator_command_once_dry_run(cluster, namespace, capsys):
     assert _replicas(api, namespace) == {"llama": (1, "A100"), "granite": (1, "L4")}  # dry run: unchanged
     # the status still reports what would be done
     assert _condition(_status(api, namespace), "Ready")["status"] == "True"
+
+
+def test_deploy_manifests_are_accepted_by_the_api_server(cluster):
+    """Every object of deploy/ (the CRD is installed by the fixture) is valid for a v1.20 API server."""
+    from kubernetes import client, utils
+
+    api = cluster.api()
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "inferno"}})
+    client.CoreV1Api(api).create_namespaced_service_account("inferno", {"metadata": {"name": "default"}})
+    for name in ("rbac.yaml", "example.yaml", "operator.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / name).read_text()):
+            if doc["kind"] == "Optimizer":  # the client's create_from_yaml knows only built-in kinds
+                _objects(api).create_namespaced_custom_object(GROUP, VERSION, "inferno", PLURAL, doc)
+            else:
+                utils.create_from_dict(api, doc)
+    optimizer = _objects(api).get_namespaced_custom_object(GROUP, VERSION, "inferno", PLURAL, "fleet")
+    spec = optimizer["spec"]
+    assert spec["dataFrom"] == [{"configMapName": "inferno-static-data"}] and spec["periodSeconds"] == 60
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("inferno-mip-operator", "inferno")
+    assert deployment.spec.template.spec.service_account_name == "inferno-mip-operator"
+
+
+@pytest.mark.slow  # several seconds of reconnection back-off
+def test_operator_loop_holds_while_the_api_server_is_down_and_recovers(cluster, namespace, tmp_path):
+    from kubernetes import client
+    from kube_helpers import TcpProxy
+
+    from inferno_mip.k8s.kubeapi import api_client
+
+    admin = cluster.api()
+    _setup(admin, namespace)
+    proxy = TcpProxy(cluster.port)
+    stop = threading.Event()
+    operator = Operator(api_client(proxy.kubeconfig(cluster, tmp_path)), namespace, watch_seconds=2)
+    thread = threading.Thread(target=operator.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        first = _wait(lambda: (s := _status(admin, namespace)).get("observedGeneration") == 1 and s, "first status")
+        before = first["allocation"]["llama"]["replicas"]
+        proxy.down()
+        # while the operator cannot reach the API server, the load changes; nothing can be acted on
+        client.AppsV1Api(admin).patch_namespaced_deployment("llama", namespace, {"metadata": {"labels": {
+            "inferno.server.load.rpm": "10"}}})
+        time.sleep(1.0)
+        assert _replicas(admin, namespace)["llama"][0] == before
+        proxy.up()  # the watches reconnect, list again, see the change and reconcile
+        after = _wait(lambda: (s := _status(admin, namespace))["allocation"]["llama"]["replicas"] != before and s,
+                      "a reconcile after the API server came back")
+        assert thread.is_alive()
+        assert _replicas(admin, namespace)["llama"][0] == after["allocation"]["llama"]["replicas"]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        proxy.down()

@@ -73,7 +73,7 @@ def test_condition_transition_times_move_only_on_change():
 LOADS = st.one_of(st.none(), st.floats(0.0, 5.0))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.lists(st.tuples(LOADS, st.integers(0, 6), st.sampled_from(["A100", "L4"])), min_size=1, max_size=6))
 def test_servers_without_load_are_held_and_keep_their_capacity(servers):
     static = example_static()
@@ -90,3 +90,57 @@ def test_servers_without_load_are_held_and_keep_their_capacity(servers):
         taken = sum(fleet.servers[n].replicas_ready * per_replica[kind] for n in held
                     if fleet.servers[n].accelerator == kind)
         assert system.capacity[kind] == max(0, count - taken)
+
+
+class _Fleet:
+    """A collector over a fixed observation (or one that fails)."""
+
+    def __init__(self, fleet=None, error=None):
+        self.fleet, self.error = fleet, error
+
+    def collect(self):
+        if self.error:
+            raise self.error
+        return self.fleet
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def actuate(self, targets):
+        self.calls.append(dict(targets))
+        return {name: "recorded" for name in targets}
+
+
+def test_cycle_holds_when_a_stage_fails():
+    from inferno_mip.control.protocols import CollectError
+    from inferno_mip.k8s.cycle import run_cycle
+
+    static = example_static()
+    fleet = FleetObservation(0.0, {"s": ServerObservation("s", "llama_13b", "Premium", "A100", 32, 1,
+                                                          arrival_rate=1.0, in_tokens=128.0, out_tokens=1024.0)})
+    recorder = _Recorder()
+    down = run_cycle(_Fleet(error=CollectError("list deployments: API server unreachable")), recorder, static)
+    assert (down.phase, down.message) == ("collect", "held: list deployments: API server unreachable")
+    bad_data = run_cycle(_Fleet(fleet), recorder, {**static, "acceleratordata": {"accelerators": [{"name": 3}]}})
+    assert bad_data.phase == "data" and "accelerators" in bad_data.message
+    bad_option = run_cycle(_Fleet(fleet), recorder, static, options={"time_limit": "soon"})
+    assert bad_option.phase == "solve" and bad_option.message.startswith("held: solve failed:")
+    assert recorder.calls == []  # nothing actuated
+    done = run_cycle(_Fleet(fleet), recorder, static)
+    assert done.ok and recorder.calls == [done.targets()] and done.servers[0].action == "recorded"
+
+
+def test_operator_command_bad_kubeconfig_is_one_error_line(tmp_path, capsys):
+    from inferno_mip.cli import main
+
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("clusters: [\n")
+    assert main(["operator", "--kubeconfig", str(bad), "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: not YAML")
+    bad.write_text("just a string\n")
+    assert main(["operator", "--kubeconfig", str(bad), "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: not a kubeconfig")

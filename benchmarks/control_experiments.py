@@ -1,0 +1,131 @@
+"""Closed-loop experiments on the fleet simulator: configurations x workloads -> benchmarks/control/.
+
+    python benchmarks/control_experiments.py [--only ramp:full,surge:inferno,...] [--output benchmarks/control]
+
+Every metric is measured by the simulator. The oracle is the optimum (HiGHS, true parameters) for the load the
+simulator offered in each cycle, with no start-up delay; its cost counts the same cycles. CPU time per run is
+reported (process time; the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "inferno-ramp"
+WORKLOADS = {"ramp": "five-phase-ramp.yaml", "surge": "step-surge.yaml", "diurnal": "diurnal.yaml"}
+PERIOD, STARTUP, DURATION = 30.0, 60.0, 3600.0
+
+
+def configs():
+    from inferno_mip.control.loop import LoopConfig
+    from inferno_mip.control.stabilise import StabilityOptions
+
+    full = LoopConfig(period=PERIOD, startup_delay=STARTUP)
+    return {  # name -> (config, tuner on, controller's parameter error)
+        "inferno": (LoopConfig.inferno(period=PERIOD, startup_delay=STARTUP), False, 0.0),
+        "full": (full, True, 0.0),
+        "no-tuner": (replace(full, name="no-tuner"), False, 0.0),
+        "no-forecast": (replace(full, forecast="none", margin_quantile=None, name="no-forecast"), True, 0.0),
+        "no-stability": (replace(full, stability=StabilityOptions.off(), churn=None, name="no-stability"), True, 0.0),
+        "no-feedback": (replace(full, slo_feedback=False, name="no-feedback"), True, 0.0),
+        "tuner-40off": (replace(full, name="tuner-40off"), True, 0.4),
+        "no-tuner-40off": (replace(full, name="no-tuner-40off"), False, 0.4),
+    }
+
+
+PLAN = {"ramp": ["inferno", "full", "no-tuner", "no-forecast", "no-stability", "no-feedback", "tuner-40off",
+                 "no-tuner-40off"],
+        "surge": ["inferno", "full", "no-tuner"], "diurnal": ["inferno", "full", "no-tuner"]}
+
+
+def oracle(system, records) -> dict:
+    """Card-hours and cost of the optimum for each cycle's offered load (true parameters, no start-up delay)."""
+    from inferno_mip import solve
+
+    cards = cost = 0.0
+    for r in records:
+        load = {s["name"]: (s["rpm"] or 0.0) / 60.0 for s in r["servers"]}
+        servers = tuple(s.model_copy(update={"load": s.load.model_copy(update={"arrival_rate": load.get(s.name, 0.0)})})
+                        for s in system.servers)
+        sol = solve(system.replace(servers=servers), solver="highs", time_limit=10)
+        cards += sum(sol.units_used.values()) * PERIOD / 3600.0
+        cost += sol.total_cost * PERIOD / 3600.0
+    return {"card_hours": cards, "cost_hours": cost}
+
+
+def run_one(workload: str, name: str, out: Path) -> dict:
+    from inferno_mip import load_scenario
+    from inferno_mip.control.cli import perturbed, simulate
+    from inferno_mip.control.metrics import summarize
+    from inferno_mip.control.plot import plot_cycles
+    from inferno_mip.control.scenario_steps import step_windows
+    from inferno_mip.sim import Fleet, Workload
+
+    config, tuner, error = configs()[name]
+    system = load_scenario(SCENARIO)
+    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
+    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=0)
+    cpu = time.process_time()
+    records = simulate(system, fleet, config, duration=DURATION, tuner=tuner,
+                       controller_system=perturbed(system, error), record=out / f"{workload}-{name}.jsonl")
+    cpu = time.process_time() - cpu
+    summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
+    summary["oracle"] = oracle(system, records)
+    summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
+    summary["cpu_seconds"] = cpu
+    summary["solve_ms_median"] = sorted(r["timing"]["optimizeMs"] for r in records)[len(records) // 2]
+    summary["cycle_ms_median"] = sorted(r["timing"]["totalMs"] for r in records)[len(records) // 2]
+    plot_cycles(records, out / f"{workload}-{name}.png", f"{WORKLOADS[workload]}: {name}")
+    (out / f"{workload}-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def table(folder: Path) -> str:
+    """Markdown table of every summary in `folder` (workload, config order of PLAN)."""
+    rows = ["| workload | config | both-SLO records | per-request SLO | reversals | card-hours | oracle | cost ratio "
+            "| peak cards / capacity | over-capacity cycles | held (why: cycles) | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w, names in PLAN.items():
+        for c in names:
+            f = folder / f"{w}-{c}.json"
+            if not f.exists():
+                continue
+            s = json.loads(f.read_text())
+            peak = ", ".join(f"{k} {v}/{s['capacity'].get(k, '?')}" for k, v in s["peak_cards"].items())
+            held = ", ".join(f"{k}: {v}" for k, v in s["held"].items()) or "none"
+            rows.append(f"| {w} | {c} | {s['both_slo']:.1%} | {s['request_slo']:.1%} | {s['reversals']} | "
+                        f"{s['card_hours']:.2f} | {s['oracle']['card_hours']:.2f} | {s['cost_ratio']:.2f} | {peak} | "
+                        f"{s['over_capacity_cycles']} | {held} | {s['cpu_seconds']:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
+    p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
+    p.add_argument("--table", action="store_true", help="print the markdown table of the results in --output")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table(args.output))
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else \
+        [(w, c) for w, names in PLAN.items() for c in names]
+    for w, c in pairs:
+        s = run_one(w, c, args.output)
+        print(f"{w:8s} {c:15s} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
+              f"{s['reversals']:3d} cost x{s['cost_ratio']:.2f} peak {s['peak_cards']} over {s['over_capacity_cycles']} "
+              f"held {s['held']} cpu {s['cpu_seconds']:.0f}s", flush=True)
+    print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

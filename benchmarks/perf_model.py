@@ -1,0 +1,345 @@
+"""Perf models against measurements: the one-replica simulator and real vLLM runs.
+
+Run from the repository root:  python -m benchmarks.perf_model  [--quick] [--out benchmarks/results]
+Prints the RESULTS.md section "Perf model vs measurements" and writes perf-model-grid.csv, perf-model-real.csv
+and perf-model-vs-sim.png under --out.
+
+1. Simulator grid. 9 parameter sets (the six queue-analysis scenarios, four inferno-large models on H100, the
+   Qwen-14B set of the real vLLM runs), max batch M in {8, 32, 128}, Q = 128, equal and geometric output
+   lengths, loads of 10-90 % of the capacity the simulator measures (30,000 completions at twice the predicted
+   capacity). Each point: `inferno_mip.sim.simulate_replica` (Poisson arrivals; about 6,000 completions at loads
+   up to 50 %, 20,000 above) against `analyze` of the perf models at the same rate. `iteration` gets the length CV of
+   the simulated distribution; `new` and `old3` evaluate the work at the mean; `v02` gets decode/prefill
+   parameters mapped from alpha/beta/gamma (ITL(x) = alpha + x W/(1+m), Pf(x) = alpha + (beta+gamma) n + x W/(1+m)).
+   Variants of the iteration model's queueing-delay correction are scored on the same runs.
+2. Real data (../shared/reference/data/vllm-runs/observations.csv): per (run, server), alpha/beta/gamma fitted
+   on the odd cycles (least squares on log TTFT and log ITL, as the tuner's objective) and used to predict the
+   even cycles' ITL, TTFT, throughput and occupancy; run16 deployment rows with one observation and run18's pod
+   rows (per-replica rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inferno_mip.queueing import iteration, make_perf_model
+from inferno_mip.queueing.errors import QueueingError
+from inferno_mip.sim import LengthDist, ReplicaConfig, simulate_replica
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT.parent / "shared" / "reference" / "data" / "vllm-runs" / "observations.csv"
+SCENARIOS = ROOT.parent / "shared" / "reference" / "golden" / "queue-analysis" / "scenarios.json"
+LARGE = ROOT / "scenarios" / "inferno-large"
+BATCHES = (8, 32, 128)
+QUEUE = 128
+LOADS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9)
+MODELS = ("iteration", "new", "old3", "v02")
+TOLERANCE = 0.10
+NO_BUDGET = 1e12  # the simulator runs without a per-iteration token budget
+
+
+def parameter_sets() -> list[dict]:
+    """(name, alpha, beta, gamma, n, m) of the 9 sets."""
+    sets = []
+    for s in json.loads(SCENARIOS.read_text())["scenarios"]:
+        sets.append(dict(name=s["name"], alpha=s["alpha"], beta=s["beta"], gamma=s["gamma"],
+                         n=float(s["AvgInputTokens"]), m=float(s["AvgOutputTokens"])))
+    perf = json.loads((LARGE / "model-data.json").read_text())["models"]
+    servers = json.loads((LARGE / "server-data.json").read_text())["servers"]
+    for model in ("granite_13b", "llama_7b", "llama_70b", "mixtral_8_7b"):
+        p = next(x["perfParms"] for x in perf if x["name"] == model and x["acc"] == "H100")
+        load = {k.lower(): v for k, v in next(s for s in servers if s["model"] == model)["currentAlloc"]["load"].items()}
+        sets.append(dict(name=f"{model}/H100", alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"],
+                         n=float(load["avgintokens"]), m=float(load["avgouttokens"])))
+    sets.append(dict(name="qwen-14b/H100 (vLLM)", alpha=10.645377, beta=0.04176, gamma=5.8e-5, n=1000.0, m=500.0))
+    return sets
+
+
+def perf_model(kind: str, s: dict, batch: int, out_cv: float):
+    if kind == "v02":
+        w = make_perf_model("new", s, in_tokens=s["n"], out_tokens=s["m"], max_batch=1, max_queue=0,
+                            max_num_tokens=NO_BUDGET).service.w_tot[1]
+        per = w / (1.0 + s["m"])
+        params = dict(alpha=s["alpha"], beta=per, gamma=s["alpha"] + (s["beta"] + s["gamma"]) * s["n"],
+                      delta=per / s["n"])
+    else:
+        params = {k: s[k] for k in ("alpha", "beta", "gamma")}
+    return make_perf_model(kind, params, in_tokens=s["n"], out_tokens=s["m"], max_batch=batch, max_queue=QUEUE,
+                           max_num_tokens=NO_BUDGET, out_tokens_cv=out_cv if kind == "iteration" else None)
+
+
+def simulate(s: dict, batch: int, geometric: bool, rate: float, completions: int, seed: int):
+    cfg = ReplicaConfig(alpha=s["alpha"], beta=s["beta"], gamma=s["gamma"], max_batch=batch, max_queue=QUEUE)
+    out = LengthDist.geometric(s["m"]) if geometric else LengthDist.fixed(s["m"])
+    residence = s["m"] * (s["alpha"] + batch * (s["beta"] + s["gamma"] * (s["n"] + s["m"]))) / 1000.0
+    warmup = max(5.0 * residence, 0.1 * completions / rate)
+    return simulate_replica(cfg, rate, LengthDist.fixed(s["n"]), out, duration=warmup + completions / rate,
+                            warmup=warmup, seed=seed)
+
+
+# --------------------------------------------------------------------------- queueing-delay variants
+def _scvs(moments, alpha, batch, p_full):
+    ew, ew2, ewi, ei, ei2 = moments
+    share = alpha / np.asarray(batch, dtype=np.float64)
+    es, es2 = ew + share * ei, ew2 + 2.0 * share * ewi + share * share * ei2
+    return es2 / (es * es) - 1.0, ei2 / (ei * ei) - 1.0
+
+
+def _factor_allen_cunneen(moments, alpha, batch, p_full, rho):
+    scv_s, scv_i = _scvs(moments, alpha, batch, p_full)
+    return 0.5 * (1.0 + scv_i + p_full * (scv_s - scv_i))
+
+
+def _factor_residence(moments, alpha, batch, p_full, rho):
+    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[1])
+
+
+def _factor_work(moments, alpha, batch, p_full, rho):
+    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[0])
+
+
+def _factor_none(moments, alpha, batch, p_full, rho):
+    return 1.0 + 0.0 * p_full
+
+
+ORIGINAL_FACTOR = iteration.queue_factor
+VARIANTS = {"blend + M/D/c below c_s = 1 (default)": ORIGINAL_FACTOR,
+            "blend, Allen-Cunneen only": _factor_allen_cunneen, "residence CV": _factor_residence,
+            "work-share CV": _factor_work, "none (chain)": _factor_none}
+
+
+def score(row: dict, s: dict) -> dict:
+    """Model predictions at a simulated point (row: set, batch, lengths, rate)."""
+    batch, geometric, rate = int(row["batch"]), row["lengths"] == "geometric", float(row["rate"])
+    cv = math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0
+    for kind in MODELS:
+        try:
+            m = perf_model(kind, s, batch, cv).analyze(rate)
+            row.update({f"{kind}_ttft": m.ttft, f"{kind}_itl": m.itl, f"{kind}_thr": m.throughput})
+        except QueueingError:
+            row.update({f"{kind}_ttft": math.nan, f"{kind}_itl": math.nan, f"{kind}_thr": math.nan})
+    pred = perf_model("iteration", s, batch, cv)
+    for name, fn in VARIANTS.items():
+        iteration.queue_factor = fn
+        try:
+            row[f"variant:{name}"] = pred.analyze(rate).ttft
+        finally:
+            iteration.queue_factor = ORIGINAL_FACTOR
+    return row
+
+
+def run_grid(quick: bool) -> list[dict]:
+    rows = []
+    sets = parameter_sets()
+    if quick:
+        sets = sets[:2]
+    for s in sets:
+        for batch in BATCHES:
+            for geometric in (False, True):
+                pred = perf_model("iteration", s, batch, math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0)
+                cap = simulate(s, batch, geometric, 2.0 * pred.max_rate, 4000 if quick else 30000, 1).throughput
+                for load in LOADS:
+                    rate = load * cap
+                    res = simulate(s, batch, geometric, rate, (2000 if quick else 6000) if load <= 0.5
+                                   else (5000 if quick else 20000), 2)
+                    rows.append(score(dict(set=s["name"], batch=batch, lengths="geometric" if geometric else "equal",
+                                           load=load, rate=rate, capacity=cap, sim_ttft=res.ttft_mean,
+                                           sim_itl=res.itl_mean, sim_thr=res.throughput,
+                                           sim_running=res.running_mean), s))
+    return rows
+
+
+def rescore(path: Path) -> list[dict]:
+    """The stored simulator results of a previous run, with the perf models evaluated again (no simulation)."""
+    sets = {s["name"]: s for s in parameter_sets()}
+    with path.open() as f:
+        stored = list(csv.DictReader(f))
+    keep = ("set", "batch", "lengths", "load", "rate", "capacity", "sim_ttft", "sim_itl", "sim_thr", "sim_running")
+    rows = []
+    for r in stored:
+        row = {k: r[k] for k in keep}
+        for k in keep[3:]:
+            row[k] = float(row[k])
+        rows.append(score(row, sets[row["set"]]))
+    return rows
+
+
+def _err(pred, meas):
+    return (np.asarray(pred, dtype=float) - np.asarray(meas, dtype=float)) / np.asarray(meas, dtype=float)
+
+
+def grid_tables(rows: list[dict]) -> list[str]:
+    lines = ["| model | lengths | TTFT within 10 % | median TTFT error | ITL within 10 % | median ITL error | "
+             "throughput within 10 % | worst throughput error |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for kind in MODELS:
+        for lengths in ("equal", "geometric", "all"):
+            sel = [r for r in rows if lengths == "all" or r["lengths"] == lengths]
+            e = {k: _err([r[f"{kind}_{k}"] for r in sel], [r[f"sim_{k}"] for r in sel]) for k in ("ttft", "itl", "thr")}
+            within = {k: np.mean(np.abs(v) <= TOLERANCE) for k, v in e.items()}
+            worst = e["thr"][np.nanargmax(np.abs(e["thr"]))]
+            lines.append(f"| {kind} | {lengths} | {100 * within['ttft']:.0f} % | {100 * np.nanmedian(e['ttft']):+.1f} % | "
+                         f"{100 * within['itl']:.0f} % | {100 * np.nanmedian(e['itl']):+.1f} % | "
+                         f"{100 * within['thr']:.0f} % | {100 * worst:+.1f} % |")
+    lines += ["", "Queueing-delay correction of the iteration model (TTFT within 10 % of the simulator):", "",
+              "| variant | equal | geometric | all | worst TTFT error |", "|---|---:|---:|---:|---:|"]
+    for name in VARIANTS:
+        cells = []
+        for lengths in ("equal", "geometric", "all"):
+            sel = [r for r in rows if lengths == "all" or r["lengths"] == lengths]
+            e = _err([r[f"variant:{name}"] for r in sel], [r["sim_ttft"] for r in sel])
+            cells.append(f"{100 * np.mean(np.abs(e) <= TOLERANCE):.0f} %")
+        e = _err([r[f"variant:{name}"] for r in rows], [r["sim_ttft"] for r in rows])
+        lines.append(f"| {name} | {' | '.join(cells)} | {100 * e[np.nanargmax(np.abs(e))]:+.0f} % |")
+    return lines
+
+
+def plot_grid(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    colours = {"iteration": "tab:green", "new": "tab:blue", "old3": "tab:orange", "v02": "tab:red"}
+    for i, lengths in enumerate(("equal", "geometric")):
+        sel = [r for r in rows if r["lengths"] == lengths]
+        for j, (metric, label) in enumerate((("ttft", "TTFT"), ("itl", "ITL"), ("thr", "throughput"))):
+            ax = axes[i, j]
+            for k, kind in enumerate(MODELS):
+                e = _err([r[f"{kind}_{metric}"] for r in sel], [r[f"sim_{metric}"] for r in sel])
+                x = np.array([r["load"] for r in sel]) + (k - 1.5) * 0.012
+                ax.scatter(x, np.clip(100 * e, -100, 300), s=8, alpha=0.6, color=colours[kind], label=kind)
+            ax.axhspan(-100 * TOLERANCE, 100 * TOLERANCE, color="grey", alpha=0.15)
+            ax.set_title(f"{label}, {lengths} output lengths")
+            ax.set_ylim(-100, 300 if metric == "ttft" else 100)
+            if j == 0:
+                ax.set_ylabel("model vs simulator (%)")
+            if i == 1:
+                ax.set_xlabel("load (fraction of simulated capacity)")
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Perf models vs the one-replica simulator (grey: within 10 %; clipped at -100/+300 %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- real vLLM data
+def real_rows() -> list[dict]:
+    with REAL.open() as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        if not ((r["run"] == "run16" and r["level"] == "deployment" and r["n_obs"] == "1")
+                or (r["run"] == "run18" and r["level"] == "pod")):
+            continue
+        server = "vllm-qwen-14b" if r["run"] == "run18" else r["server"]
+        out.append(dict(run=r["run"], group=f"{r['run']} {server}", cycle=int(r["cycle"]), N=int(r["N"]),
+                        Q=int(r["Q"]), n=float(r["n"]), m=float(r["m"]), rate=float(r["offered_rpm"]) / 60.0,
+                        thr=float(r["obs_thr_rpm"]) / 60.0, itl=float(r["obs_itl"]), ttft=float(r["obs_ttft"]),
+                        occ=float(r["obs_occ"]) if r["obs_occ"] else math.nan,
+                        x0=(float(r["alpha"]), float(r["beta"]), float(r["gamma"]))))
+    return out
+
+
+def _predict(kind: str, x, r: dict):
+    pm = make_perf_model(kind, dict(alpha=x[0], beta=x[1], gamma=x[2]), in_tokens=r["n"], out_tokens=r["m"],
+                         max_batch=r["N"], max_queue=r["Q"])
+    return pm.analyze(r["rate"])
+
+
+def fit(kind: str, rows: list[dict]) -> np.ndarray:
+    """alpha, beta, gamma minimising squared log errors of TTFT and ITL over rows (log-parameter search)."""
+    from scipy.optimize import least_squares
+
+    x0 = np.median(np.array([r["x0"] for r in rows]), axis=0)
+
+    def residuals(z):
+        x = np.exp(z)
+        out = []
+        for r in rows:
+            try:
+                m = _predict(kind, x, r)
+                out += [math.log(m.ttft / r["ttft"]), math.log(m.itl / r["itl"])]
+            except (QueueingError, ValueError):
+                out += [10.0, 10.0]
+        return np.array(out)
+
+    return np.exp(least_squares(residuals, np.log(x0), x_scale=1.0, max_nfev=200).x)
+
+
+def run_real() -> tuple[list[str], list[dict]]:
+    rows = real_rows()
+    details = []
+    errors = {kind: {k: [] for k in ("itl", "ttft", "thr", "occ")} for kind in ("iteration", "new")}
+    fits = []
+    for group in sorted({r["group"] for r in rows}):
+        sel = [r for r in rows if r["group"] == group]
+        train = [r for r in sel if r["cycle"] % 2 == 1]
+        test = [r for r in sel if r["cycle"] % 2 == 0]
+        for kind in ("iteration", "new"):
+            x = fit(kind, train)
+            fits.append(f"| {group} | {kind} | {len(train)} / {len(test)} | {x[0]:.4g} | {x[1]:.4g} | {x[2]:.4g} |")
+            for r in test:
+                m = _predict(kind, x, r)
+                pred = dict(itl=m.itl, ttft=m.ttft, thr=m.throughput, occ=m.num_in_service)
+                for k in errors[kind]:
+                    if not math.isnan(r[k]):
+                        errors[kind][k].append((pred[k] - r[k]) / r[k])
+                details.append(dict(group=group, cycle=r["cycle"], model=kind, **{f"obs_{k}": r[k] for k in pred},
+                                    **{f"pred_{k}": v for k, v in pred.items()}))
+    lines = ["| model | ITL | TTFT | throughput | occupancy |", "|---|---:|---:|---:|---:|"]
+    for kind in ("iteration", "new"):
+        cells = []
+        for k in ("itl", "ttft", "thr", "occ"):
+            e = np.abs(np.array(errors[kind][k]))
+            cells.append(f"{100 * np.mean(e):.1f} % ({100 * np.median(e):.1f} %, n = {e.size})")
+        lines.append(f"| {kind} | {' | '.join(cells)} |")
+    lines += ["", "Fitted parameters (fit / predict rows):", "", "| group | model | rows | alpha | beta | gamma |",
+              "|---|---|---|---:|---:|---:|", *fits]
+    return lines, details
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
+    ap.add_argument("--rescore", type=Path, help="evaluate the perf models again on a previous run's "
+                    "perf-model-grid.csv (no simulation)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.process_time()
+    rows = rescore(args.rescore) if args.rescore else run_grid(args.quick)
+    t_grid = time.process_time() - t0
+    with (out / "perf-model-grid.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_grid(rows, out / "perf-model-vs-sim.png")
+    t1 = time.process_time()
+    real, details = run_real()
+    t_real = time.process_time() - t1
+    with (out / "perf-model-real.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(details[0]))
+        w.writeheader()
+        w.writerows(details)
+    print("## Perf model vs measurements\n")
+    print(f"`python -m benchmarks.perf_model` ({len(rows)} simulator points, {t_grid:.0f} s CPU; real-data fits "
+          f"{t_real:.0f} s CPU; a shared 2-core machine). Errors are (model - measured)/measured.\n")
+    print("### Against the one-replica simulator\n")
+    print("\n".join(grid_tables(rows)))
+    print("\n![perf models vs simulator](results/perf-model/perf-model-vs-sim.png)\n")
+    print("### Real vLLM runs: fit on odd cycles, predict even cycles\n")
+    print("Mean absolute error (median, count):\n")
+    print("\n".join(real))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

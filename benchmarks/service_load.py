@@ -1,0 +1,146 @@
+"""Load test of the optimizer and tuner services on 127.0.0.1: p50/p99 latency and throughput, 8 concurrent clients.
+
+Optimizer: ``POST /optimizeOne`` with inferno's large sample set and with a generated 50-server fleet, against
+the in-process ``solve()`` of the same body (median of repeats). Tuner: 8 clients x 200 mixed requests, each
+client on its own (model, accelerator) pair: a /tune every fourth request, else /getparams, /warmup and
+/calibration-status. Run: ``python benchmarks/service_load.py [--requests 25] [--workers 2]``; prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from live_server import group_cpu_seconds, launch, run_clients  # noqa: E402
+from test_tuner_service import LOADS, spec  # noqa: E402
+
+from inferno_mip import load_scenario, solve  # noqa: E402
+from inferno_mip.bench import FAMILIES, machine  # noqa: E402
+from inferno_mip.io import to_system_data  # noqa: E402
+from inferno_mip.scenarios import generate  # noqa: E402
+
+CLIENTS = 8
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered))) - 1))]
+
+
+def load(url: str, requests_of, clients: int) -> dict:
+    """`clients` threads, each sending requests_of(k) in order; latency per request, wall time, failures."""
+    latencies: dict[str, list[float]] = {}
+    failures = []
+    lock = threading.Lock()
+
+    def client(k: int):
+        with httpx.Client(base_url=url, timeout=300) as c:
+            for method, path, body in requests_of(k):
+                start = time.perf_counter()
+                r = c.get(path, params=body) if method == "GET" else c.post(path, json=body)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.setdefault(path, []).append(elapsed)
+                    if r.status_code >= 500 or (path == "/optimizeOne" and r.status_code != 200):
+                        failures.append((path, r.status_code))
+
+    start = time.perf_counter()
+    run_clients(client, clients)
+    wall = time.perf_counter() - start
+    every = [x for xs in latencies.values() for x in xs]
+    return {"requests": len(every), "wall": wall, "throughput": len(every) / wall, "failures": failures,
+            "p50": percentile(every, 50), "p99": percentile(every, 99),
+            "by_path": {p: (percentile(xs, 50), percentile(xs, 99), len(xs)) for p, xs in sorted(latencies.items())}}
+
+
+def in_process(body: dict, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of solve() on the SystemData body (its sizing cache cleared by a fresh
+    parse each time, as the service does)."""
+    walls, cpus = [], []
+    solve(json.loads(json.dumps(body)))  # imports and first-call costs, as the service's warm worker has paid
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        solve(json.loads(json.dumps(body)))
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def optimizer_rows(args) -> list[str]:
+    bodies = {"inferno-large (27 servers)": to_system_data(load_scenario(ROOT / "scenarios" / "inferno-large")),
+              "fleet of 50 servers": to_system_data(generate(servers=50, seed=1, **FAMILIES["balanced"]))}
+    rows = []
+    with launch("serve-optimizer", "--workers", str(args.workers)) as (url, group):
+        for label, body in bodies.items():
+            httpx.post(url + "/optimizeOne", json=body, timeout=300)  # warm the worker
+            wall, cpu = in_process(body, args.repeat)
+            for clients, n in ((1, args.requests), (CLIENTS, args.requests)):
+                before = group_cpu_seconds(group)
+                result = load(url, lambda k: [("POST", "/optimizeOne", body)] * n, clients)
+                per_request = (group_cpu_seconds(group) - before) / result["requests"]
+                rows.append(f"| {label} | {clients} x {n} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
+                            f"{per_request * 1e3:.0f} | {result['p50'] * 1e3:.0f} | {result['p99'] * 1e3:.0f} | "
+                            f"{(2 * wall + 0.020) * 1e3:.0f} | {result['throughput']:.1f} | "
+                            f"{len(result['failures'])} |")
+    return rows
+
+
+def tuner_requests(k: int, n: int) -> list[tuple[str, str, object]]:
+    reads = [("GET", "/getparams", {"model": "m", "accelerator": f"G{k}"}), ("GET", "/warmup", None),
+             ("GET", "/calibration-status", None)]
+    return [("POST", "/tune", [spec(*LOADS[(i // 4) % len(LOADS)], acc=f"G{k}")]) if i % 4 == 0
+            else reads[i % 3] for i in range(n)]
+
+
+def tuner_rows(args, tree: Path = ROOT) -> list[str]:
+    """The tuner load against the service of the source tree `tree` (default: this one)."""
+    ready = "/healthz" if tree == ROOT else "/warmup"
+    with launch("serve-tuner", env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as (url, group):
+        before = group_cpu_seconds(group)
+        result = load(url, lambda k: tuner_requests(k, args.tuner_requests), CLIENTS)
+        per_request = (group_cpu_seconds(group) - before) / result["requests"]
+    rows = [f"| all | {result['requests']} | {result['p50'] * 1e3:.1f} | {result['p99'] * 1e3:.1f} | "
+            f"{result['throughput']:.0f} | {per_request * 1e3:.1f} |"]
+    for path, (p50, p99, n) in result["by_path"].items():
+        rows.append(f"| {path} | {n} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | | |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=25, help="optimizer requests per client")
+    parser.add_argument("--tuner-requests", type=int, default=200, help="tuner requests per client")
+    parser.add_argument("--workers", type=int, default=2, help="solve worker processes of the optimizer")
+    parser.add_argument("--repeat", type=int, default=5, help="in-process solves for the reference time")
+    parser.add_argument("--baseline", type=Path, help="also load the tuner service of this source tree "
+                        "(e.g. `git archive REV | tar -x -C DIR`), for a before/after on the same machine")
+    parser.add_argument("--tuner-only", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"Machine: {machine()}; servers on 127.0.0.1; optimizer with {args.workers} solve workers.\n")
+    if not args.tuner_only:
+        print("| body | clients x requests | in-process solve() ms | its CPU ms | server CPU ms per request | "
+              "p50 ms | p99 ms | target p99 ms (2 x solve + 20) | requests/s | failures |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(optimizer_rows(args)), flush=True)
+    for label, tree in [("this tree", ROOT)] + ([(f"baseline {args.baseline}", args.baseline)] if args.baseline
+                                                 else []):
+        print(f"\nTuner service ({label}), {CLIENTS} clients x {args.tuner_requests} mixed requests "
+              f"(a /tune every fourth):\n")
+        print("| endpoint | requests | p50 ms | p99 ms | requests/s | server CPU ms per request |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print("\n".join(tuner_rows(args, tree)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

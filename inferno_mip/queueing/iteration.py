@@ -1,0 +1,200 @@
+"""The "iteration" perf model: what a continuous-batching (vLLM-style) server measures.
+
+Same per-iteration cost as queue-analysis v0.7 (iteration time = alpha + beta * tokens computed + gamma *
+context tokens read), same birth-death chain, four corrections measured against the request-level simulator:
+
+1. Iteration-boundary wait: a request that arrives while an iteration runs is admitted when that iteration
+   ends. Arriving to k >= 1 in service it waits the residual of an iteration of mean length T(k) = alpha +
+   k delta; prefills joining an iteration make its length vary (about Poisson(lambda T) of them), so the mean
+   residual is T(k)/2 + lambda E[w_p^2]/2. An arrival to an idle server starts at once; one to a full batch
+   also waits in the queue (the chain's wait).
+2. Work from the length distribution, not at the mean: decode work grows with the square of the output length,
+   so the mean work per request uses E[m^2] = m^2 (1 + cv^2) (output and input lengths independent).
+3. Service variability: the chain's departures from a full batch are memoryless; the queueing delay is scaled
+   by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals; below c_s^2 = 1 interpolated towards Cosmetatos' M/D/c
+   delay), c_s^2 between the squared CV of a request's residence (c + m - 1 iterations) and, as the batch is
+   full more of the time, that of its share of a full batch's time, s = (c + m - 1) alpha/N + W (queue_factor).
+   Equal lengths about halve the chain's wait near saturation; long-tailed ones raise it, since the
+   context-read work grows with the square of the length.
+4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
+   request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
+   interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+
+from .chain import ChainStats
+from .chunks import chunk_counts
+from .models import ServiceModel, _at, _head_dot, new_primitives, pad_rows
+
+__all__ = ["IterationModel", "request_work"]
+
+
+def request_work(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0):
+    """Mean prefill work w_p(c), mean total work W(c) and E[w_p^2] per request (ms), vLLM token accounting.
+
+    Prefill in c chunks reads sum_k k n/c context tokens; the prefill iteration emits token 1, then decode
+    iteration j = 1..m-1 computes one token reading n + j context tokens. Lengths are independent with
+    means n, m and coefficients of variation in_cv, out_cv; E[d(d+1)] of d = m - 1 uses E[m^2].
+    """
+    w_p = (beta + gamma * (c + 1) / 2.0) * n
+    d = m - 1.0
+    dd1 = out_cv * out_cv * m * m + d * m  # E[d(d+1)] = Var(m) + (m-1)m
+    w_d = beta * d + gamma * (n * d + dd1 / 2.0)
+    return w_p, w_p + w_d, w_p * w_p * (1.0 + in_cv * in_cv)
+
+
+def length_moments(mean: float, cv: float, order: int = 4) -> list[float]:
+    """E[X^j], j = 0..order, of a length with this mean and CV, taken as gamma distributed.
+
+    Only mean and CV are known; the gamma family (exponential at cv = 1, like geometric lengths; a point
+    mass at cv = 0) fixes the higher moments: E[X^j] = mean^j prod_{i<j} (1 + i cv^2).
+    """
+    out, v = [1.0], 1.0
+    for j in range(order):
+        v *= mean * (1.0 + j * cv * cv)
+        out.append(v)
+    return out
+
+
+def work_moments(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0) -> tuple[float, float, float, float, float]:
+    """(E[W], E[W^2], E[W I], E[I], E[I^2]) of a request's work W (ms) and iterations I = c + m - 1.
+
+    W = a + b d + q d^2 with d = m - 1 decode iterations, a = w_p(c) (prefill), b = beta + gamma (n + 1/2),
+    q = gamma/2; n and m independent, gamma-distributed (length_moments).
+    """
+    mm = length_moments(m, out_cv)
+    d1 = mm[1] - 1.0  # moments of d = m - 1 by the binomial expansion
+    d2 = mm[2] - 2.0 * mm[1] + 1.0
+    d3 = mm[3] - 3.0 * mm[2] + 3.0 * mm[1] - 1.0
+    d4 = mm[4] - 4.0 * mm[3] + 6.0 * mm[2] - 4.0 * mm[1] + 1.0
+    n2 = n * n * (1.0 + in_cv * in_cv)
+    u1 = beta + gamma * (c + 1) / 2.0
+    b0, q = beta + gamma / 2.0, gamma / 2.0
+    ea, ea2 = u1 * n, u1 * u1 * n2
+    eb, eb2, eab = b0 + gamma * n, b0 * b0 + 2.0 * b0 * gamma * n + gamma * gamma * n2, u1 * (b0 * n + gamma * n2)
+    ew = ea + eb * d1 + q * d2
+    ew2 = ea2 + eb2 * d2 + q * q * d4 + 2.0 * eab * d1 + 2.0 * q * ea * d2 + 2.0 * q * eb * d3
+    ewi = c * ew + ea * d1 + eb * d2 + q * d3
+    return ew, ew2, ewi, c + d1, c * c + 2.0 * c * d1 + d2
+
+
+def queue_factor(moments, alpha, batch, p_full, rho) -> np.ndarray:
+    """Factor on the chain's queueing delay for the variability of service (Poisson arrivals).
+
+    c_s^2 is weighted between two regimes by the probability p_full that the batch is full: while it stays
+    full the replica is one server working through each request's share s = I alpha/N + W (I iterations
+    resident, alpha shared by N, W its own work), so the squared CV of s counts; while it is rarely full, N
+    requests run side by side and a slot frees after a residence of I iterations, so that of I counts.
+    c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c (c_s^2 = 1) and M/D/c, the latter by
+    Cosmetatos' correction of half the M/M/c delay, 1/2 (1 + (1 - rho)(c - 1)(sqrt(4 + 5c) - 2)/(16 rho c)),
+    c = N servers at utilisation rho, which matters at small batches below saturation.
+    """
+    ew, ew2, ewi, ei, ei2 = moments
+    c = np.asarray(batch, dtype=np.float64)
+    share = alpha / c
+    es = ew + share * ei
+    es2 = ew2 + 2.0 * share * ewi + share * share * ei2
+    scv_s = es2 / (es * es) - 1.0
+    scv_i = ei2 / (ei * ei) - 1.0
+    scv = np.maximum(scv_i + p_full * (scv_s - scv_i), 0.0)
+    rho = np.clip(rho, 1e-9, 1.0)
+    deterministic = 0.5 * (1.0 + (1.0 - rho) * (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (16.0 * rho * c))
+    low = np.minimum(scv, 1.0)
+    return np.where(scv < 1.0, low + (1.0 - low) * deterministic, 0.5 * (1.0 + scv))
+
+
+class IterationModel(ServiceModel):
+    """Continuous batching at iteration level (module docstring); alpha, beta, gamma as queue-analysis v0.7.
+
+    Tables per batch size B = 0..N: nc (prefill chunks), prefill_table (mean-field prefill at batch B) and
+    admit_table (boundary wait + prefill of an arrival that finds B in service, B < N).
+    """
+
+    kind = "iteration"
+    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term")
+    TABLES = ("prefill_table", "admit_table")
+
+    def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float, in_cv: float = 0.0,
+                 out_cv: float = 0.0):
+        super().__init__(n, m, max_batch, compat)
+        a, b, g = params["alpha"], params["beta"], params["gamma"]
+        self.alpha, self.beta, self.gamma, self.max_num_tokens = a, b, g, max_num_tokens
+        self.in_cv, self.out_cv = in_cv, out_cv
+        self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=False)  # B = 0..N
+        c = self.nc.astype(np.float64)
+        iters = c + m - 1.0  # iterations a request is resident
+        self.w_p, self.w_tot, w_p2 = request_work(b, g, n, m, c, in_cv, out_cv)
+        self.delta = self.w_tot / iters
+        bs = np.arange(max_batch + 1, dtype=np.float64)
+        self.prefill_table = c * np.maximum(0.0, a + (bs - 1) * self.delta) + self.w_p
+        # an arrival that finds k < N in service prefills in a batch of k + 1 (a queued one: N)
+        self.admit_table = self.prefill_table[np.minimum(bs + 1, max_batch).astype(np.int64)]
+        # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
+        self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
+        self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
+        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        self.affine = bool(self.nc.min() == self.nc.max())
+        c1, d1 = float(c[-1]), float(self.delta[-1])
+        self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
+        self.pf_zero = float(self.prefill_table[0])
+        self._set_tau((iters * a + bs * self.w_tot)[1:])
+
+    @staticmethod
+    def row_adjust(p, st: ChainStats, n) -> ChainStats:
+        """Wait = the chain's queueing delay scaled for service variability + the mean iteration-boundary wait."""
+        # Every admitted arrival that finds k >= 1 in the system waits for the running iteration to end (a queued
+        # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
+        lost = st.blocking
+        below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
+        busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
+        in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
+        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / np.maximum(1.0 - lost, 1e-300)
+        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block, st.num_in_service / n)
+        wait = st.wait_time * factor + boundary
+        waiting = st.throughput * wait
+        return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
+                       num_in_system=st.num_in_service + waiting)
+
+    AFFINE_SCALARS = ("pf_base", "pf_slope", "pf_zero")
+
+    @classmethod
+    def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
+        """Per-model parameters as arrays; without chunking (nc constant) the prefill tables are affine in B,
+        so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
+        affine = all(m.affine for m in models)
+        out = {"compat": models[0].compat, "affine": affine}
+        for name in cls.SCALARS + (cls.AFFINE_SCALARS if affine else ()):
+            out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
+        if not affine:
+            for name in cls.TABLES:
+                out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
+        return SimpleNamespace(**out)
+
+    @staticmethod
+    def row_latencies(p, st, n):
+        lost = st.blocking
+        if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
+            p0 = st.p_head[:, 0]
+            # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
+            admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / np.maximum(1.0 - lost, 1e-300)
+            pf_mf = (1.0 - p0) * p.pf_base + p.pf_slope * st.num_in_service + p0 * p.pf_zero
+        else:
+            admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
+                np.maximum(1.0 - lost, 1e-300)  # per admitted request
+            pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
+        # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
+        # mean-field prefill over the in-service distribution (the prefill S itself contains)
+        many = p.m >= 2.0
+        itl = np.where(many, (st.service_time - pf_mf) / np.where(many, p.m - 1.0, 1.0), st.service_time / p.m)
+        return admit, itl, st.wait_time + admit
+
+    def primitives(self):
+        p = new_primitives(self.alpha, self.beta, self.gamma, self.n, self.m,
+                           np.arange(1, self.max_batch + 1), max_num_tokens=self.max_num_tokens, float32=False)
+        return p["prefill"], p["itl"]

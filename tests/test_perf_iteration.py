@@ -1,0 +1,156 @@
+"""The "iteration" perf model against the one-replica simulator (the yardstick), and its own invariants.
+
+Tolerances: the simulator's estimates at these run lengths carry a few percent of noise at moderate load; the
+model is held to 10 % on TTFT, 5 % on ITL and 3 % on throughput there (the benchmark's grid reaches 90 % load).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferno_mip.queueing import make_perf_model
+from inferno_mip.queueing.iteration import length_moments, queue_factor, request_work, work_moments
+from inferno_mip.sim import LengthDist, ReplicaConfig, simulate_replica
+
+BASE = dict(alpha=8.0, beta=0.033, gamma=0.000333)  # queue-analysis "baseline"
+NO_BUDGET = 1e12  # the simulator runs without a per-iteration token budget
+
+
+def _pair(n, m, batch, geometric, params=BASE, queue=128):
+    cv = math.sqrt(1.0 - 1.0 / m) if geometric else 0.0
+    pm = make_perf_model("iteration", params, in_tokens=n, out_tokens=m, max_batch=batch, max_queue=queue,
+                         max_num_tokens=NO_BUDGET, out_tokens_cv=cv)
+    cfg = ReplicaConfig(max_batch=batch, max_queue=queue, **params)
+    out = LengthDist.geometric(m) if geometric else LengthDist.fixed(m)
+    return pm, cfg, out
+
+
+def _simulate(cfg, rate, n, out, completions, seed=3):
+    warmup = 0.2 * completions / rate
+    return simulate_replica(cfg, rate, LengthDist.fixed(n), out, duration=warmup + completions / rate,
+                            warmup=warmup, seed=seed)
+
+
+@pytest.mark.parametrize("geometric", [False, True])
+def test_capacity_is_the_simulated_full_batch_throughput(geometric):
+    pm, cfg, out = _pair(128, 256, 16, geometric)
+    res = _simulate(cfg, 2.0 * pm.max_rate, 128, out, 6000)
+    assert res.running_mean == pytest.approx(16, rel=1e-3)  # always a full batch
+    assert res.throughput == pytest.approx(pm.max_rate, rel=0.03)
+
+
+@pytest.mark.parametrize("geometric, load", [(False, 0.3), (False, 0.6), (True, 0.3), (True, 0.6)])
+def test_matches_the_simulator_at_moderate_load(geometric, load):
+    pm, cfg, out = _pair(128, 256, 32, geometric)
+    rate = load * pm.max_rate
+    res = _simulate(cfg, rate, 128, out, 5000)
+    m = pm.analyze(rate)
+    assert m.ttft == pytest.approx(res.ttft_mean, rel=0.10)
+    assert m.itl == pytest.approx(res.itl_mean, rel=0.05)
+    assert m.throughput == pytest.approx(res.throughput, rel=0.03)
+    assert m.num_in_service == pytest.approx(res.running_mean, rel=0.05)
+
+
+def test_geometric_lengths_cost_capacity_that_the_mean_hides():
+    equal, _, _ = _pair(256, 1024, 32, False)
+    spread, _, _ = _pair(256, 1024, 32, True)
+    new = make_perf_model("new", BASE, in_tokens=256, out_tokens=1024, max_batch=32, max_queue=128)
+    assert spread.max_rate < 0.85 * equal.max_rate  # E[m^2] = 2 m^2: much more context read per request
+    assert equal.max_rate == pytest.approx(new.max_rate, rel=0.01)  # equal lengths: the v0.7 work, one fewer step
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1, 4096), st.floats(0, 3), st.floats(0, 2), st.floats(1e-3, 0.1), st.floats(0, 2e-3),
+       st.integers(1, 4))
+def test_work_moments_are_consistent(m, out_cv, in_cv, beta, gamma, c):
+    n = 512.0
+    ew, ew2, ewi, ei, ei2 = work_moments(beta, gamma, n, m, float(c), in_cv, out_cv)
+    w_p, w_tot, _ = request_work(beta, gamma, n, m, float(c), in_cv, out_cv)
+    assert ew == pytest.approx(w_tot, rel=1e-9)
+    assert ei == pytest.approx(c + m - 1.0, rel=1e-12)
+    assert ew2 >= ew * ew * (1 - 1e-9) and ei2 >= ei * ei * (1 - 1e-9)  # variances >= 0
+    if out_cv == 0 and in_cv == 0:
+        assert ew2 == pytest.approx(ew * ew, rel=1e-9) and ei2 == pytest.approx(ei * ei, rel=1e-9)
+        # equal lengths near saturation: half the M/M/c delay (M/D/c)
+        factor = queue_factor((ew, ew2, ewi, ei, ei2), 8.0, 32, np.array([0.7]), np.array([1.0]))
+        assert float(factor[0]) == pytest.approx(0.5)
+
+
+def test_length_moments_match_a_sampled_gamma():
+    rng = np.random.default_rng(0)
+    mean, cv = 300.0, 0.8
+    x = rng.gamma(1.0 / cv**2, mean * cv**2, 400_000)
+    for j, value in enumerate(length_moments(mean, cv)):
+        assert value == pytest.approx(np.mean(x**j), rel=0.03)
+
+
+def test_lost_arrivals_do_not_count_in_ttft():
+    # Q = 0: arrivals to a full batch are lost; TTFT averages over the admitted ones and stays finite
+    pm = make_perf_model("iteration", BASE, in_tokens=256, out_tokens=256, max_batch=4, max_queue=0)
+    lo, hi = pm.analyze(0.5 * pm.max_rate), pm.analyze(3.0 * pm.max_rate)
+    assert hi.blocking > 0.3 and hi.wait_time < 100 and hi.ttft >= lo.ttft
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params, n, m", [(BASE, 256, 1024), (dict(alpha=4.0, beta=0.017, gamma=0.000167), 64, 128),
+                                          (dict(alpha=10.645, beta=0.04176, gamma=5.8e-5), 1000, 500)])
+def test_grid_against_the_simulator(params, n, m):
+    """M in {8, 32, 128}, equal and geometric lengths, loads 20-70 %: ITL and throughput within 5 % everywhere;
+    TTFT within 10 % where the queueing delay is small (M >= 32 up to 50 % load, M = 8 at 20 %). Beyond that the
+    delay of a small or nearly full batch is the model's known gap (benchmarks/RESULTS.md), not asserted here."""
+    misses = []
+    for batch in (8, 32, 128):
+        for geometric in (False, True):
+            pm, cfg, out = _pair(n, m, batch, geometric, params)
+            for load in (0.2, 0.5, 0.7):
+                rate = load * pm.max_rate
+                res = _simulate(cfg, rate, n, out, 15000)
+                got = pm.analyze(rate)
+                checks = [("itl", got.itl, res.itl_mean, 0.05), ("thr", got.throughput, res.throughput, 0.05)]
+                if load <= (0.5 if batch >= 32 else 0.2):
+                    checks.append(("ttft", got.ttft, res.ttft_mean, 0.10))
+                for name, model, sim, tol in checks:
+                    if abs(model - sim) > tol * sim:
+                        misses.append((batch, geometric, load, name, round(model, 3), round(sim, 3)))
+    assert len(misses) <= 2, misses  # at most 2 of 46 checks (the simulator's own noise)
+
+
+def test_tuner_fits_the_iteration_model_on_the_simulated_observer():
+    from inferno_mip.tuner import Observation, TunerOptions, predict, tune_all
+    from inferno_mip.tuner.config import parse_config
+    from inferno_mip.tuner.observers import Phase, SimulatedObserver
+
+    truth = (16.0, 0.04, 2e-4)
+    sim = SimulatedObserver([Phase(25, 120, 1024, 256, *truth)], noise=0.05, seed=0, load_spread=0.5,
+                            token_spread=0.5, perf_model="iteration", out_tokens_cv=1.0)
+    cfg = parse_config({"filterData": {"gammaFactor": 1, "errorLevel": 0.05, "tPercentile": 1.96},
+                        "modelData": {"initState": [5, 0.05, 5e-5], "percentChange": [0.15] * 3,
+                                      "boundedState": False, "expectedObservations": [200, 40]}})
+    options = TunerOptions(process_scale=0.003, perf_model="iteration")
+    pts = tune_all(sim, cfg, options=options)
+    held = Observation(rpm=100, in_tokens=1500, out_tokens=400, max_batch=128, max_queue=1280, out_tokens_cv=1.0)
+    fitted = [pts[-1].params[k] for k in ("alpha", "beta", "gamma")]
+    want = predict(truth, held, perf_model="iteration")
+    assert np.all(np.abs(predict(fitted, held, perf_model="iteration") / want - 1) < 0.05)
+    assert sum(p.status == "accepted" for p in pts[10:]) >= 10
+
+
+@pytest.mark.parametrize("batch, queue", [(1, 0), (1, 8), (16, 0), (16, 160)])
+def test_closed_form_prefill_equals_the_table_sums(batch, queue):
+    pm = make_perf_model("iteration", BASE, in_tokens=300, out_tokens=200, max_batch=batch, max_queue=queue,
+                         out_tokens_cv=0.7)
+    assert pm.service.affine
+    rates = np.geomspace(pm.rate_range[0], 2.0 * pm.max_rate, 25)
+    closed = pm.analyze(rates)
+    pm.service.affine = False  # the general path: sums over the in-service distribution
+    try:
+        tables = pm.analyze(rates)
+    finally:
+        pm.service.affine = True
+    for name in ("ttft", "itl", "prefill_time", "wait_time"):
+        np.testing.assert_allclose(getattr(closed, name), getattr(tables, name), rtol=1e-9, atol=1e-12)
