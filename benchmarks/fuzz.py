@@ -213,11 +213,13 @@ def draw_cases(n: int, seed_value: int) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- one case
 
 def _shuffled(data, rng: random.Random):
+    """`data` with every list of entries (objects) in a random order; values that are lists keep theirs."""
     if isinstance(data, dict):
         return {k: _shuffled(v, rng) for k, v in data.items()}
     if isinstance(data, list):
         items = [_shuffled(v, rng) for v in data]
-        rng.shuffle(items)
+        if all(isinstance(v, dict) for v in items):
+            rng.shuffle(items)
         return items
     return data
 
