@@ -108,3 +108,15 @@ def test_invalid_inputs_raise_queueing_error(kind, bad_n, bad_q, bad_m):
         except QueueingError:
             continue
         raise AssertionError(f"no QueueingError for {kw}")
+
+
+def test_size_finds_a_rate_where_the_metric_is_nearly_flat():
+    # TTFT rises by 1e-5 over this model's whole low-rate range, so a target just above its value at lambda_min
+    # is met over a wide span of rates; stepping a few ulps below a root that misses by float noise never got there.
+    pm = make_perf_model("v02", dict(alpha=1.0, beta=1.0, gamma=18.0, delta=0.03125), in_tokens=1.0, out_tokens=451.0,
+                         max_batch=103, max_queue=10, max_num_tokens=8192.0)
+    lo, _ = pm.rate_range
+    target = 18.031439997221085
+    assert pm.analyze(lo).ttft < target
+    s = pm.size(ttft=target)
+    assert s.metrics.ttft <= target and s.rate >= lo and s.binding == "ttft"

@@ -120,11 +120,11 @@ ULP_SLACK = 1e-9  # a violation this small is float noise between evaluations, n
 def _verify(rs: RowSet, active, rates: dict, targets: dict, upper, final: list):
     """Evaluate every row at lambda = min(rates); keep the Metrics of rows meeting all targets.
 
-    Rows that miss a target by float noise step their rate down a few ulps and retry; rows
+    Rows that miss a target by float noise step their rate down (a few ulps, then further) and retry; rows
     that miss it for real (a non-monotone metric below another root) are returned for a
     re-search below lambda.
     """
-    for _ in range(8):
+    for attempt in range(8):
         if active.size == 0:
             break
         lam = np.minimum(rates["ttft"][active], rates["itl"][active])
@@ -144,7 +144,9 @@ def _verify(rs: RowSet, active, rates: dict, targets: dict, upper, final: list):
             final[i] = m
         for name in _LATENCY:
             rows = active[bad[name] & noise]
-            rates[name][rows] = np.minimum(rates[name][rows], lam[bad[name] & noise]) * (1.0 - 1e-13)
+            # a few ulps first; where the metric is nearly flat in the rate, ulps do not move it: step further
+            step = min(1e-13 * 100.0 ** attempt, 1e-3)
+            rates[name][rows] = np.minimum(rates[name][rows], lam[bad[name] & noise]) * (1.0 - step)
         real = ~good & ~noise
         upper[active[real]] = lam[real]
         retry = active[~good & noise]
