@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .errors import InfeasibleTarget, QueueingError
+from ..perf_flags import add_perf_parameter_flags
 from .versions import PERF_MODELS
 
 if TYPE_CHECKING:
@@ -46,13 +47,7 @@ def register(subparsers) -> None:
 
 def _model_args(p: argparse.ArgumentParser, *, batch_required: bool) -> None:
     g = p.add_argument_group("perf model (perfParms alpha/beta/gamma, or decode/prefill parameters)")
-    g.add_argument("--alpha", type=float, help="per-iteration overhead (ms)")
-    g.add_argument("--beta", type=float, help="compute time per token (ms)")
-    g.add_argument("--gamma", type=float, help="KV-cache read time per context token per token (ms)")
-    g.add_argument("--decode-alpha", type=float, help="decode: ITL(B) = alpha + beta B (ms)")
-    g.add_argument("--decode-beta", type=float)
-    g.add_argument("--prefill-gamma", type=float, help="prefill: Pf(B) = gamma + delta n B (ms)")
-    g.add_argument("--prefill-delta", type=float)
+    add_perf_parameter_flags(g)
     g.add_argument("--perf-model", choices=PERF_MODELS,
                    help="version (default: iteration for alpha/beta/gamma, v02 for decode/prefill parameters; "
                         "with --compat: new)")

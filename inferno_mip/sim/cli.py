@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from ..perf_flags import add_perf_parameter_flags
 from .errors import SimulationError
 
 __all__ = ["register", "EXIT_BAD_INPUT"]
@@ -49,13 +50,7 @@ def register(subparsers) -> None:
     f.add_argument("--speed", type=float, default=1.0, help="with --serve-metrics: simulated seconds per second")
 
     g = p.add_argument_group("one-replica form (perfParms alpha/beta/gamma, or decode/prefill parameters)")
-    g.add_argument("--alpha", type=float, help="per-iteration overhead (ms)")
-    g.add_argument("--beta", type=float, help="compute time per token (ms)")
-    g.add_argument("--gamma", type=float, help="time per context token read (ms)")
-    g.add_argument("--decode-alpha", type=float, help="decode: ITL(B) = alpha + beta B (ms)")
-    g.add_argument("--decode-beta", type=float)
-    g.add_argument("--prefill-gamma", type=float, help="prefill: Pf(B) = gamma + delta n B (ms)")
-    g.add_argument("--prefill-delta", type=float)
+    add_perf_parameter_flags(g)
     g.add_argument("--perf-model", help="accepted for parity with 'analyze'; the simulator has its own cost model")
     g.add_argument("--compat", action="store_true", help="accepted for parity with 'analyze'; no effect")
     g.add_argument("--in-tokens", type=float, help="mean input tokens per request")
