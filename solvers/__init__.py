@@ -28,7 +28,7 @@ class _LazySolvers(Mapping):
     """Read-only name -> solve function map that imports a backend's module when it is first looked up."""
 
     def __getitem__(self, name: str) -> Solver:
-        return import_module(f"{__name__}.{BACKEND_MODULES[name]}").solve
+        return _backend_module(name).solve
 
     def __iter__(self) -> Iterator[str]:
         return iter(BACKEND_MODULES)
@@ -43,6 +43,11 @@ class _LazySolvers(Mapping):
 SOLVERS: Mapping[str, Solver] = _LazySolvers()
 
 
+def _backend_module(name: str):
+    """The module of registered backend `name`, imported now if it was not yet (KeyError if unknown)."""
+    return import_module(f"{__name__}.{BACKEND_MODULES[name]}")
+
+
 def get_solver(name: str) -> Solver:
     """The solver registered as `name`; a clear error listing the known ones otherwise."""
     return SOLVERS[check_solver_name(name)]
@@ -53,7 +58,7 @@ def check_backend(name: str, options: dict) -> None:
 
     A backend module may define ``check_options(**options)``; it is called before any sizing starts.
     """
-    check = getattr(import_module(f"{__name__}.{BACKEND_MODULES[check_solver_name(name)]}"), "check_options", None)
+    check = getattr(_backend_module(check_solver_name(name)), "check_options", None)
     if check is not None:
         check(**options)
 
