@@ -20,6 +20,14 @@ SOLVER_OPTIONS = frozenset({"time_limit", "mip_gap", "threads", "seed", "warm_st
                             "max_replica_change", "pyomo_solver", "speedups"})
 
 
+def reject_unknown_options(options: Mapping) -> None:
+    """TypeError naming the options `solve()` does not take, and the ones it does."""
+    unknown = set(options) - SETTINGS_OPTIONS - SYSTEM_OPTIONS - SOLVER_OPTIONS
+    if unknown:
+        known = sorted(SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS)
+        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+
+
 def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
           **options) -> Solution:
     """Allocate accelerators to every server of `system`; pure and deterministic.
@@ -38,10 +46,7 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     from .solvers import check_backend, get_solver  # solvers import this package: resolve at call time
 
     start = time.perf_counter()
-    unknown = set(options) - SETTINGS_OPTIONS - SYSTEM_OPTIONS - SOLVER_OPTIONS
-    if unknown:
-        known = sorted(SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS)
-        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    reject_unknown_options(options)
     check_options(options)
     system = _as_system(system)
     if params:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .api import SETTINGS_OPTIONS, SOLVER_OPTIONS, SYSTEM_OPTIONS
+from .api import reject_unknown_options
 from .errors import ScenarioError
 from .io import load_scenario, to_system_data
 from .solution import ServerAllocation, Solution
@@ -21,7 +21,6 @@ from .spec import System
 
 __all__ = ["OptimizerClient", "OptimizerServiceError"]
 
-KNOWN_OPTIONS = SETTINGS_OPTIONS | SYSTEM_OPTIONS | SOLVER_OPTIONS
 INERT_OPTIONS = frozenset({"milp_solver", "use_cplex"})  # read from scenarios, used by no backend
 
 
@@ -41,9 +40,7 @@ class OptimizerClient:
     def solve(self, system: System | Mapping | str | Path, solver: str | None = None, *,
               params: Mapping | None = None, **options) -> Solution:
         """As ``inferno_mip.solve(system, solver, params=..., **options)``, solved by the service."""
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_OPTIONS))}")
+        reject_unknown_options(options)
         local = _as_system(system)
         body = _system_data(system, local)
         body["solver"] = solver
