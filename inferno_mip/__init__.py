@@ -5,8 +5,6 @@ The public names are imported on first use, so ``import inferno_mip`` and ``infe
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .lazy import lazy_exports
 
 _EXPORTS = {
@@ -19,9 +17,15 @@ _EXPORTS = {
     "ScenarioError": ".errors",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_exported, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-try:
-    __version__ = version("inferno-mip")
-except PackageNotFoundError:  # a source tree that is not installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str):
+    if name == "__version__":  # read from the package metadata only when asked: importlib.metadata is slow to load
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("inferno-mip")
+        except PackageNotFoundError:  # a source tree that is not installed
+            return "0+unknown"
+    return _exported(name)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import import_module
 from pathlib import Path
 
-from . import __version__
+# The CLI's linear algebra is small: OpenBLAS' thread pool would only cost start-up time (about 0.1 s of CPU).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from .arguments import (Parser, bounded_int, fraction, int_list, name_list, non_negative_float, non_negative_int,
                         one_line, one_of, positive_float, positive_int)
 from .errors import ScenarioError
@@ -18,11 +21,14 @@ from .solvers import BACKEND_MODULES
 EXIT_BAD_INPUT = 2
 LARGE_FLEET = 500  # servers from which a solve on a terminal shows its stages without --verbose
 MAX_SERVERS = 100_000  # generated fleets and bench sizes: beyond this a run needs more memory than a host has
-COMMAND_MODULES = (".tuner.cli", ".queueing.cli", ".sim.cli", ".service.cli", ".control.cli", ".k8s.cli")
+# The modules that add subcommands, with the names each adds, so that a command line loads only its own.
+COMMAND_MODULES = {".tuner.cli": ("tune", "serve-tuner"), ".queueing.cli": ("analyze", "size"),
+                   ".sim.cli": ("simulate",), ".service.cli": ("serve-optimizer",), ".control.cli": ("control",),
+                   ".k8s.cli": ("operator",)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = _parser(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
@@ -40,10 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Version(argparse.Action):
+    """``--version``, reading the package metadata only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
+
+
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; given the arguments, only their command's module adds its subcommands (the
+    full parser, for help and for an unknown command, has them all)."""
     parser = Parser(prog="inferno-mip", description="Accelerator allocation for LLM inference "
                                      "servers by queueing models and mathematical programming.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("solve", help="allocate accelerators for a scenario and print the allocation")
@@ -92,8 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write PNG plots")
     p.set_defaults(run=_bench)
 
-    for module in COMMAND_MODULES:  # each adds its subcommands; they import their heavy parts when run
-        import_module(module, __package__).register(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    own = [module for module, commands in COMMAND_MODULES.items() if command in commands]
+    for module in own if own or command in sub.choices else COMMAND_MODULES:
+        import_module(module, __package__).register(sub)  # each adds its subcommands; heavy parts load when run
     return parser
 
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import InputIssue, ScenarioError
@@ -127,15 +126,19 @@ def _read_file(file: Path) -> Any:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(file), "", f"cannot read: {exc}") from None
-    try:
-        if file.suffix in (".yaml", ".yml"):
+    if file.suffix in (".yaml", ".yml"):
+        import yaml  # only YAML scenarios pay for it
+
+        try:
             data = yaml.safe_load(text)
-        else:
+        except yaml.YAMLError as exc:
+            raise ScenarioError(str(file), "", f"malformed YAML: {exc}") from None
+    else:
+        try:
             data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(str(file), f"line {exc.lineno} column {exc.colno}", f"malformed JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(str(file), "", f"malformed YAML: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(str(file), f"line {exc.lineno} column {exc.colno}",
+                                f"malformed JSON: {exc.msg}") from None
     return _lower_keys(data)
 
 

@@ -165,7 +165,7 @@ class CandidateTable:
         known = self._load_metrics
         todo = cands[np.isnan(known[cands, 0])]
         if len(todo):
-            todo = np.unique(todo)
+            todo = np.flatnonzero(np.bincount(todo))  # unique and sorted; np.unique would import numpy.ma
             rows = [self.rows[int(i)] for i in self.server[todo]]
             models = [_perf_model(self.settings, self.perf[c], row.server, int(self.batch[c]), int(self.queue[c]))
                       for c, row in zip(todo.tolist(), rows)]

@@ -68,3 +68,27 @@ def test_solver_registry_names_without_importing():
                          cwd=ROOT, check=True, capture_output=True, text=True)
     assert out.stdout.split("]")[1].split() == ["False", "False"]
     assert "'cpsat', 'greedy', 'highs', 'pyomo', 'unlimited'" in out.stdout
+
+
+def test_command_map_names_what_each_module_registers():
+    import argparse
+    from importlib import import_module
+
+    from inferno_mip.cli import COMMAND_MODULES
+
+    for module, commands in COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        import_module(module, "inferno_mip").register(sub)
+        assert tuple(sub.choices) == commands, module
+
+
+def test_a_command_line_loads_only_its_own_command_module():
+    from inferno_mip.cli import _parser
+
+    assert set(_parser(["simulate", "--help"])._subparsers._group_actions[0].choices) == {
+        "solve", "compare", "generate", "bench", "simulate"}
+    assert set(_parser(["solve", "x"])._subparsers._group_actions[0].choices) == {
+        "solve", "compare", "generate", "bench"}
+    everything = set(_parser(["no-such-command"])._subparsers._group_actions[0].choices)
+    assert {"tune", "serve-tuner", "analyze", "size", "control", "operator", "serve-optimizer"} <= everything
+    assert everything == set(_parser([])._subparsers._group_actions[0].choices)
