@@ -1,7 +1,8 @@
 """Load test of the optimizer and tuner services on 127.0.0.1: p50/p99 latency and throughput, 8 concurrent clients.
 
 Optimizer: ``POST /optimizeOne`` with inferno's large sample set and with a generated 50-server fleet, against
-the in-process ``solve()`` of the same body (median of repeats). Tuner: 8 clients x 200 mixed requests, each
+the in-process ``solve()`` of the same body (median of repeats): one client; eight clients with the same body
+(equal requests in flight share one solve); eight clients each with its own body (loads scaled per client). Tuner: 8 clients x 200 mixed requests, each
 client on its own (model, accelerator) pair: a /tune every fourth request, else /getparams, /warmup and
 /calibration-status. Run: ``python benchmarks/service_load.py [--requests 25] [--workers 2]``; prints markdown.
 """
@@ -76,6 +77,17 @@ def in_process(body: dict, repeat: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def scaled(body: dict, k: int) -> dict:
+    """`body` with every server's arrival rate scaled by 1 + k/100: client k's own system, so that no two
+    clients' requests are equal (equal requests in flight share one solve)."""
+    body = json.loads(json.dumps(body))
+    for server in body["system"]["serverData"]["servers"]:
+        load = (server.get("currentAlloc") or {}).get("load")
+        if load and load.get("arrivalRate"):
+            load["arrivalRate"] *= 1 + k / 100
+    return body
+
+
 def optimizer_rows(args) -> list[str]:
     bodies = {"inferno-large (27 servers)": to_system_data(load_scenario(ROOT / "scenarios" / "inferno-large")),
               "fleet of 50 servers": to_system_data(generate(servers=50, seed=1, **FAMILIES["balanced"]))}
@@ -84,11 +96,14 @@ def optimizer_rows(args) -> list[str]:
         for label, body in bodies.items():
             httpx.post(url + "/optimizeOne", json=body, timeout=300)  # warm the worker
             wall, cpu = in_process(body, args.repeat)
-            for clients, n in ((1, args.requests), (CLIENTS, args.requests)):
+            for clients, n, distinct in ((1, args.requests, False), (CLIENTS, args.requests, False),
+                                         (CLIENTS, args.requests, True)):
                 before = group_cpu_seconds(group)
-                result = load(url, lambda k: [("POST", "/optimizeOne", body)] * n, clients)
+                result = load(url, lambda k: [("POST", "/optimizeOne", scaled(body, k) if distinct else body)] * n,
+                              clients)
                 per_request = (group_cpu_seconds(group) - before) / result["requests"]
-                rows.append(f"| {label} | {clients} x {n} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
+                what = f"{clients} x {n}" + (", a body per client" if distinct else "")
+                rows.append(f"| {label} | {what} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
                             f"{per_request * 1e3:.0f} | {result['p50'] * 1e3:.0f} | {result['p99'] * 1e3:.0f} | "
                             f"{(2 * wall + 0.020) * 1e3:.0f} | {result['throughput']:.1f} | "
                             f"{len(result['failures'])} |")
@@ -102,10 +117,12 @@ def tuner_requests(k: int, n: int) -> list[tuple[str, str, object]]:
             else reads[i % 3] for i in range(n)]
 
 
-def tuner_rows(args, tree: Path = ROOT) -> list[str]:
-    """The tuner load against the service of the source tree `tree` (default: this one)."""
+def tuner_rows(args, tree: Path = ROOT, workers: int | None = None) -> list[str]:
+    """The tuner load against the service of the source tree `tree` (default: this one), with `workers`
+    tuning processes (None: the tree's default)."""
     ready = "/healthz" if tree == ROOT else "/warmup"
-    with launch("serve-tuner", env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as (url, group):
+    extra = () if workers is None else ("--workers", str(workers))
+    with launch("serve-tuner", *extra, env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as (url, group):
         before = group_cpu_seconds(group)
         result = load(url, lambda k: tuner_requests(k, args.tuner_requests), CLIENTS)
         per_request = (group_cpu_seconds(group) - before) / result["requests"]
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="also load the tuner service of this source tree "
                         "(e.g. `git archive REV | tar -x -C DIR`), for a before/after on the same machine")
     parser.add_argument("--tuner-only", action="store_true")
+    parser.add_argument("--tuner-workers", default="2,0",
+                        help="comma-separated tuning process counts of this tree's tuner to load in turn (0: threads)")
     args = parser.parse_args(argv)
     print(f"Machine: {machine()}; servers on 127.0.0.1; optimizer with {args.workers} solve workers.\n")
     if not args.tuner_only:
@@ -132,13 +151,15 @@ def main(argv: list[str] | None = None) -> int:
               "p50 ms | p99 ms | target p99 ms (2 x solve + 20) | requests/s | failures |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(optimizer_rows(args)), flush=True)
-    for label, tree in [("this tree", ROOT)] + ([(f"baseline {args.baseline}", args.baseline)] if args.baseline
-                                                 else []):
+    runs = [(f"this tree, --workers {w}", ROOT, int(w)) for w in args.tuner_workers.split(",")]
+    if args.baseline:
+        runs.append((f"baseline {args.baseline}", args.baseline, None))
+    for label, tree, workers in runs:
         print(f"\nTuner service ({label}), {CLIENTS} clients x {args.tuner_requests} mixed requests "
               f"(a /tune every fourth):\n")
         print("| endpoint | requests | p50 ms | p99 ms | requests/s | server CPU ms per request |")
         print("|---|---:|---:|---:|---:|---:|")
-        print("\n".join(tuner_rows(args, tree)), flush=True)
+        print("\n".join(tuner_rows(args, tree, workers)), flush=True)
     return 0
 
 

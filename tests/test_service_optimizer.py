@@ -399,3 +399,36 @@ def test_serve_optimizer_bad_arguments_are_one_line(argv, env, words, capsys, mo
     assert main(["serve-optimizer", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and "\n" not in err
+
+
+# ----------------------------------------------------------------------------------------------- shared solves
+
+def test_identical_requests_in_flight_share_one_solve():
+    """Concurrent equal jobs get one solve and the same answer; unequal or later ones get their own; a bad job's
+    error reaches every request that shared it."""
+    import asyncio
+
+    from inferno_mip.service.runner import BadInput, SolveJob, SolveRunner
+
+    body = system_data("inferno-small")
+    job = SolveJob(body, "greedy", {})
+    other = SolveJob(body, "greedy", {"saturation_policy": "RoundRobin"})
+    bad = SolveJob({"system": {}}, "greedy", {})
+
+    async def scenario():
+        runner = SolveRunner(workers=0, time_limit=30)
+        runner.start()
+        try:
+            first = await asyncio.gather(runner.solve(job), runner.solve(job), runner.solve(other))
+            later = await runner.solve(job)
+            errors = await asyncio.gather(runner.solve(bad), runner.solve(bad), return_exceptions=True)
+            return first, later, errors, dict(runner._in_flight)
+        finally:
+            runner.stop()
+
+    (a, b, c), later, errors, left = asyncio.run(scenario())
+    assert (a[1], b[1], c[1], later[1]) == (False, True, False, False)
+    assert a[0] is b[0] and c[0] is not a[0] and later[0] is not a[0]
+    assert later[0].total_cost == a[0].total_cost
+    assert all(isinstance(e, BadInput) for e in errors) and str(errors[0]) == str(errors[1])
+    assert left == {}

@@ -223,3 +223,33 @@ def test_merge_into_system_feeds_a_solve():
                                       (key[0], "TPU9"): {"alpha": 1.0, "beta": 0.01, "gamma": 1e-5}})
     assert via_solve.total_cost == sol.total_cost
     assert any("TPU9" in issue for issue in via_solve.issues)
+
+
+@pytest.mark.parametrize("mode", ["ekf", "sliding-window"])
+def test_work_on_a_copy_of_the_pair_state_equals_work_in_place(mode):
+    """A worker process tunes a copy of the pair's state and hands it back (TunerService.workers); the answers
+    and the state must be exactly those of tuning in place. A thread pool stands in for the processes here;
+    the live-server tests run the real ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(workers):
+        svc = TunerService(ServiceSettings(init_obs=3, warm_up_cycles=2, mode=mode), workers=workers)
+        answers = []
+        for k in range(14):
+            body = [spec(*LOADS[k % len(LOADS)], acc=f"G{k % 2}")]
+            try:
+                answers.append(svc.tune(body))
+            except TunerError as exc:
+                answers.append(str(exc))
+        state = svc.state()
+        for lp in state["store"].values():
+            lp.pop("last_updated")
+        return answers, state, svc.warming_up(), svc.calibration_statuses()
+
+    with ThreadPoolExecutor(1) as pool:
+        copied = run(pool)
+    in_place = run(None)
+    assert copied[1]["store"] and copied[1]["estimators"]  # the sequence did tune both pairs
+    assert copied[1:] == in_place[1:]
+    assert [a if isinstance(a, str) else a[0] for a in copied[0]] == \
+           [a if isinstance(a, str) else a[0] for a in in_place[0]]

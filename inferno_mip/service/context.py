@@ -57,7 +57,7 @@ class ServiceContext:
         """Solve in the pool; bad input is a 400, an overrun a 504, anything else a 500 (never a dropped request)."""
         start = time.perf_counter()
         try:
-            solution = await self.runner.solve(job)
+            solution, shared = await self.runner.solve(job)
         except BadInput as exc:
             self.metrics.observe(endpoint, time.perf_counter() - start, None, "bad-input")
             raise ApiError(400, str(exc)) from None
@@ -67,5 +67,5 @@ class ServiceContext:
         except Exception as exc:  # a crashed worker: say so, keep serving
             self.metrics.observe(endpoint, time.perf_counter() - start, None, "error")
             raise ApiError(500, f"solve failed: {type(exc).__name__}: {exc}") from None
-        self.metrics.observe(endpoint, time.perf_counter() - start, solution)
+        self.metrics.observe(endpoint, time.perf_counter() - start, solution, shared=shared)
         return solution

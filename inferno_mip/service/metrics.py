@@ -23,12 +23,19 @@ class OptimizerMetrics:
                               ["solver", "status"], registry=self.registry)
         self.servers = Counter("inferno_mip_servers", "Server entries of answered solves by status",
                                ["status"], registry=self.registry)
+        self.shared = Counter("inferno_mip_shared_solves", "Requests answered by an identical solve already "
+                              "in flight", registry=self.registry)
         self.requests = Counter("inferno_mip_http_requests", "HTTP requests by route and status code",
                                 ["route", "code"], registry=self.registry)
 
-    def observe(self, endpoint: str, seconds: float, solution: Solution | None, failure: str = "") -> None:
-        """Record one solve: its latency, and its solver/status (or `failure`) and per-server statuses."""
+    def observe(self, endpoint: str, seconds: float, solution: Solution | None, failure: str = "",
+                shared: bool = False) -> None:
+        """Record one answer: its latency, and, unless it was `shared` (the answer of an identical solve already
+        in flight, counted there), the solve's solver/status (or `failure`) and per-server statuses."""
         self.solve_seconds.labels(endpoint).observe(seconds)
+        if shared:
+            self.shared.inc()
+            return
         if solution is None:
             self.solves.labels("", failure or "error").inc()
             return

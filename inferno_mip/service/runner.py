@@ -3,17 +3,23 @@
 Sizing and the MIP are CPU-bound Python and numpy; in worker processes they neither hold the event loop's
 GIL nor queue cheap requests behind them. Workers are spawned (never forked from a threaded server) and
 warmed up at start so that the first request does not pay for imports.
+
+Identical requests in flight share one solve: a request equal to one already being solved (same system,
+solver, options and parameters) waits for that solve's answer instead of queueing a second one. A solve is
+a pure function of its request, so the answer is the one it would have got; several controllers (or
+retries of one) sending the same system then cost one solve, not one per sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
 
 from ..solution import Solution
 
@@ -38,6 +44,11 @@ class SolveJob:
     solver: str | None
     options: dict
     params: dict | None = None
+
+    def key(self) -> str:
+        """A digest of everything the answer depends on (equal jobs, equal keys)."""
+        text = json.dumps([self.system_data, self.solver, self.options, self.params], sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def run_job(job: SolveJob) -> Solution:
@@ -65,6 +76,7 @@ class SolveRunner:
         self.workers = workers
         self.time_limit = time_limit
         self._pool: Executor | None = None
+        self._in_flight: dict[str, asyncio.Future] = {}  # job key -> its solve, while it runs
 
     def start(self, warm: bool = True) -> None:
         """Start the pool; with `warm`, wait until every worker has imported the solvers."""
@@ -85,12 +97,22 @@ class SolveRunner:
         """The time limit of one solve: the request's, capped by the server's."""
         return self.time_limit if requested is None else min(requested, self.time_limit)
 
-    async def solve(self, job: SolveJob) -> Solution:
-        """Run `job` in the pool; :class:`SolveTimeout` if it overruns its limit plus grace."""
+    async def solve(self, job: SolveJob) -> tuple[Solution, bool]:
+        """Run `job` in the pool, or wait for an identical job already running there: (its solution, whether
+        the solve was shared); :class:`SolveTimeout` if it overruns its limit plus grace."""
         if self._pool is None:
             raise RuntimeError("solve runner not started")
         limit = self.limit(job.options.get("time_limit"))
         job = SolveJob(job.system_data, job.solver, {**job.options, "time_limit": limit}, job.params)
+        key = job.key()
+        running = self._in_flight.get(key)
+        shared = running is not None
+        if not shared:
+            running = self._in_flight[key] = asyncio.ensure_future(self._run(job, limit))
+            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(running), shared  # a client that goes away does not cancel the others' solve
+
+    async def _run(self, job: SolveJob, limit: float) -> Solution:
         future = asyncio.get_running_loop().run_in_executor(self._pool, run_job, job)
         try:
             return await asyncio.wait_for(future, timeout=limit + GRACE_SECONDS)
@@ -101,5 +123,3 @@ class SolveRunner:
             self.start(warm=False)  # never block the event loop on imports
             raise
 
-    def describe(self) -> dict[str, Any]:
-        return {"workers": self.workers, "timeLimit": self.time_limit}

@@ -4,15 +4,16 @@ POST /tune, POST /calibrate ([]ServerSpec) -> ModelData (422 {"error"} if nothin
 GET /getparams?model=&accelerator=; GET /warmup; POST /merge (ModelData); GET /calibration-status; GET /healthz.
 Bodies bind as Go binds them: malformed JSON, a body of the wrong shape or a field of the wrong JSON type
 (a string or a fraction for a token count) is a 400; bad observations are skipped with a reason (listed in
-"issues"), never a crash. Tuning runs in worker threads, locked per (model, accelerator), so cheap GETs
-never wait behind it.
+"issues"), never a crash. Tuning is locked per (model, accelerator) and runs in worker processes (or, with
+``workers=0``, in threads of this one), so cheap GETs never wait behind it, not even for the interpreter lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Body, FastAPI, Request
@@ -27,8 +28,8 @@ from .service import ServiceSettings, TunerService
 __all__ = ["create_app"]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# Tuning is CPU-bound Python: more threads than this add no throughput, only GIL contention that slows
-# the event loop's answers to the cheap GETs.
+# Without worker processes, tuning is CPU-bound Python in threads: more than this add no throughput, only
+# contention for the interpreter lock that slows the event loop's answers to the cheap GETs.
 TUNE_THREADS = 2
 SPECS_BODY = "request body must be a non-empty JSON array of ServerSpec"
 
@@ -54,27 +55,39 @@ def _bind_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     return _error(400, "invalid request body: " + validation_message(exc))
 
 
+def _warm_up() -> None:
+    from . import ekf, estimators, perfmodel  # noqa: F401  (numpy, scipy and the perf models, once per worker)
+
+
 def create_app(service: TunerService | None = None, settings: ServiceSettings | None = None,
-               address: str = "") -> FastAPI:
+               address: str = "", workers: int = 0) -> FastAPI:
     """The FastAPI app around one TunerService (default: settings from the environment).
 
-    `address` is only named in the start log line.
+    `workers` > 0 runs the pairs' tuning in that many worker processes (spawned and warmed up when the app
+    starts); 0 runs it in threads of this process. `address` is only named in the start log line.
     """
     svc = service or TunerService(settings or ServiceSettings.from_env())
-    pool = ThreadPoolExecutor(TUNE_THREADS, thread_name_prefix="tune")
+    pool = ThreadPoolExecutor(max(TUNE_THREADS, workers), thread_name_prefix="tune")
 
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if workers > 0:
+            svc.workers = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            await asyncio.gather(*(asyncio.wrap_future(svc.workers.submit(_warm_up)) for _ in range(workers)))
         if address:
             print(f"inferno-mip tuner listening on {address} ({svc.settings.mode}"
-                  f"{', compat' if svc.settings.compat else ''})", file=sys.stderr, flush=True)
+                  f"{', compat' if svc.settings.compat else ''}, {workers or 'no'} worker processes)",
+                  file=sys.stderr, flush=True)
         try:
             yield
         finally:
             pool.shutdown(wait=False)
+            if svc.workers is not None:
+                svc.workers.shutdown(wait=False, cancel_futures=True)
+                svc.workers = None
 
     app = FastAPI(title="inferno-mip tuner", version="1", lifespan=lifespan)
     app.state.service = svc

@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from ..arguments import bounded_int
 from ..queueing.versions import PERF_MODELS
 from .errors import TunerError
 
@@ -60,6 +61,8 @@ def register(subparsers) -> None:
     s.add_argument("--config", type=Path, help="filter config JSON (default: $CONFIG_DATA_DIR or inferno's)")
     s.add_argument("--mode", choices=("ekf", "sliding-window"), help="estimator mode ($TUNER_ESTIMATOR_MODE)")
     s.add_argument("--compat", action="store_true", help="inferno's filter and Nelder-Mead fits")
+    s.add_argument("--workers", type=bounded_int(0, 64), default=2,
+                   help="processes that run the tuning (default 2; 0: threads of the server process)")
     s.set_defaults(run=run_serve)
 
 
@@ -158,7 +161,8 @@ def run_serve(args) -> int:
             overrides["mode"] = args.mode
         if args.compat:
             overrides["compat"] = True
-        app = create_app(settings=ServiceSettings.from_env(**overrides), address=f"http://{args.host}:{args.port}")
+        app = create_app(settings=ServiceSettings.from_env(**overrides), address=f"http://{args.host}:{args.port}",
+                         workers=args.workers)
     except (TunerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,7 @@ from .specs import NO_TRAFFIC, Replica, parse_specs
 from .store import LearnedParameters, StateFile, now_rfc3339, pair_key, split_key
 from .tuner import PerfTuner, TunerOptions
 
-__all__ = ["ServiceError", "ServiceSettings", "TunerService", "excursion"]
+__all__ = ["ServiceError", "ServiceSettings", "TunerService", "excursion", "pair_work"]
 
 MAX_FLOAT = sys.float_info.max
 SLIDING = "sliding-window"
@@ -119,6 +120,25 @@ def excursion(settings: ServiceSettings, seed, obs: Observation):
     return tuner.step(obs, skip_nis=True)
 
 
+def _run_work(service: TunerService, kind: str, key: str, reps: list[Replica]) -> str | None:
+    """Run one pair's `kind` of work on `service`; the reason it produced nothing, or None."""
+    try:
+        (service._tune_group if kind == "tune" else service._calibrate_group)(key, reps)
+    except ServiceError as exc:
+        return str(exc)
+    return None
+
+
+def pair_work(settings: ServiceSettings, kind: str, key: str, state: dict,
+              reps: list[Replica]) -> tuple[dict, str | None]:
+    """One pair's tune or calibrate on a private copy of its state, as a worker process runs it: returns the
+    pair's new state and the reason it produced nothing (or None). Same arithmetic as in process."""
+    service = TunerService(replace(settings, state_file=None))
+    service._restore(key, state)
+    error = _run_work(service, kind, key, reps)
+    return service._pair_state(key), error
+
+
 class TunerService:
     """Thread-safe tuner service, locked per (model, accelerator): requests for different pairs run at once.
 
@@ -127,8 +147,9 @@ class TunerService:
     are dicts keyed by pair: single inserts and copies are atomic in CPython, and readers iterate copies.
     """
 
-    def __init__(self, settings: ServiceSettings | None = None):
+    def __init__(self, settings: ServiceSettings | None = None, workers: Executor | None = None):
         self.settings = settings or ServiceSettings()
+        self.workers = workers  # a process pool for the pairs' work (None: in the calling thread)
         self._lock = threading.Lock()  # guards the lock table and the snapshots; held only briefly
         self._save_lock = threading.Lock()
         self._pair_locks: dict[str, threading.Lock] = {}
@@ -147,14 +168,34 @@ class TunerService:
         with self._lock:
             return self._pair_locks.setdefault(key, threading.Lock())
 
-    def _snapshot(self, key: str) -> None:
-        """Copy one pair's state for saving (called with the pair's lock held, or before serving)."""
+    def _pair_state(self, key: str) -> dict:
+        """One pair's state as plain data (what the state file holds for it)."""
         lp, ie, swe = self.store.get(key), self.estimators.get(key), self.sliding.get(key)
-        snap = {"store": lp.to_dict() if lp else None, "estimator": ie.to_dict() if ie else None,
+        return {"store": lp.to_dict() if lp else None, "estimator": ie.to_dict() if ie else None,
                 "sliding": swe.to_dict() if swe else None, "fallback": key in self.fallbacks,
                 "calibrated": key in self.calibrated}
+
+    def _snapshot(self, key: str) -> None:
+        """Copy one pair's state for saving (called with the pair's lock held, or before serving)."""
+        snap = self._pair_state(key)
         with self._lock:
             self._snapshots[key] = snap
+
+    def _restore(self, key: str, snap: dict) -> None:
+        """Set one pair's state from :meth:`_pair_state`'s plain data."""
+        tables = ((self.store, "store", LearnedParameters.from_dict),
+                  (self.estimators, "estimator", lambda v: self._new_ie(min_obs=v.get("min_obs")).load(v)),
+                  (self.sliding, "sliding", lambda v: self._new_swe().load(v)))
+        for table, part, build in tables:
+            if snap.get(part) is None:
+                table.pop(key, None)
+            else:
+                table[key] = build(snap[part])
+        for flag, members in (("fallback", self.fallbacks), ("calibrated", self.calibrated)):
+            if snap.get(flag):
+                members.add(key)
+            else:
+                members.discard(key)
 
     # -- persistence ---------------------------------------------------------------------------------------
     def _new_ie(self, min_obs: int | None = None, hold_back: bool | None = None) -> InitEstimator:
@@ -186,13 +227,13 @@ class TunerService:
         if not data:
             return
         try:
-            self.store = {k: LearnedParameters.from_dict(v) for k, v in data.get("store", {}).items()}
-            for k, v in data.get("estimators", {}).items():
-                self.estimators[k] = self._new_ie(min_obs=v.get("min_obs")).load(v)
-            self.sliding = {k: self._new_swe().load(v) for k, v in data.get("sliding", {}).items()}
-            self.fallbacks = set(data.get("fallbacks", []))
-            self.calibrated = set(data.get("calibrated", []))
-        except (TypeError, ValueError, KeyError) as exc:
+            parts = {"store": data.get("store", {}), "estimator": data.get("estimators", {}),
+                     "sliding": data.get("sliding", {})}
+            flags = {"fallback": set(data.get("fallbacks", [])), "calibrated": set(data.get("calibrated", []))}
+            for key in set().union(*parts.values(), *flags.values()):
+                self._restore(key, {**{part: table.get(key) for part, table in parts.items()},
+                                    **{flag: key in members for flag, members in flags.items()}})
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise TunerError(f"{self._file.path}: invalid tuner state: {exc}") from None
 
     def _save(self) -> None:
@@ -203,7 +244,7 @@ class TunerService:
     def tune(self, specs: Any) -> tuple[dict, list[str]]:
         """One control cycle: returns (ModelData of the requested pairs with stored params, issues)."""
         groups, issues = self._active_groups(specs)
-        self._each_group(groups, self._tune_group, issues)
+        self._each_group(groups, "tune", issues)
         data = self._model_data(groups)
         if not data["models"]:
             raise ServiceError("tuning produced no results: " + "; ".join(issues))
@@ -218,18 +259,25 @@ class TunerService:
             raise ServiceError("no replicas with active traffic" + (f": {'; '.join(issues)}" if issues else ""))
         return groups, issues
 
-    def _each_group(self, groups: dict[str, list[Replica]], work, issues: list[str]) -> dict[str, list[Replica]]:
-        """work(key, replicas) per group under the pair's lock (a failing group is an issue, not an error);
-        one pair locked at a time, so no lock order can deadlock; state saved after."""
+    def _each_group(self, groups: dict[str, list[Replica]], kind: str, issues: list[str]) -> dict[str, list[Replica]]:
+        """The `kind` of work ("tune" or "calibrate") per group under the pair's lock (a failing group is an
+        issue, not an error); one pair locked at a time, so no lock order can deadlock; state saved after.
+        With a worker pool the work runs there on a copy of the pair's state, which then replaces the pair's."""
         done = {}
         try:
             for key, reps in groups.items():
                 with self._pair_lock(key):
                     try:
-                        work(key, reps)
-                        done[key] = reps
-                    except ServiceError as exc:
-                        issues.append(f"{key}: {exc}")
+                        if self.workers is None:
+                            error = _run_work(self, kind, key, reps)
+                        else:
+                            state, error = self.workers.submit(pair_work, self.settings, kind, key,
+                                                               self._pair_state(key), reps).result()
+                            self._restore(key, state)
+                        if error is None:
+                            done[key] = reps
+                        else:
+                            issues.append(f"{key}: {error}")
                     finally:
                         self._snapshot(key)
         finally:
@@ -351,7 +399,7 @@ class TunerService:
     def calibrate(self, specs: Any) -> tuple[dict, list[str]]:
         """One-shot fit of a load sweep per pair; returns ModelData of the pairs calibrated by this call."""
         groups, issues = self._active_groups(specs)
-        done = self._each_group(groups, self._calibrate_group, issues)
+        done = self._each_group(groups, "calibrate", issues)
         data = self._model_data(done)
         if not data["models"]:
             raise ServiceError("no pair calibrated: " + "; ".join(issues))
