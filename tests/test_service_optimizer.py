@@ -197,8 +197,9 @@ def test_native_solve_and_client_equal_local_solve(stateless):
     local = inferno_mip.solve(system_data("inferno-small"), solver="greedy", compat=True)
     assert replace(remote, timings={}) == replace(local, timings={}) and remote.total_cost == 39743
     with OptimizerClient(stateless) as client:
-        for kwargs in ({}, {"saturation_policy": "RoundRobin", "time_limit": 20, "params": {
-                ("llama_13b", "A100"): {"alpha": 10.0, "beta": 0.02, "gamma": 1e-4}}}):
+        for kwargs in ({}, {"perf_model": "iteration", "solver": "greedy"},
+                       {"saturation_policy": "RoundRobin", "time_limit": 20, "params": {
+                           ("llama_13b", "A100"): {"alpha": 10.0, "beta": 0.02, "gamma": 1e-4}}}):
             got = client.solve(ROOT / "scenarios" / "inferno-small", **kwargs)
             want = inferno_mip.solve(ROOT / "scenarios" / "inferno-small", **kwargs)
             assert replace(got, timings={}) == replace(want, timings={}), kwargs

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..policies import SATURATION_POLICIES
+from ..queueing.versions import PERF_MODELS
 from ..wire import SystemData
 
 
@@ -17,11 +19,11 @@ class SolveOptions(_Body):
     """Options of ``inferno_mip.solve()``; absent means the default."""
 
     compat: bool | None = Field(None, description="reproduce inferno exactly (queue 10N, its perf models)")
-    perf_model: Literal["v01", "v02", "old3", "old", "new"] | None = None
+    perf_model: Literal[PERF_MODELS] | None = None  # type: ignore[valid-type]  (every version solve() takes)
     batch_rule: Literal["inferno", "optimal", "all"] | None = None
     queue_ratio: int | None = Field(None, ge=1, le=1000)
     max_num_tokens: int | None = Field(None, ge=1)
-    saturation_policy: Literal["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"] | None = None
+    saturation_policy: Literal[SATURATION_POLICIES] | None = None  # type: ignore[valid-type]
     delayed_best_effort: bool | None = None
     unlimited: bool | None = None
     heterogeneous: bool | None = None
