@@ -21,7 +21,7 @@ from .protocols import (ActuationError, Actuator, CollectError, Collector, Fleet
                         Target)
 from .record import cycle_record
 from .stabilise import HOLD, Decision, ServerInput, StabilityOptions, Stabiliser
-from .tune import ParameterGate, TuneError, Tuner, evidence_from
+from .tune import ParameterGate, TuneError, Tuner, evidence_from, sizing_perf_model, slo_targets
 
 EVIDENCE_KEEP = 10  # recent observations per (model, accelerator) a tuned parameter change is checked against
 DEFAULT_CHURN = ChurnCosts(replica_added=2.0, replica_removed=4.0, accelerator_change=20.0, batch_change=5.0)
@@ -44,6 +44,7 @@ class LoopConfig:
     max_param_change: float = 0.5  # tuned-parameter jump held for confirmation beyond this relative change
     confirm_cycles: int = 3
     param_band: float = 3.0  # tuned parameters beyond this factor from the scenario's are implausible (0: off)
+    demonstrated_margin: float | None = 0.1  # tuned capacity at most this above what the fleet showed (None: off)
     stale_after: float | None = None  # seconds; an observation older than this holds everything (None: 2 periods)
     slo_feedback: bool = True  # correct the model's error from measured latencies (see SloFeedback)
     name: str = "full"
@@ -73,7 +74,9 @@ class ControlLoop:
         self.stabiliser = Stabiliser(config.stability)
         self.gate = ParameterGate({(p.model, p.accelerator): {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
                                    for p in system.perf}, config.max_param_change, config.confirm_cycles,
-                                  band=config.param_band)
+                                  band=config.param_band, perf_model=sizing_perf_model(config.solve_options),
+                                  targets=slo_targets(system) if config.demonstrated_margin is not None else {},
+                                  demonstrated_margin=config.demonstrated_margin or 0.0)
         self.forecasters: dict[str, object] = {}
         self.units = unit_lookup(system)
         self.priority = {s.name: system.class_by_name[s.class_name].priority
