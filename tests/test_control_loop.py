@@ -247,3 +247,22 @@ def test_parameters_outside_the_plausibility_band_are_refused():
     assert params[("granite_8b", "H100")]["gamma"] == 0.0005 and "implausible" in notes[0]
     drifted[("granite_8b", "H100")]["gamma"] = 0.0005 / 2.5
     assert gate.apply(TuneResult(drifted))[0][("granite_8b", "H100")]["gamma"] == 0.0002
+
+
+def test_churn_costs_and_the_step_limit_reach_the_solver(system):
+    from inferno_mip import solve
+    from inferno_mip.control.loop import DEFAULT_CHURN
+    from inferno_mip.control.stabilise import StabilityOptions
+
+    seen = []
+
+    def recording(sys_, **options):
+        seen.append(options)
+        return solve(sys_, **options)
+
+    cfg = LoopConfig(solver="greedy", forecast="ewma", stability=StabilityOptions(max_replica_change=1))
+    fleet, loop = make(system, cfg, solve=recording)
+    records = list(run(loop, fleet, 300, 30))
+    assert seen and all(o["churn"] == DEFAULT_CHURN and o["max_replica_change"] == 1 for o in seen)
+    g = replicas(records, GRANITE)
+    assert all(abs(b - a) <= 1 for a, b in zip(g, g[1:]))

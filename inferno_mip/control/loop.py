@@ -96,6 +96,8 @@ class ControlLoop:
                 **dict(self.config.solve_options)}
         if self.config.churn is not None:
             opts["churn"] = self.config.churn
+        if self.config.stability.max_replica_change is not None:  # in the model: the optimum within the step
+            opts.setdefault("max_replica_change", self.config.stability.max_replica_change)
         return opts
 
     def cycle(self) -> dict:
