@@ -114,7 +114,6 @@ class ControlLoop:
 
         if self.feedback is not None and obs is not None and not hold_all:
             demand = self.feedback.apply(obs, demand, forecasts)
-            unmargined = {n: v * self.feedback.factor.get(n, 1.0) for n, v in unmargined.items()}
         t = clock.perf_counter()
         faults, scale_up_only = self._faults(obs, hold_all)
         solve_names = {n for n in obs.servers if n not in faults} if obs else set()
@@ -126,13 +125,14 @@ class ControlLoop:
             outcome, params, retry_notes = self._retry_with_seeds(reduced, outcome, params)
             tune_notes = tune_notes + retry_notes
             if _short(outcome) and any(unmargined.get(n, v) < v for n, v in demand.items()):
-                # margins yield to capacity: every server served for its forecast beats some with margins
+                # margins (forecast and SLO feedback) yield to capacity: every server served for its forecast
+                # beats some with margins
                 lean = cycle_system(self.system, observed, {**demand, **unmargined}, solve_names, self.units)
                 again = run_solve(lean, self.solve, params, self.options())
                 if _short(again) < _short(outcome):
                     outcome = again
                     demand = {**demand, **unmargined}
-                    tune_notes = tune_notes + ["capacity too short for the forecast margins: solved without"]
+                    tune_notes = tune_notes + ["capacity too short for the margins: solved without"]
             faults.update(outcome.faults)
         timing["optimizeMs"] = _ms(t)
 
@@ -325,6 +325,7 @@ class SloFeedback:
             self.slo[s.name] = (t.itl, t.ttft) if t else (0.0, 0.0)
         self.factor: dict[str, float] = {}
         self.recommended: dict[str, int] = {}  # last recommendation per server (set by the loop)
+        self.waiting: dict[str, float] = {}  # requests waiting at the last cycle, per server
 
     def excess(self, s) -> float | None:
         """The worst of measured/target over ITL and TTFT (None without measurements or targets)."""
@@ -340,8 +341,10 @@ class SloFeedback:
             f = self.factor.get(name, 1.0)
             e = self.excess(s)
             got_it = s.replicas_ready >= self.recommended.get(name, 0)
+            draining = s.waiting is not None and s.waiting < self.waiting.get(name, math.inf) and s.waiting >= 1.0
+            self.waiting[name] = s.waiting if s.waiting is not None else math.inf
             if e is not None and s.replicas_starting == 0:
-                if e > 1.0 and got_it:
+                if e > 1.0 and got_it and not draining:
                     f = min(f * self.up, self.cap)
                 elif e < self.relax:
                     f = max(f * self.down, 1.0)
