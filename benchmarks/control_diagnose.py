@@ -10,10 +10,11 @@ true parameters, sizes for rate r (greedy, unlimited capacity). With R ready rep
 - ``model``: R >= need, nothing short before: the perf model calls R enough and the fleet measured a miss
   (model error or window noise: what SLO headroom must cover);
 - otherwise the decision of ``k`` cycles before (k = ceil(horizon / period): the last order that is ready for the
-  whole window) is examined: ``starting`` (it ordered enough, not ready yet), ``forecast`` (the rate it sized
-  for, margin and feedback included, needs fewer replicas than the rate that came), ``params`` (its
-  recommendation is below what the true parameters size for its own forecast: tuner error), ``capacity``
-  (lowered by the capacity guard or capacity-limited), ``stability`` (a stability rule kept it lower).
+  whole window) is examined: ``starting`` (it ordered enough, not ready yet), ``params`` (its recommendation is
+  below what the true parameters size for its own forecast: tuner error, unless the solver was short of cards
+  or the true parameters size the whole fleet's forecasts above the capacity: ``capacity``), ``forecast`` (the
+  rate it sized for, margin and feedback included, needs fewer replicas than the rate that came), ``capacity``
+  (lowered by the capacity guard), ``stability`` (a stability rule kept it lower).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def diagnose(records, system, exclude, period: float, horizon: float):
     k = int(math.ceil(horizon / period - 1e-9))
     causes, rows = Counter(), []
     by_cycle = [{s["name"]: s for s in r["servers"]} for r in records]
+    cards = sum(c["available"] for c in records[0]["capacity"]) if records else 0
+
+    def fleet_need(j: int) -> int:  # cards the true parameters size every server's forecast for (1 card each)
+        return sum(need(n, s.get("forecastRpm")) for n, s in by_cycle[j].items())
     for i, r in enumerate(records):
         if in_windows(r["time"], exclude):
             continue
@@ -76,10 +81,11 @@ def diagnose(records, system, exclude, period: float, horizon: float):
                 rec = (d.get("recommended") or {}).get("replicas") or 0
                 if d["replicas"] >= n:
                     cause = "starting"
+                elif rec < need(name, d.get("forecastRpm")):
+                    short = d.get("solverStatus") in ("capacity-limited", "best-effort") or fleet_need(i - k) > cards
+                    cause = "capacity" if short else "params"
                 elif need(name, d.get("forecastRpm")) < n:
                     cause = "forecast"
-                elif rec < need(name, d.get("forecastRpm")):
-                    cause = "capacity" if d.get("solverStatus") == "capacity-limited" else "params"
                 elif "capacity" in d.get("rules", []):
                     cause = "capacity"
                 else:
