@@ -3,7 +3,9 @@
     python benchmarks/control_diagnose.py benchmarks/control/ramp-full.jsonl [...] [--workload ramp]
 
 A record misses when its cycle-average ITL or TTFT is over the SLO (records in the excluded windows after a
-workload step are not counted, as in the run metrics). ``need(r)`` is the replica count the perf model, with the
+workload step are not counted, as in the run metrics). ``step``: a miss in the ``AFTERMATH`` seconds after such
+a window: a step seen at the end of its first window is served one start-up delay later, and the queue built
+meanwhile drains after that (whatever the controller does then). ``need(r)`` is the replica count the perf model, with the
 true parameters, sizes for rate r (greedy, unlimited capacity). With R ready replicas at the end of the window:
 
 - ``backlog``: R >= need, but the cycle before was short of replicas (queued requests still being served);
@@ -31,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+AFTERMATH = 120.0  # seconds after an excluded step window in which the step's backlog still drains
+
+
 def needs(system):
     """need(server, rpm) -> replicas sized by the true parameters, unlimited capacity."""
     from inferno_mip import solve
@@ -51,6 +56,7 @@ def needs(system):
 def diagnose(records, system, exclude, period: float, horizon: float):
     from inferno_mip.control.metrics import in_windows
 
+    exclude = list(exclude)
     need = needs(system)
     k = int(math.ceil(horizon / period - 1e-9))
     causes, rows = Counter(), []
@@ -71,7 +77,9 @@ def diagnose(records, system, exclude, period: float, horizon: float):
             n = need(name, s["rpm"])
             ready = s["replicasReady"]
             prev = by_cycle[i - 1].get(name) if i > 0 else None
-            if ready >= n:
+            if any(b <= r["time"] < b + AFTERMATH for _, b in exclude):
+                cause = "step"
+            elif ready >= n:
                 short_before = prev is not None and prev["replicasReady"] < need(name, prev["rpm"])
                 cause = "backlog" if short_before else "model"
             elif i < k:
@@ -96,6 +104,32 @@ def diagnose(records, system, exclude, period: float, horizon: float):
     return causes, rows
 
 
+def extra_replicas(records, system) -> dict[str, float]:
+    """Replica-cycles above need(the cycle's own rate), as a share of the needed ones, split by why: kept by a
+    stability rule above the recommendation (``stability``), recommended above what the raw forecast needs
+    (forecast margin and SLO feedback: ``margins``), the raw forecast above the rate that came (``forecast``)."""
+    need = needs(system)
+    split = Counter()
+    base = 0
+    for r in records:
+        for s in r["servers"]:
+            n = need(s["name"], s["rpm"])
+            base += n
+            have = s["replicas"]
+            if have <= n:
+                continue
+            raw = (s.get("forecastRpm") or 0.0) / max(s.get("sloFactor") or 1.0, 1e-9) / (1 + s.get("margin", 0.0))
+            rec = (s.get("recommended") or {}).get("replicas", have)
+            stability = max(have - rec, 0)
+            margins = max(min(rec, have) - max(need(s["name"], raw), n), 0)
+            forecast = max(min(need(s["name"], raw), have) - n, 0)
+            split["stability"] += stability
+            split["margins"] += margins
+            split["forecast"] += forecast
+            split["rest"] += have - n - stability - margins - forecast
+    return {k: v / base for k, v in split.items()} if base else {}
+
+
 def main(argv=None) -> int:
     from control_experiments import PERIOD, SCENARIO, STARTUP, WORKLOADS
 
@@ -106,6 +140,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("records", nargs="+", type=Path)
     p.add_argument("--rows", action="store_true", help="print every missed record")
+    p.add_argument("--cost", action="store_true", help="split the replicas above need by why")
     args = p.parse_args(argv)
     system = load_scenario(SCENARIO)
     for path in args.records:
@@ -116,6 +151,9 @@ def main(argv=None) -> int:
         total = sum(1 for r in records for s in r["servers"] if s.get("itl") is not None and s.get("completed"))
         print(f"{path.name}: {sum(causes.values())} misses: "
               + ", ".join(f"{c} {n}" for c, n in causes.most_common()))
+        if args.cost:
+            print("  replicas above need: " + ", ".join(f"{k} {v:+.1%}"
+                                                      for k, v in extra_replicas(records, system).items()))
         if args.rows:
             for row in rows:
                 print("  " + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

@@ -78,10 +78,7 @@ def run_one(workload: str, name: str, out: Path) -> dict:
                        controller_system=perturbed(system, error), record=out / f"{workload}-{name}.jsonl")
     cpu = time.process_time() - cpu
     summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
-    from control_diagnose import diagnose
-
-    causes, _ = diagnose(records, system, step_windows(wl, STARTUP + PERIOD), PERIOD, PERIOD + STARTUP)
-    summary["misses"] = dict(causes.most_common())
+    summary["misses"] = misses(records, workload)
     summary["oracle"] = oracle(system, records)
     summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
     summary["cpu_seconds"] = cpu
@@ -90,6 +87,31 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     plot_cycles(records, out / f"{workload}-{name}.png", f"{WORKLOADS[workload]}: {name}")
     (out / f"{workload}-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def misses(records, workload: str) -> dict:
+    """SLO misses by cause (benchmarks/control_diagnose.py)."""
+    from control_diagnose import diagnose
+
+    from inferno_mip import load_scenario
+    from inferno_mip.control.scenario_steps import step_windows
+    from inferno_mip.sim import Workload
+
+    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
+    causes, _ = diagnose(records, load_scenario(SCENARIO), step_windows(wl, STARTUP + PERIOD), PERIOD,
+                         PERIOD + STARTUP)
+    return dict(causes.most_common())
+
+
+def rediagnose(folder: Path) -> None:
+    """Recompute the misses of every summary in `folder` from its cycle records."""
+    for f in sorted(folder.glob("*.json")):
+        jsonl = f.with_suffix(".jsonl")
+        if jsonl.exists():
+            s = json.loads(f.read_text())
+            s["misses"] = misses([json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()],
+                                 f.stem.split("-")[0])
+            f.write_text(json.dumps(s, indent=2) + "\n")
 
 
 def table(folder: Path) -> str:
@@ -117,7 +139,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
     p.add_argument("--table", action="store_true", help="print the markdown table of the results in --output")
+    p.add_argument("--diagnose", action="store_true", help="recompute the misses by cause from the records first")
     args = p.parse_args(argv)
+    if args.diagnose:
+        rediagnose(args.output)
     if args.table:
         print(table(args.output))
         return 0

@@ -83,3 +83,13 @@ def test_accepted_capacity_never_exceeds_the_shown_rate_plus_margin(alpha, gamma
     got = g.apply(TuneResult({KEY: new}), {KEY: [seen(shown)]})[0][KEY]
     limit = max(1.1 * shown, cap(TRUE[KEY]))
     assert got == new and cap(new) <= limit or cap(got) <= limit * (1 + 1e-9)
+
+
+def test_a_rate_counted_over_a_short_window_shows_its_lower_confidence_bound():
+    g = gate(demonstrated_margin=0.0, window=30.0, z=1.0)
+    assert g._lower_bound(36.0) == pytest.approx(36.0 * (1 - 1 / 18 ** 0.5))  # 18 requests in 30 s
+    assert gate()._lower_bound(36.0) == 36.0  # no window: taken as exact
+    flat = {"alpha": 16.0, "beta": 0.016, "gamma": 0.00018}
+    # a window at 1.1x the true capacity within the SLO is chance, not capacity: nothing moves
+    params, notes = g.apply(TuneResult({KEY: flat}), {KEY: [seen(1.1 * cap(TRUE[KEY]))]})
+    assert params[KEY] == TRUE[KEY] and "not identified" in notes[0]

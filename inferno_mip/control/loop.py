@@ -78,7 +78,7 @@ class ControlLoop:
                                    for p in system.perf}, config.max_param_change, config.confirm_cycles,
                                   band=config.param_band, perf_model=sizing_perf_model(config.solve_options),
                                   targets=slo_targets(system) if config.demonstrated_margin is not None else {},
-                                  demonstrated_margin=config.demonstrated_margin or 0.0)
+                                  demonstrated_margin=config.demonstrated_margin or 0.0, window=config.period)
         self.forecasters: dict[str, object] = {}
         self.units = unit_lookup(system)
         self.priority = {s.name: system.class_by_name[s.class_name].priority

@@ -206,6 +206,8 @@ class ParameterGate:
     # ``demonstrated_margin`` above the highest per-replica rate the fleet was observed serving within the SLO
     targets: dict[Key, tuple[float, float]] = field(default_factory=dict)
     demonstrated_margin: float = 0.1
+    window: float = 0.0  # seconds an observation's rate is counted over (0: rates taken as exact)
+    z: float = 1.0  # a shown rate counts at its lower confidence bound, z Poisson standard errors below
     accepted: dict[Key, Params] = field(default_factory=dict)
     pending: dict[Key, _Candidate] = field(default_factory=dict)
 
@@ -274,13 +276,13 @@ class ParameterGate:
         Window averages near saturation are optimistic (a queue has not built up in one window), so a fit to
         them extrapolates capacity the fleet has not shown. A change that raises the per-replica capacity
         (max rate within the SLO, sized by the solver's perf model) is identified only up to
-        ``1 + demonstrated_margin`` times the highest rate an observed replica served within the SLO (and never
-        below what ``old`` claims): the tuner can raise capacity step by step as the fleet shows it, not at once.
+        ``1 + demonstrated_margin`` times the highest rate an observed replica served within the SLO (at its
+        lower confidence bound, :meth:`_lower_bound`; and never below what ``old`` claims): the tuner can raise capacity step by step as the fleet shows it, not at once.
         A change that lowers capacity costs cards, not SLOs: it passes."""
         itl, ttft = self.targets[key]
         ref = evidence[-1]
         cap_old, cap_new = (capacity(p, ref, itl, ttft, self.perf_model) for p in (old, new))
-        shown = max((o.rpm for o in evidence if o.itl <= itl and o.ttft <= ttft), default=0.0)
+        shown = max((self._lower_bound(o.rpm) for o in evidence if o.itl <= itl and o.ttft <= ttft), default=0.0)
         limit = max(shown * (1.0 + self.demonstrated_margin), cap_old)
         if not cap_new > limit:
             return new, ""
@@ -295,6 +297,15 @@ class ParameterGate:
         return part, (f"tuned parameters claim {cap_new:.3g} rpm per replica within the SLO, the fleet has shown "
                       f"{shown:.3g}: not identified, "
                       + (f"moved {lo:.0%} of the way ({_fmt(part)})" if lo > 0 else "kept those in use"))
+
+    def _lower_bound(self, rpm: float) -> float:
+        """A window's rate at `z` standard errors below what it counted (arrivals are Poisson: a 30-s window of
+        a few requests per second overstates a replica's sustained rate by chance as often as it understates it,
+        and the highest of several is the chance one)."""
+        if not self.window > 0 or not rpm > 0:
+            return rpm
+        count = rpm * self.window / 60.0
+        return max(rpm * (1.0 - self.z / math.sqrt(count)), 0.0)
 
     def current(self) -> dict[Key, Params]:
         return {k: dict(v) for k, v in sorted(self.accepted.items())}
