@@ -1,12 +1,12 @@
 """Why each SLO miss of a closed-loop run happened: one cause per missed (server, cycle) record.
 
-    python benchmarks/control_diagnose.py benchmarks/control/ramp-full.jsonl [...] [--workload ramp]
+    python benchmarks/control_diagnose.py benchmarks/control/ramp-full.jsonl [...] [--rows] [--cost]
 
 A record misses when its cycle-average ITL or TTFT is over the SLO (records in the excluded windows after a
 workload step are not counted, as in the run metrics). ``step``: a miss in the ``AFTERMATH`` seconds after such
 a window: a step seen at the end of its first window is served one start-up delay later, and the queue built
-meanwhile drains after that (whatever the controller does then). ``need(r)`` is the replica count the perf model, with the
-true parameters, sizes for rate r (greedy, unlimited capacity). With R ready replicas at the end of the window:
+meanwhile drains after that (whatever the controller does then). ``need(r)`` is the replica count the perf
+model, with the true parameters, sizes for rate r (greedy, unlimited capacity). With R ready replicas at the end of the window:
 
 - ``backlog``: R >= need, but the cycle before was short of replicas (queued requests still being served);
 - ``model``: R >= need, nothing short before: the perf model calls R enough and the fleet measured a miss
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     from inferno_mip.sim import Workload
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("records", nargs="+", type=Path)
+    p.add_argument("records", nargs="+", type=Path, help="cycle records <workload>-<config>.jsonl")
     p.add_argument("--rows", action="store_true", help="print every missed record")
     p.add_argument("--cost", action="store_true", help="split the replicas above need by why")
     args = p.parse_args(argv)

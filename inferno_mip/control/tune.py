@@ -277,8 +277,9 @@ class ParameterGate:
         them extrapolates capacity the fleet has not shown. A change that raises the per-replica capacity
         (max rate within the SLO, sized by the solver's perf model) is identified only up to
         ``1 + demonstrated_margin`` times the highest rate an observed replica served within the SLO (at its
-        lower confidence bound, :meth:`_lower_bound`; and never below what ``old`` claims): the tuner can raise capacity step by step as the fleet shows it, not at once.
-        A change that lowers capacity costs cards, not SLOs: it passes."""
+        lower confidence bound, :meth:`_lower_bound`; and never below what ``old`` claims): the tuner can raise
+        capacity step by step as the fleet shows it, not at once. A change that lowers capacity costs cards,
+        not SLOs: it passes."""
         itl, ttft = self.targets[key]
         ref = evidence[-1]
         cap_old, cap_new = (capacity(p, ref, itl, ttft, self.perf_model) for p in (old, new))
