@@ -3,8 +3,8 @@
     python benchmarks/control_experiments.py [--only ramp:full,surge:inferno,...] [--output benchmarks/control]
 
 Every metric is measured by the simulator. The oracle is the optimum (HiGHS, true parameters) for the load the
-simulator offered in each cycle, with no start-up delay; its cost counts the same cycles. CPU time per run is
-reported (process time; the machine is shared).
+simulator offered in each cycle, with no start-up delay; its cost counts the same cycles. Each SLO miss gets a
+cause (benchmarks/control_diagnose.py). CPU time per run is reported (process time; the machine is shared).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 SCENARIO = ROOT / "scenarios" / "inferno-ramp"
 WORKLOADS = {"ramp": "five-phase-ramp.yaml", "surge": "step-surge.yaml", "diurnal": "diurnal.yaml"}
 PERIOD, STARTUP, DURATION = 30.0, 60.0, 3600.0
@@ -77,6 +78,7 @@ def run_one(workload: str, name: str, out: Path) -> dict:
                        controller_system=perturbed(system, error), record=out / f"{workload}-{name}.jsonl")
     cpu = time.process_time() - cpu
     summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
+    summary["misses"] = misses(records, workload)
     summary["oracle"] = oracle(system, records)
     summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
     summary["cpu_seconds"] = cpu
@@ -87,11 +89,36 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     return summary
 
 
+def misses(records, workload: str) -> dict:
+    """SLO misses by cause (benchmarks/control_diagnose.py)."""
+    from control_diagnose import diagnose
+
+    from inferno_mip import load_scenario
+    from inferno_mip.control.scenario_steps import step_windows
+    from inferno_mip.sim import Workload
+
+    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
+    causes, _ = diagnose(records, load_scenario(SCENARIO), step_windows(wl, STARTUP + PERIOD), PERIOD,
+                         PERIOD + STARTUP)
+    return dict(causes.most_common())
+
+
+def rediagnose(folder: Path) -> None:
+    """Recompute the misses of every summary in `folder` from its cycle records."""
+    for f in sorted(folder.glob("*.json")):
+        jsonl = f.with_suffix(".jsonl")
+        if jsonl.exists():
+            s = json.loads(f.read_text())
+            s["misses"] = misses([json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()],
+                                 f.stem.split("-")[0])
+            f.write_text(json.dumps(s, indent=2) + "\n")
+
+
 def table(folder: Path) -> str:
     """Markdown table of every summary in `folder` (workload, config order of PLAN)."""
     rows = ["| workload | config | both-SLO records | per-request SLO | reversals | card-hours | oracle | cost ratio "
-            "| peak cards / capacity | over-capacity cycles | held (why: cycles) | CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| peak cards / capacity | over-capacity cycles | held (why: cycles) | misses by cause | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w, names in PLAN.items():
         for c in names:
             f = folder / f"{w}-{c}.json"
@@ -100,9 +127,10 @@ def table(folder: Path) -> str:
             s = json.loads(f.read_text())
             peak = ", ".join(f"{k} {v}/{s['capacity'].get(k, '?')}" for k, v in s["peak_cards"].items())
             held = ", ".join(f"{k}: {v}" for k, v in s["held"].items()) or "none"
+            misses = ", ".join(f"{k} {v}" for k, v in s.get("misses", {}).items()) or "none"
             rows.append(f"| {w} | {c} | {s['both_slo']:.1%} | {s['request_slo']:.1%} | {s['reversals']} | "
                         f"{s['card_hours']:.2f} | {s['oracle']['card_hours']:.2f} | {s['cost_ratio']:.2f} | {peak} | "
-                        f"{s['over_capacity_cycles']} | {held} | {s['cpu_seconds']:.0f} |")
+                        f"{s['over_capacity_cycles']} | {held} | {misses} | {s['cpu_seconds']:.0f} |")
     return "\n".join(rows)
 
 
@@ -111,7 +139,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
     p.add_argument("--table", action="store_true", help="print the markdown table of the results in --output")
+    p.add_argument("--diagnose", action="store_true", help="recompute the misses by cause from the records first")
     args = p.parse_args(argv)
+    if args.diagnose:
+        rediagnose(args.output)
     if args.table:
         print(table(args.output))
         return 0

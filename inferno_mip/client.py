@@ -44,7 +44,7 @@ class OptimizerClient:
         local = _as_system(system)
         body = _system_data(system, local)
         body["solver"] = solver
-        body["options"] = {k: v for k, v in options.items() if k not in INERT_OPTIONS and v is not None}
+        body["options"] = {k: _wire(v) for k, v in options.items() if k not in INERT_OPTIONS and v is not None}
         if params:
             from .tuner.merging import normalize_params
 
@@ -87,6 +87,13 @@ class OptimizerClient:
         if 400 <= response.status_code < 500 and response.status_code not in (404, 408, 413, 429):
             raise ScenarioError(self.base_url + path, "", message)
         raise OptimizerServiceError(f"{self.base_url}{path}: HTTP {response.status_code}: {message}")
+
+
+def _wire(value):
+    """An option value as JSON: dataclasses (``ChurnCosts``) as their fields."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _as_system(system) -> System | None:

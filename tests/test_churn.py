@@ -65,3 +65,22 @@ def test_an_accelerator_change_cost_keeps_the_server_where_it_is(solver):
     assert (held.accelerator, held.replicas) == ("H100", 2)
     cheap = solve(system, solver=solver, churn={"accelerator_change": 30.0})["Premium-granite_8b"]
     assert cheap.accelerator == "A100"  # saving 70/h against 0.1 * 230 - 70 + 30 = -17: still worth it
+
+
+def test_churn_costs_and_the_step_limit_travel_to_the_optimizer_service():
+    from dataclasses import replace
+
+    from inferno_mip.client import OptimizerClient
+    from inferno_mip.control.decide import optimizer_solve
+    from live_server import serve
+
+    system = two_accelerator_system(replicas=2)
+    churn = ChurnCosts(accelerator_change=60.0)
+    with serve("serve-optimizer", "--workers", "0") as url:
+        with OptimizerClient(url) as client:
+            for options in ({"churn": churn}, {"churn": {"accelerator_change": 30.0}}, {"max_replica_change": 1}):
+                got = client.solve(system, "highs", **options)
+                want = solve(system, "highs", **options)
+                assert replace(got, timings={}) == replace(want, timings={}), options
+        held = optimizer_solve(url)(system, solver="highs", churn=churn)["Premium-granite_8b"]  # the loop's path
+        assert (held.accelerator, held.replicas) == ("H100", 2)

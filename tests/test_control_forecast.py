@@ -113,3 +113,22 @@ def test_forecasts_are_finite_and_non_negative(values, kind):
     out = f.predict()
     assert math.isfinite(out) and out >= 0
     assert out <= 2.0 * max(values) * 1.15 + 1e-9  # a trend never orders more than twice the peak, plus margin
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=20))
+def test_at_least_last_never_forecasts_below_the_value_just_seen(values):
+    f = make_forecaster("ewma", 90.0, margin_quantile=None, at_least_last=True)
+    plain = make_forecaster("ewma", 90.0, margin_quantile=None)
+    feed(f, values)
+    feed(plain, values)
+    assert f.predict() == max(values[-1], plain.predict())
+
+
+def test_at_least_last_follows_a_rise_a_smoother_lags():
+    rise = [10.0] * 10 + [20.0]
+    f, plain = (make_forecaster("ewma", 90.0, margin_quantile=None, at_least_last=a) for a in (True, False))
+    feed(f, rise)
+    feed(plain, rise)
+    assert plain.predict() == pytest.approx(10.0 + 10.0 * (1 - 0.5 ** 0.5))  # 30 s of a 60 s half-life
+    assert f.predict() == 20.0

@@ -247,3 +247,62 @@ def test_parameters_outside_the_plausibility_band_are_refused():
     assert params[("granite_8b", "H100")]["gamma"] == 0.0005 and "implausible" in notes[0]
     drifted[("granite_8b", "H100")]["gamma"] = 0.0005 / 2.5
     assert gate.apply(TuneResult(drifted))[0][("granite_8b", "H100")]["gamma"] == 0.0002
+
+
+def test_churn_costs_and_the_step_limit_reach_the_solver(system):
+    from inferno_mip import solve
+    from inferno_mip.control.loop import DEFAULT_CHURN
+    from inferno_mip.control.stabilise import StabilityOptions
+
+    seen = []
+
+    def recording(sys_, **options):
+        seen.append(options)
+        return solve(sys_, **options)
+
+    cfg = LoopConfig(solver="greedy", forecast="ewma", stability=StabilityOptions(max_replica_change=1))
+    fleet, loop = make(system, cfg, solve=recording)
+    records = list(run(loop, fleet, 300, 30))
+    assert seen and all(o["churn"] == DEFAULT_CHURN and o["max_replica_change"] == 1 for o in seen)
+    g = replicas(records, GRANITE)
+    assert all(abs(b - a) <= 1 for a, b in zip(g, g[1:]))
+
+
+def test_slo_feedback_rises_on_a_model_miss_but_not_while_a_backlog_drains(system):
+    from inferno_mip.control.loop import SloFeedback
+    from inferno_mip.control.protocols import FleetObservation, ServerObservation
+
+    def seen(t, itl, waiting):  # granite over its 30 ms ITL, every replica it was asked for ready
+        replicas = {f"r{i}": {"waiting": waiting / 2} for i in range(2)}
+        return FleetObservation(t, {GRANITE: ServerObservation(GRANITE, "granite_8b", "Premium", "H100", 128, 2,
+                                                               arrival_rate=1.0, itl=itl, ttft=100.0,
+                                                               replicas=replicas)})
+
+    fb = SloFeedback(system)
+    fb.recommended[GRANITE] = 2
+    factors = []
+    for t, itl, waiting in [(30, 40, 50), (60, 40, 30), (90, 40, 10), (120, 40, 0), (150, 40, 0), (180, 40, 5),
+                            (210, 40, 8)]:
+        fb.apply(seen(t, itl, waiting), {GRANITE: 1.0}, {})
+        factors.append(fb.factor[GRANITE])
+    # a queue seen for the first time counts as draining (no rise), so does a shrinking one; once it is gone
+    # the miss is the model's (rise), and so when the queue grows again
+    assert factors == pytest.approx([1.0, 1.0, 1.0, 1.15, 1.15 ** 2, 1.15 ** 3, 1.15 ** 4])
+
+
+def test_windows_that_are_not_steady_are_kept_from_the_tuner(system):
+    class Recording(ScriptedTuner):
+        def __init__(self):
+            super().__init__({})
+            self.seen = []
+
+        def tune(self, observation):
+            self.seen.append(sorted(observation.servers))
+            return super().tune(observation)
+
+    tuner = Recording()
+    fleet, loop = make(system, tuner=tuner, rates={GRANITE: lambda t: 1.0 if t < 300 else 3.0, LLAMA: lambda t: 0.5})
+    records = list(run(loop, fleet, 420, 30))
+    assert tuner.seen[0] == []  # nothing to compare the first window with
+    assert GRANITE not in tuner.seen[9] and any("not steady" in n for n in records[9]["tuner"])  # the step
+    assert LLAMA in tuner.seen[9]

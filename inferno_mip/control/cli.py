@@ -181,7 +181,7 @@ def run_live(args, config) -> int:
     from .live import InfernoActuator, InfernoCollector, PrometheusCollector
     from .loop import ControlLoop
     from .record import write_record
-    from .tune import InProcessTuner, RemoteTuner
+    from .tune import InProcessTuner, RemoteTuner, sizing_perf_model
 
     if args.actuator_url and not args.collector_url:
         print("error: --actuator-url: needs --collector-url (inferno's actuator takes the collector's objects)",
@@ -196,7 +196,8 @@ def run_live(args, config) -> int:
     queues = {s.name: s.max_queue_size for s in system.servers}
     tuner = None
     if not args.no_tuner and args.mode != "inferno":
-        tuner = RemoteTuner(args.tuner_url, max_queue=queues) if args.tuner_url else InProcessTuner(max_queue=queues)
+        tuner = RemoteTuner(args.tuner_url, max_queue=queues) if args.tuner_url else \
+            InProcessTuner(max_queue=queues, perf_model=sizing_perf_model(config.solve_options))
     from .decide import optimizer_solve
 
     loop = ControlLoop(system, collector, actuator, config, tuner,
@@ -224,13 +225,14 @@ def simulate(system, fleet, config, *, duration: float, tuner: bool = True, tune
     from .loop import ControlLoop
     from .record import write_record
     from .simulated import SimActuator, SimCollector, run
-    from .tune import InProcessTuner, RemoteTuner
+    from .tune import InProcessTuner, RemoteTuner, sizing_perf_model
 
     controller_system = controller_system or system
     queues = {s.name: s.max_queue_size for s in system.servers}
     tune_stage = None
     if tuner:
-        tune_stage = RemoteTuner(tuner_url, max_queue=queues) if tuner_url else InProcessTuner(max_queue=queues)
+        tune_stage = RemoteTuner(tuner_url, max_queue=queues) if tuner_url else \
+            InProcessTuner(max_queue=queues, perf_model=sizing_perf_model(config.solve_options))
     solve = optimizer_solve(optimizer_url) if optimizer_url else None
     loop = ControlLoop(controller_system, SimCollector(fleet, system), SimActuator(fleet), config, tune_stage, solve)
     cycles = int(duration // config.period)

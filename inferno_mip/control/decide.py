@@ -98,14 +98,13 @@ def run_solve(system: System, solve: Callable[..., object], params: Mapping, opt
 
 
 def optimizer_solve(url: str) -> Callable[..., object]:
-    """``solve(system, **options)`` through the optimizer service at `url` (imported only when used). The
-    service's options do not carry churn costs: they are left out (the loop's stability rules still apply)."""
+    """``solve(system, **options)`` through the optimizer service at `url` (imported only when used); churn
+    costs and the step limit travel with the other options."""
     from ..client import OptimizerClient  # the service client; lives with the service
 
     client = OptimizerClient(url)
 
     def solve(system: System, params: Mapping | None = None, solver: str | None = None, **options):
-        options.pop("churn", None)
         return client.solve(system, solver, params=params or None, **options)
 
     return solve

@@ -169,8 +169,9 @@ class Margined:
     resolved forecasts (never negative, at most ``max_margin``), times the forecast."""
 
     def __init__(self, inner: Forecaster, horizon: float, q: float = 0.9, keep: int = 12, max_margin: float = 1.0,
-                 floor: float = 1e-3):
+                 floor: float = 1e-3, at_least_last: bool = False):
         self.inner, self.horizon, self.q, self.max_margin, self.floor = inner, float(horizon), q, max_margin, floor
+        self.at_least_last = at_least_last  # never forecast below the value just seen (load that is already here)
         self.tracker = ErrorTracker(keep)
         self.name = getattr(inner, "name", type(inner).__name__)
         self.last_time = math.nan
@@ -182,6 +183,8 @@ class Margined:
         self.inner.update(time, value)
         self.last_time = time
         self.raw = self.inner.predict(self.horizon)
+        if self.at_least_last and math.isfinite(self.raw):
+            self.raw = max(self.raw, float(value))
         self.tracker.expect(time + self.horizon, self.raw)
 
     def predict(self, horizon: float | None = None) -> float:
@@ -224,15 +227,18 @@ class BestRecent:
 
 
 def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.15,
-                    half_life: float = 60.0, season: int = 0) -> Margined | BestRecent | None:
-    """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin."""
+                    half_life: float = 60.0, season: int = 0, at_least_last: bool = False
+                    ) -> Margined | BestRecent | None:
+    """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin;
+    ``at_least_last``: no forecast below the last observed value (a smoother lags a rise by its half-life)."""
     if kind == "none":
         return None
     q = margin_quantile if margin_quantile is not None else 0.0
     max_margin = max_margin if margin_quantile is not None else 0.0
     builders = {"last": LastValue, "ewma": lambda: Ewma(half_life), "holt-winters": lambda: HoltWinters(season=season)}
     if kind == "auto":
-        return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin) for k in builders])
+        return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin, at_least_last=at_least_last)
+                           for k in builders])
     if kind not in builders:
         raise ValueError(f"unknown forecaster {kind!r}; known: none, {', '.join(FORECASTERS)}")
-    return Margined(builders[kind](), horizon, q, max_margin=max_margin)
+    return Margined(builders[kind](), horizon, q, max_margin=max_margin, at_least_last=at_least_last)

@@ -21,7 +21,7 @@ from .protocols import (ActuationError, Actuator, CollectError, Collector, Fleet
                         Target)
 from .record import cycle_record
 from .stabilise import HOLD, Decision, ServerInput, StabilityOptions, Stabiliser
-from .tune import ParameterGate, TuneError, Tuner, evidence_from
+from .tune import ParameterGate, TuneError, Tuner, evidence_from, sizing_perf_model, slo_targets
 
 EVIDENCE_KEEP = 10  # recent observations per (model, accelerator) a tuned parameter change is checked against
 DEFAULT_CHURN = ChurnCosts(replica_added=2.0, replica_removed=4.0, accelerator_change=20.0, batch_change=5.0)
@@ -36,6 +36,7 @@ class LoopConfig:
     forecast: str = "auto"  # none, last, ewma, holt-winters, auto
     margin_quantile: float | None = 0.9  # safety margin from this forecast-error quantile; None: no margin
     max_margin: float = 0.15  # the margin never adds more than this share of the forecast
+    at_least_last: bool = True  # never size for less than the load just observed
     stability: StabilityOptions = field(default_factory=StabilityOptions)
     churn: ChurnCosts | None = DEFAULT_CHURN
     solver: str | None = "highs"
@@ -44,6 +45,8 @@ class LoopConfig:
     max_param_change: float = 0.5  # tuned-parameter jump held for confirmation beyond this relative change
     confirm_cycles: int = 3
     param_band: float = 3.0  # tuned parameters beyond this factor from the scenario's are implausible (0: off)
+    demonstrated_margin: float | None = 0.1  # tuned capacity at most this above what the fleet showed (None: off)
+    steady_rate: float | None = 0.25  # tune only on windows whose rate moved at most this much (None: all)
     stale_after: float | None = None  # seconds; an observation older than this holds everything (None: 2 periods)
     slo_feedback: bool = True  # correct the model's error from measured latencies (see SloFeedback)
     name: str = "full"
@@ -73,7 +76,9 @@ class ControlLoop:
         self.stabiliser = Stabiliser(config.stability)
         self.gate = ParameterGate({(p.model, p.accelerator): {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
                                    for p in system.perf}, config.max_param_change, config.confirm_cycles,
-                                  band=config.param_band)
+                                  band=config.param_band, perf_model=sizing_perf_model(config.solve_options),
+                                  targets=slo_targets(system) if config.demonstrated_margin is not None else {},
+                                  demonstrated_margin=config.demonstrated_margin or 0.0, window=config.period)
         self.forecasters: dict[str, object] = {}
         self.units = unit_lookup(system)
         self.priority = {s.name: system.class_by_name[s.class_name].priority
@@ -81,6 +86,7 @@ class ControlLoop:
         self.tokens = TokenMeans()
         self.feedback = SloFeedback(self.system) if config.slo_feedback else None
         self.evidence: dict = {}  # (model, accelerator) -> recent unsaturated observations, for the gate
+        self.last_seen: dict[str, tuple] = {}  # server -> (rate, ready replicas) of the last cycle
         self.max_queue = {s.name: s.max_queue_size for s in system.servers}
         self.count = 0
         self.last_obs: FleetObservation | None = None
@@ -93,6 +99,8 @@ class ControlLoop:
                 **dict(self.config.solve_options)}
         if self.config.churn is not None:
             opts["churn"] = self.config.churn
+        if self.config.stability.max_replica_change is not None:  # in the model: the optimum within the step
+            opts.setdefault("max_replica_change", self.config.stability.max_replica_change)
         return opts
 
     def cycle(self) -> dict:
@@ -109,7 +117,6 @@ class ControlLoop:
 
         if self.feedback is not None and obs is not None and not hold_all:
             demand = self.feedback.apply(obs, demand, forecasts)
-            unmargined = {n: v * self.feedback.factor.get(n, 1.0) for n, v in unmargined.items()}
         t = clock.perf_counter()
         faults, scale_up_only = self._faults(obs, hold_all)
         solve_names = {n for n in obs.servers if n not in faults} if obs else set()
@@ -120,14 +127,20 @@ class ControlLoop:
             outcome = run_solve(reduced, self.solve, params, self.options())
             outcome, params, retry_notes = self._retry_with_seeds(reduced, outcome, params)
             tune_notes = tune_notes + retry_notes
-            if _short(outcome) and any(unmargined.get(n, v) < v for n, v in demand.items()):
-                # margins yield to capacity: every server served for its forecast beats some with margins
-                lean = cycle_system(self.system, observed, {**demand, **unmargined}, solve_names, self.units)
+            # margins yield to capacity, the forecast's first, then the SLO feedback's: every server served for
+            # its forecast beats some with margins
+            factor = self.feedback.factor if self.feedback is not None else {}
+            steps = (("forecast margins", {n: v * factor.get(n, 1.0) for n, v in unmargined.items()}),
+                     ("forecast margins and SLO feedback", dict(unmargined)))
+            for what, lean_demand in steps:
+                if not _short(outcome) or not any(lean_demand.get(n, v) < v for n, v in demand.items()):
+                    break
+                lean = cycle_system(self.system, observed, {**demand, **lean_demand}, solve_names, self.units)
                 again = run_solve(lean, self.solve, params, self.options())
                 if _short(again) < _short(outcome):
                     outcome = again
-                    demand = {**demand, **unmargined}
-                    tune_notes = tune_notes + ["capacity too short for the forecast margins: solved without"]
+                    demand = {**demand, **lean_demand}
+                    tune_notes = tune_notes + [f"capacity too short for the {what}: solved without"]
             faults.update(outcome.faults)
         timing["optimizeMs"] = _ms(t)
 
@@ -199,16 +212,39 @@ class ControlLoop:
         notes: list[str] = []
         result = None
         if self.tuner is not None and obs is not None and not hold_all:
+            steady, moving = self._steady(obs)
+            if moving:
+                notes.append(f"not steady (load or replicas changed): {', '.join(moving)} left out of tuning")
             try:
-                result = self.tuner.tune(obs)
+                result = self.tuner.tune(steady)
                 notes.extend(result.notes)
             except TuneError as exc:
                 notes.append(f"{exc}: last accepted parameters kept")
-            for key, seen in evidence_from(obs, self.max_queue).items():
+            for key, seen in evidence_from(steady, self.max_queue).items():
                 self.evidence[key] = (self.evidence.get(key, []) + seen)[-EVIDENCE_KEEP:]
         params, gate_notes = self.gate.apply(result, self.evidence)
         timing["tuneMs"] = _ms(t)
         return params, notes + gate_notes
+
+    def _steady(self, obs: FleetObservation) -> tuple[FleetObservation, list[str]]:
+        """`obs` without the servers whose window was not steady: a replica starting, a ready count other than
+        the last cycle's, or a rate more than ``steady_rate`` off the last cycle's. The queue of such a window
+        has not settled (a surge's first window meets the SLO at rates no replica sustains), so its averages
+        would teach the tuner a capacity that is not there."""
+        keep, moving = {}, []
+        for name, s in obs.servers.items():
+            last = self.last_seen.get(name)
+            rate = s.arrival_rate
+            bound = self.config.steady_rate
+            steady = bound is None or (last is not None and s.replicas_starting == 0 and s.replicas_ready == last[1]
+                                       and rate is not None and last[0] is not None
+                                       and abs(rate - last[0]) <= bound * max(last[0], 1e-9))
+            self.last_seen[name] = (rate, s.replicas_ready)
+            if steady:
+                keep[name] = s
+            else:
+                moving.append(name)
+        return replace(obs, servers=keep), sorted(moving)
 
     def _forecast(self, obs, hold_all: str, timing: dict):
         t = clock.perf_counter()
@@ -220,7 +256,8 @@ class ControlLoop:
             if name not in self.forecasters:
                 f = self.forecasters[name] = make_forecaster(self.config.forecast, self.config.horizon,
                                                              margin_quantile=self.config.margin_quantile,
-                                                             max_margin=self.config.max_margin)
+                                                             max_margin=self.config.max_margin,
+                                                             at_least_last=self.config.at_least_last)
             if f is None:
                 demand[name] = raw[name] = float(s.arrival_rate)
                 continue
@@ -296,6 +333,14 @@ def _identity_only(obs: FleetObservation, time: float) -> FleetObservation:
     return FleetObservation(time=time, servers=blank)
 
 
+def _waiting(s: ServerObservation) -> float | None:
+    """Requests waiting at a server: its own count, else the sum over its replicas' (None: not reported)."""
+    if s.waiting is not None:
+        return float(s.waiting)
+    counts = [r["waiting"] for r in (s.replicas or {}).values() if r.get("waiting") is not None]
+    return float(sum(counts)) if counts else None
+
+
 def _short(outcome) -> int:
     """Servers the solver could not serve in full (best effort, capacity-limited)."""
     solution = getattr(outcome, "solution", None)
@@ -320,6 +365,7 @@ class SloFeedback:
             self.slo[s.name] = (t.itl, t.ttft) if t else (0.0, 0.0)
         self.factor: dict[str, float] = {}
         self.recommended: dict[str, int] = {}  # last recommendation per server (set by the loop)
+        self.waiting: dict[str, float] = {}  # requests waiting at the last cycle, per server
 
     def excess(self, s) -> float | None:
         """The worst of measured/target over ITL and TTFT (None without measurements or targets)."""
@@ -335,8 +381,11 @@ class SloFeedback:
             f = self.factor.get(name, 1.0)
             e = self.excess(s)
             got_it = s.replicas_ready >= self.recommended.get(name, 0)
+            waiting = _waiting(s)
+            draining = waiting is not None and 1.0 <= waiting < self.waiting.get(name, math.inf)
+            self.waiting[name] = waiting if waiting is not None else math.inf
             if e is not None and s.replicas_starting == 0:
-                if e > 1.0 and got_it:
+                if e > 1.0 and got_it and not draining:
                     f = min(f * self.up, self.cap)
                 elif e < self.relax:
                     f = max(f * self.down, 1.0)

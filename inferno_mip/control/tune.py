@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .protocols import FleetObservation, ServerObservation
@@ -94,13 +94,42 @@ def _params_from_model_data(data: Mapping) -> dict[Key, Params]:
     return out
 
 
-class InProcessTuner:
-    """``inferno_mip.tuner.TunerService`` in this process (state in memory unless its settings name a file)."""
+def sizing_perf_model(solve_options: Mapping | None = None) -> str:
+    """The perf model the solver sizes tuned (alpha, beta, gamma: perfParms) parameters with: they mean something
+    only in the model they were fitted with, so the tuner and the gate must fit this one."""
+    from ..tables import COMPAT_PERF_MODEL, DEFAULT_PERF_MODEL
 
-    def __init__(self, settings=None, max_queue: Mapping[str, int] | None = None):
+    opts = dict(solve_options or {})
+    return opts.get("perf_model") or (COMPAT_PERF_MODEL if opts.get("compat") else DEFAULT_PERF_MODEL)["G3"]
+
+
+def slo_targets(system) -> dict[Key, tuple[float, float]]:
+    """(itl, ttft) per (model, accelerator): the tightest SLO of the servers running the model."""
+    out: dict[Key, tuple[float, float]] = {}
+    for server in system.servers:
+        cls = system.class_by_name.get(server.class_name)
+        t = cls.targets.get(server.model) if cls else None
+        if t is None or not (t.itl > 0 and t.ttft > 0):
+            continue
+        for p in system.perf:
+            if p.model == server.model:
+                key = (p.model, p.accelerator)
+                itl, ttft = out.get(key, (math.inf, math.inf))
+                out[key] = (min(itl, t.itl), min(ttft, t.ttft))
+    return out
+
+
+class InProcessTuner:
+    """``inferno_mip.tuner.TunerService`` in this process (state in memory unless its settings name a file),
+    fitting `perf_model` (give the solver's, :func:`sizing_perf_model`; None: the tuner's default)."""
+
+    def __init__(self, settings=None, max_queue: Mapping[str, int] | None = None, perf_model: str | None = None):
         from ..tuner.service import ServiceSettings, TunerService
 
-        self.service = TunerService(settings or ServiceSettings())
+        settings = settings or ServiceSettings()
+        if perf_model is not None:
+            settings = replace(settings, options=replace(settings.tuner_options, perf_model=perf_model))
+        self.service = TunerService(settings)
         self.max_queue = dict(max_queue or {})
 
     def tune(self, observation: FleetObservation) -> TuneResult:
@@ -172,6 +201,13 @@ class ParameterGate:
     confirm_cycles: int = 3
     min_gain: float = 0.1  # a change must cut the fit error on the recent observations by this share
     band: float = 3.0  # plausible: within [seed / band, seed * band] for every parameter (0: no band)
+    perf_model: str | None = None  # the model the evidence check evaluates (None: the tuner's default)
+    # (itl, ttft) SLO per pair: with them, tuned parameters may not claim a per-replica capacity more than
+    # ``demonstrated_margin`` above the highest per-replica rate the fleet was observed serving within the SLO
+    targets: dict[Key, tuple[float, float]] = field(default_factory=dict)
+    demonstrated_margin: float = 0.1
+    window: float = 0.0  # seconds an observation's rate is counted over (0: rates taken as exact)
+    z: float = 1.0  # a shown rate counts at its lower confidence bound, z Poisson standard errors below
     accepted: dict[Key, Params] = field(default_factory=dict)
     pending: dict[Key, _Candidate] = field(default_factory=dict)
 
@@ -181,7 +217,8 @@ class ParameterGate:
     def apply(self, result: TuneResult | None, evidence: Mapping[Key, list] | None = None
               ) -> tuple[dict[Key, Params], list[str]]:
         """The parameters to solve with and a note per decision that was not a plain acceptance. `evidence`:
-        recent observations (``inferno_mip.tuner.Observation``) per pair to check a change against."""
+        recent observations (``inferno_mip.tuner.Observation``) per pair to check a change against (and, with
+        ``targets``, to bound the capacity the change claims: :meth:`_demonstrated`)."""
         notes: list[str] = []
         if result is None:
             return self.current(), notes
@@ -201,11 +238,18 @@ class ParameterGate:
                 continue
             old = self.accepted.get(key)
             if old is not None and new != old and (evidence or {}).get(key):
-                e_new, e_old = fit_error(new, evidence[key]), fit_error(old, evidence[key])
+                e_new, e_old = (fit_error(p, evidence[key], self.perf_model) for p in (new, old))
                 if not e_new < (1.0 - self.min_gain) * e_old:
                     self.pending.pop(key, None)
                     notes.append(f"{label}: tuned parameters explain the last {len(evidence[key])} observations "
                                  f"no better ({e_new:.3g} vs {e_old:.3g}): kept those in use")
+                    continue
+            if old is not None and key in self.targets and (evidence or {}).get(key):
+                new, note = self._demonstrated(key, old, new, evidence[key])
+                if note:
+                    notes.append(f"{label}: {note}")
+                if new == old:
+                    self.pending.pop(key, None)
                     continue
             if old is None or _change(old, new) <= self.max_change:
                 self.accepted[key] = dict(new)
@@ -226,6 +270,44 @@ class ParameterGate:
                              f"({cand.seen}/{self.confirm_cycles})")
         return self.current(), notes
 
+    def _demonstrated(self, key: Key, old: Params, new: Params, evidence: list) -> tuple[Params, str]:
+        """`new`, or the point on the log-line from `old` to it whose capacity the evidence supports.
+
+        Window averages near saturation are optimistic (a queue has not built up in one window), so a fit to
+        them extrapolates capacity the fleet has not shown. A change that raises the per-replica capacity
+        (max rate within the SLO, sized by the solver's perf model) is identified only up to
+        ``1 + demonstrated_margin`` times the highest rate an observed replica served within the SLO (at its
+        lower confidence bound, :meth:`_lower_bound`; and never below what ``old`` claims): the tuner can raise
+        capacity step by step as the fleet shows it, not at once. A change that lowers capacity costs cards,
+        not SLOs: it passes."""
+        itl, ttft = self.targets[key]
+        ref = evidence[-1]
+        cap_old, cap_new = (capacity(p, ref, itl, ttft, self.perf_model) for p in (old, new))
+        shown = max((self._lower_bound(o.rpm) for o in evidence if o.itl <= itl and o.ttft <= ttft), default=0.0)
+        limit = max(shown * (1.0 + self.demonstrated_margin), cap_old)
+        if not cap_new > limit:
+            return new, ""
+        lo, hi = 0.0, 1.0  # capacity along the log-line is monotone in practice; bisect for the limit
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if capacity(_blend(old, new, mid), ref, itl, ttft, self.perf_model) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        part = _blend(old, new, lo) if lo > 0 else old
+        return part, (f"tuned parameters claim {cap_new:.3g} rpm per replica within the SLO, the fleet has shown "
+                      f"{shown:.3g}: not identified, "
+                      + (f"moved {lo:.0%} of the way ({_fmt(part)})" if lo > 0 else "kept those in use"))
+
+    def _lower_bound(self, rpm: float) -> float:
+        """A window's rate at `z` standard errors below what it counted (arrivals are Poisson: a 30-s window of
+        a few requests per second overstates a replica's sustained rate by chance as often as it understates it,
+        and the highest of several is the chance one)."""
+        if not self.window > 0 or not rpm > 0:
+            return rpm
+        count = rpm * self.window / 60.0
+        return max(rpm * (1.0 - self.z / math.sqrt(count)), 0.0)
+
     def current(self) -> dict[Key, Params]:
         return {k: dict(v) for k, v in sorted(self.accepted.items())}
 
@@ -234,14 +316,35 @@ def _fmt(p: Params) -> str:
     return "/".join(f"{p.get(k, 0.0):.3g}" for k in PARAM_NAMES)
 
 
-def fit_error(params: Params, observations: list) -> float:
+def _blend(old: Params, new: Params, t: float) -> Params:
+    """The point a share `t` along the log-line from `old` to `new`."""
+    return {k: old[k] ** (1.0 - t) * new[k] ** t for k in PARAM_NAMES}
+
+
+def capacity(params: Params, ref, itl: float, ttft: float, perf_model: str | None = None) -> float:
+    """Max per-replica rate (rpm) within the ITL and TTFT targets (ms) at the token sizes and batch of the
+    observation `ref` (0 when no rate meets them or the model cannot be evaluated)."""
+    from ..queueing import QueueingError, make_perf_model
+    from ..tuner.perfmodel import TUNED_PERF_MODEL
+
+    try:
+        model = make_perf_model(perf_model or TUNED_PERF_MODEL, params, in_tokens=ref.in_tokens,
+                                out_tokens=ref.out_tokens, max_batch=int(ref.max_batch),
+                                max_queue=int(ref.max_queue), in_tokens_cv=ref.in_tokens_cv,
+                                out_tokens_cv=ref.out_tokens_cv)
+        return 60.0 * model.size(ttft=ttft, itl=itl).rate
+    except QueueingError:
+        return 0.0
+
+
+def fit_error(params: Params, observations: list, perf_model: str | None = None) -> float:
     """Mean absolute log error of the perf model's TTFT and ITL at the observations (inf if not evaluable)."""
     from ..tuner import predict
 
     x = [params[k] for k in PARAM_NAMES]
     errors = []
     for obs in observations:
-        ttft, itl = predict(x, obs)
+        ttft, itl = predict(x, obs, **({"perf_model": perf_model} if perf_model else {}))
         if not (ttft > 0 and itl > 0):
             return math.inf
         errors.append(abs(math.log(ttft / obs.ttft)) + abs(math.log(itl / obs.itl)))

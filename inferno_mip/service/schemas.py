@@ -15,6 +15,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class ChurnOptions(_Body):
+    """Costs of changing the current allocation (``inferno_mip.tables.ChurnCosts``), in the objective's unit."""
+
+    replica_added: float = Field(0.0, ge=0)
+    replica_removed: float = Field(0.0, ge=0)
+    accelerator_change: float = Field(0.0, ge=0)
+    batch_change: float = Field(0.0, ge=0)
+
+
 class SolveOptions(_Body):
     """Options of ``inferno_mip.solve()``; absent means the default."""
 
@@ -34,6 +43,7 @@ class SolveOptions(_Body):
     warm_start: Literal["greedy", "current", "none"] | None = None
     best_effort: bool | None = None
     max_replica_change: int | None = Field(None, ge=0)
+    churn: ChurnOptions | None = Field(None, description="churn costs: the optimum trades changes against cost")
     pyomo_solver: str | None = Field(None, min_length=1, max_length=64)
 
 
