@@ -84,7 +84,24 @@ def work_moments(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0) -> tuple[float, fl
     return ew, ew2, ewi, c + d1, c * c + 2.0 * c * d1 + d2
 
 
-def queue_factor(moments, alpha, batch, p_full, rho) -> np.ndarray:
+def decode_cost_variance(gamma, n, m, in_cv=0.0, out_cv=0.0) -> float:
+    """Variance of one request's cost in a decode iteration (ms^2), over all decode iterations of all requests.
+
+    Decode iteration j = 1..d (d = m - 1) reads n + j context tokens, so the cost varies with the age j
+    (uniform over a request's iterations, requests weighted by d) and the prompt length n (independent).
+    """
+    mm = length_moments(m, out_cv, order=3)
+    d1 = mm[1] - 1.0
+    if d1 <= 0.0:
+        return 0.0
+    d2 = mm[2] - 2.0 * mm[1] + 1.0
+    d3 = mm[3] - 3.0 * mm[2] + 3.0 * mm[1] - 1.0
+    ej = (d2 + d1) / (2.0 * d1)  # E[d(d+1)/2]/E[d]
+    ej2 = (2.0 * d3 + 3.0 * d2 + d1) / (6.0 * d1)  # E[d(d+1)(2d+1)/6]/E[d]
+    return gamma * gamma * (max(ej2 - ej * ej, 0.0) + (n * in_cv) ** 2)
+
+
+def queue_factor(moments, alpha, batch, st: ChainStats) -> np.ndarray:
     """Factor on the chain's queueing delay for the variability of service (Poisson arrivals).
 
     c_s^2 is weighted between two regimes by the probability p_full that the batch is full: while it stays
@@ -96,6 +113,7 @@ def queue_factor(moments, alpha, batch, p_full, rho) -> np.ndarray:
     c = N servers at utilisation rho, which matters at small batches below saturation.
     """
     ew, ew2, ewi, ei, ei2 = moments
+    p_full, rho = st.p_block, st.num_in_service / batch
     c = np.asarray(batch, dtype=np.float64)
     share = alpha / c
     es = ew + share * ei
@@ -117,7 +135,8 @@ class IterationModel(ServiceModel):
     """
 
     kind = "iteration"
-    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term")
+    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term",
+               "half_var_cost", "chunk_var_cost")
     TABLES = ("prefill_table", "admit_table")
 
     def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float, in_cv: float = 0.0,
@@ -138,6 +157,11 @@ class IterationModel(ServiceModel):
         # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
         self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
         self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
+        # and so do the requests' contexts: with k decoding, Var T = k Var(cost); an arrival at a random time
+        # finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)), and its prefill
+        # iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k) per chunk
+        var_cost = decode_cost_variance(g, n, m, in_cv, out_cv)
+        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, float(c[-1]) * var_cost
         self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
         self.affine = bool(self.nc.min() == self.nc.max())
         c1, d1 = float(c[-1]), float(self.delta[-1])
@@ -154,8 +178,10 @@ class IterationModel(ServiceModel):
         below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
         busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
         in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / np.maximum(1.0 - lost, 1e-300)
-        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block, st.num_in_service / n)
+        spread = p.half_var_cost * in_service / (p.alpha + 2.0 * p.half_delta_n * in_service + 1e-300)
+        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
+            np.maximum(1.0 - lost, 1e-300)
+        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st)
         wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
@@ -188,6 +214,10 @@ class IterationModel(ServiceModel):
             admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
                 np.maximum(1.0 - lost, 1e-300)  # per admitted request
             pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
+        # arrivals admitted at once (k < N) see the batch at a random time: its contexts are length-biased
+        seen = np.maximum(st.num_in_service - n * st.p_block, 0.0)
+        admit = admit + p.chunk_var_cost * seen / ((p.alpha + 2.0 * p.half_delta_n * st.num_in_service + 1e-300)
+                                                   * np.maximum(1.0 - lost, 1e-300))
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
         # mean-field prefill over the in-service distribution (the prefill S itself contains)
         many = p.m >= 2.0
