@@ -100,8 +100,26 @@ def test_work_moments_are_consistent(m, out_cv, in_cv, beta, gamma, c):
     if out_cv == 0 and in_cv == 0:
         assert ew2 == pytest.approx(ew * ew, rel=1e-9) and ei2 == pytest.approx(ei * ei, rel=1e-9)
         # equal lengths near saturation: half the M/M/c delay (M/D/c)
-        factor = queue_factor((ew, ew2, ewi, ei, ei2), 8.0, 32, SimpleNamespace(p_block=np.array([0.7]), num_in_service=np.array([32.0]), lam=np.array([1.0 / (ew + 8.0 / 32 * ei)])))
+        p = SimpleNamespace(alpha=8.0, ew=ew, ew2=ew2, ewi=ewi, ei=ei, ei2=ei2, scv_i=0.0, max_batch=64)
+        full = SimpleNamespace(p_block=np.array([0.7]), lam=np.array([1.0 / (ew + 8.0 / 32 * ei)]))
+        factor = queue_factor(p, 32, full)  # at the full batch's capacity
         assert float(factor[0]) == pytest.approx(0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(2, 2048), st.floats(0, 2), st.floats(1e-3, 0.1), st.floats(0, 2e-3), st.sampled_from([1, 8, 64]),
+       st.floats(0.05, 1.2))
+def test_queue_factor_fast_paths_equal_the_general_form(m, out_cv, beta, gamma, batch, load):
+    pm = make_perf_model("iteration", dict(alpha=8.0, beta=beta, gamma=gamma), in_tokens=300, out_tokens=m,
+                         max_batch=batch, max_queue=10, out_tokens_cv=out_cv)
+    svc = pm.service
+    stats = pm.chain.solve(np.array([load * pm.max_rate / 1000.0]))
+    general = SimpleNamespace(**{k: getattr(svc, k) for k in ("alpha", "ew", "ew2", "ewi", "ei", "ei2", "scv_i")},
+                              max_batch=-1)  # not this batch: the per-row form, no shortcut
+    fast, slow = queue_factor(svc, batch, stats), queue_factor(general, batch, stats)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    # between M/D/c (1/2) and Allen-Cunneen at the larger c_s^2, never above M/M/c for c_s^2 < 1
+    assert np.all((fast >= 0.5 - 1e-12) & (fast <= max(1.0, 0.5 * (1.0 + max(svc.scv_s, svc.scv_i))) + 1e-12))
 
 
 def test_length_moments_match_a_sampled_gamma():
