@@ -159,7 +159,7 @@ def simulate_point(s: dict, batch: int, geometric: bool, rate: float, completion
     return out
 
 
-def run_grid(quick: bool, seeds: int = 1, only: str | None = None) -> list[dict]:
+def run_grid(quick: bool, seeds: int = 1, only: str | None = None, batches=BATCHES, loads=LOADS) -> list[dict]:
     rows = []
     sets = parameter_sets()
     if quick:
@@ -167,11 +167,11 @@ def run_grid(quick: bool, seeds: int = 1, only: str | None = None) -> list[dict]
     if only:
         sets = [s for s in sets if s["name"] in only.split(",")]
     for s in sets:
-        for batch in BATCHES:
+        for batch in batches:
             for geometric in (False, True):
                 pred = perf_model("iteration", s, batch, math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0)
                 cap = simulate(s, batch, geometric, 2.0 * pred.max_rate, 4000 if quick else 30000, 1).throughput
-                for load in LOADS:
+                for load in loads:
                     rate = load * cap
                     completions = (2000 if quick else 6000) if load <= 0.5 else (5000 if quick else 20000)
                     sim = simulate_point(s, batch, geometric, rate, completions, range(2, 2 + seeds))
@@ -221,8 +221,9 @@ def grid_tables(rows: list[dict]) -> list[str]:
             lines.append(f"| {kind} | {lengths} | {100 * within['ttft']:.0f} % | {100 * np.nanmedian(e['ttft']):+.1f} % | "
                          f"{100 * within['itl']:.0f} % | {100 * np.nanmedian(e['itl']):+.1f} % | "
                          f"{100 * within['thr']:.0f} % | {100 * worst:+.1f} % |")
-    lines += ["", "The simulator's own noise: its mean over the seeds has a standard error (s.e.); a point is resolved when "
-              "two s.e. are at most 5 % of the mean. `within 10 % + 2 s.e.`: the model is within 10 % of some value in "
+    lines += ["", "The simulator's own noise: its mean over the seeds has a standard error (s.e.); a point is resolved "
+              "when two s.e. are at most 5 % of the mean. `within 10 % + 2 s.e.`: the model is within 10 % of some "
+              "value in "
               "the simulator's 95 % interval.", "",
               "| model | metric | within 10 % | resolved points | within 10 % of resolved | within 10 % + 2 s.e. |",
               "|---|---|---:|---:|---:|---:|"]
@@ -368,6 +369,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
     ap.add_argument("--seeds", type=int, default=4, help="independent simulator runs per point (default 4)")
     ap.add_argument("--sets", help="comma-separated parameter-set names to simulate (default: all)")
+    ap.add_argument("--batches", type=lambda v: tuple(int(x) for x in v.split(",")), default=BATCHES,
+                    help="comma-separated max batch sizes (default 8,32,128)")
+    ap.add_argument("--loads", type=lambda v: tuple(float(x) for x in v.split(",")), default=LOADS,
+                    help="comma-separated loads, fractions of the simulated capacity (default 0.1,...,0.9)")
     ap.add_argument("--rescore", type=Path, nargs="+", help="evaluate the perf models again on previous runs' "
                     "perf-model-grid.csv (no simulation)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
@@ -375,7 +380,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.process_time()
-    rows = [r for path in args.rescore for r in rescore(path)] if args.rescore else run_grid(args.quick, args.seeds, args.sets)
+    if args.rescore:
+        rows = [r for path in args.rescore for r in rescore(path)]
+    else:
+        rows = run_grid(args.quick, args.seeds, args.sets, args.batches, args.loads)
     t_grid = time.process_time() - t0
     with (out / "perf-model-grid.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
