@@ -4,14 +4,17 @@ Run from the repository root:  python -m benchmarks.perf_model  [--quick] [--out
 Prints the RESULTS.md section "Perf model vs measurements" and writes perf-model-grid.csv, perf-model-real.csv
 and perf-model-vs-sim.png under --out.
 
-1. Simulator grid. 9 parameter sets (the six queue-analysis scenarios, four inferno-large models on H100, the
+1. Simulator grid. 11 parameter sets (the six queue-analysis scenarios, four inferno-large models on H100, the
    Qwen-14B set of the real vLLM runs), max batch M in {8, 32, 128}, Q = 128, equal and geometric output
    lengths, loads of 10-90 % of the capacity the simulator measures (30,000 completions at twice the predicted
-   capacity). Each point: `inferno_mip.sim.simulate_replica` (Poisson arrivals; about 6,000 completions at loads
-   up to 50 %, 20,000 above) against `analyze` of the perf models at the same rate. `iteration` gets the length CV of
+   capacity). Each point: `inferno_mip.sim.simulate_replica` with --seeds independent seeds (Poisson arrivals;
+   6,000 completions at loads up to 50 %, 20,000 above; their mean and its standard error are stored) against
+   `analyze` of the perf models at the same rate; --sets runs a subset (e.g. in parallel processes), --rescore
+   evaluates the models again on stored runs. `iteration` gets the length CV of
    the simulated distribution; `new` and `old3` evaluate the work at the mean; `v02` gets decode/prefill
    parameters mapped from alpha/beta/gamma (ITL(x) = alpha + x W/(1+m), Pf(x) = alpha + (beta+gamma) n + x W/(1+m)).
-   Variants of the iteration model's queueing-delay correction are scored on the same runs.
+   Variants of the iteration model's queueing-delay correction are scored on the same runs. A point is resolved
+   when two standard errors of the simulator's mean are at most 5 % of it.
 2. Real data (../shared/reference/data/vllm-runs/observations.csv): per (run, server), alpha/beta/gamma fitted
    on the odd cycles (least squares on log TTFT and log ITL, as the tuner's objective) and used to predict the
    even cycles' ITL, TTFT, throughput and occupancy; run16 deployment rows with one observation and run18's pod
@@ -85,34 +88,37 @@ def simulate(s: dict, batch: int, geometric: bool, rate: float, completions: int
 
 
 # --------------------------------------------------------------------------- queueing-delay variants
-def _scvs(moments, alpha, batch, p_full):
-    ew, ew2, ewi, ei, ei2 = moments
-    share = alpha / np.asarray(batch, dtype=np.float64)
-    es, es2 = ew + share * ei, ew2 + 2.0 * share * ewi + share * share * ei2
-    return es2 / (es * es) - 1.0, ei2 / (ei * ei) - 1.0
+def _variant(weight: str, rho_kind: str, cap: bool = True):
+    """The queueing-delay factor with c_s^2 weighted by `weight` between the residence and the work share,
+    and the M/D/c ratio taken at utilisation lambda E[s] ("share") or L_s/N ("ls")."""
+    def factor(p, batch, st):
+        es, es2 = iteration.share_moments(p, batch)
+        scv_s, scv_i = es2 / (es * es) - 1.0, p.ei2 / (p.ei * p.ei) - 1.0
+        c = np.asarray(batch, dtype=np.float64)
+        rho_q = np.minimum(st.lam * es, 1.0)
+        rho = np.clip(rho_q if rho_kind == "share" else st.num_in_service / c, 1e-9, 1.0)
+        w = {"p_full": st.p_block, "sqrt p_full": np.sqrt(st.p_block), "rho": rho_q, "one": 1.0}[weight]
+        scv = np.maximum(scv_i + w * (scv_s - scv_i), 0.0)
+        det = 0.5 + iteration.cosmetatos_slope(c) * (1.0 - rho) / rho
+        det = np.minimum(det, 1.0) if cap else det
+        low = np.minimum(scv, 1.0)
+        return np.where(scv < 1.0, low + (1.0 - low) * det, 0.5 * (1.0 + scv))
+    return factor
 
 
-def _factor_allen_cunneen(moments, alpha, batch, p_full, rho):
-    scv_s, scv_i = _scvs(moments, alpha, batch, p_full)
-    return 0.5 * (1.0 + scv_i + p_full * (scv_s - scv_i))
-
-
-def _factor_residence(moments, alpha, batch, p_full, rho):
-    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[1])
-
-
-def _factor_work(moments, alpha, batch, p_full, rho):
-    return 0.5 * (1.0 + _scvs(moments, alpha, batch, p_full)[0])
-
-
-def _factor_none(moments, alpha, batch, p_full, rho):
-    return 1.0 + 0.0 * p_full
+def _factor_none(p, batch, st):
+    return 1.0 + 0.0 * st.p_block
 
 
 ORIGINAL_FACTOR = iteration.queue_factor
-VARIANTS = {"blend + M/D/c below c_s = 1 (default)": ORIGINAL_FACTOR,
-            "blend, Allen-Cunneen only": _factor_allen_cunneen, "residence CV": _factor_residence,
-            "work-share CV": _factor_work, "none (chain)": _factor_none}
+VARIANTS = {"default": ORIGINAL_FACTOR,
+            "w = P(full), M/D/c at L_s/N, uncapped (before)": _variant("p_full", "ls", cap=False),
+            "w = P(full), M/D/c at L_s/N": _variant("p_full", "ls"),
+            "w = P(full), M/D/c at lambda E[s]": _variant("p_full", "share"),
+            "w = sqrt P(full), M/D/c at lambda E[s]": _variant("sqrt p_full", "share"),
+            "w = lambda E[s], M/D/c at lambda E[s]": _variant("rho", "share"),
+            "w = 1 (work share only), M/D/c at lambda E[s]": _variant("one", "share"),
+            "none (the chain's delay)": _factor_none}
 
 
 def score(row: dict, s: dict) -> dict:
@@ -135,24 +141,42 @@ def score(row: dict, s: dict) -> dict:
     return row
 
 
-def run_grid(quick: bool) -> list[dict]:
+SIM_METRICS = ("ttft", "itl", "thr", "running", "wait")
+
+
+def simulate_point(s: dict, batch: int, geometric: bool, rate: float, completions: int, seeds) -> dict:
+    """Simulator means over independent seeds at one point, with their standard errors (NaN for one seed)."""
+    runs = []
+    for seed in seeds:
+        res = simulate(s, batch, geometric, rate, completions, seed)
+        runs.append(dict(ttft=res.ttft_mean, itl=res.itl_mean, thr=res.throughput, running=res.running_mean,
+                         wait=1000.0 * float(np.mean(res.sample.done_wait))))
+    out = {}
+    for k in SIM_METRICS:
+        v = np.array([r[k] for r in runs])
+        out[f"sim_{k}"] = float(v.mean())
+        out[f"sim_{k}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return out
+
+
+def run_grid(quick: bool, seeds: int = 1, only: str | None = None, batches=BATCHES, loads=LOADS) -> list[dict]:
     rows = []
     sets = parameter_sets()
     if quick:
         sets = sets[:2]
+    if only:
+        sets = [s for s in sets if s["name"] in only.split(",")]
     for s in sets:
-        for batch in BATCHES:
+        for batch in batches:
             for geometric in (False, True):
                 pred = perf_model("iteration", s, batch, math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0)
                 cap = simulate(s, batch, geometric, 2.0 * pred.max_rate, 4000 if quick else 30000, 1).throughput
-                for load in LOADS:
+                for load in loads:
                     rate = load * cap
-                    res = simulate(s, batch, geometric, rate, (2000 if quick else 6000) if load <= 0.5
-                                   else (5000 if quick else 20000), 2)
+                    completions = (2000 if quick else 6000) if load <= 0.5 else (5000 if quick else 20000)
+                    sim = simulate_point(s, batch, geometric, rate, completions, range(2, 2 + seeds))
                     rows.append(score(dict(set=s["name"], batch=batch, lengths="geometric" if geometric else "equal",
-                                           load=load, rate=rate, capacity=cap, sim_ttft=res.ttft_mean,
-                                           sim_itl=res.itl_mean, sim_thr=res.throughput,
-                                           sim_running=res.running_mean), s))
+                                           load=load, rate=rate, capacity=cap, **sim), s))
     return rows
 
 
@@ -161,18 +185,28 @@ def rescore(path: Path) -> list[dict]:
     sets = {s["name"]: s for s in parameter_sets()}
     with path.open() as f:
         stored = list(csv.DictReader(f))
-    keep = ("set", "batch", "lengths", "load", "rate", "capacity", "sim_ttft", "sim_itl", "sim_thr", "sim_running")
+    keep = ("set", "batch", "lengths", "load", "rate", "capacity",
+            *(f"sim_{k}{se}" for k in SIM_METRICS for se in ("", "_se")))
     rows = []
     for r in stored:
-        row = {k: r[k] for k in keep}
+        row = {k: r.get(k, "nan") for k in keep}
         for k in keep[3:]:
-            row[k] = float(row[k])
+            row[k] = float(row[k] or "nan")
         rows.append(score(row, sets[row["set"]]))
     return rows
 
 
 def _err(pred, meas):
     return (np.asarray(pred, dtype=float) - np.asarray(meas, dtype=float)) / np.asarray(meas, dtype=float)
+
+
+def _resolved(se: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Points whose simulated mean is known to +-5 % (two standard errors); none with one seed (no s.e.)."""
+    return np.isfinite(se) & (2.0 * se <= 0.05 * sim)
+
+
+def _share(flags: np.ndarray) -> str:
+    return f"{100 * flags.mean():.0f} %" if flags.size else "n/a"
 
 
 def grid_tables(rows: list[dict]) -> list[str]:
@@ -187,15 +221,40 @@ def grid_tables(rows: list[dict]) -> list[str]:
             lines.append(f"| {kind} | {lengths} | {100 * within['ttft']:.0f} % | {100 * np.nanmedian(e['ttft']):+.1f} % | "
                          f"{100 * within['itl']:.0f} % | {100 * np.nanmedian(e['itl']):+.1f} % | "
                          f"{100 * within['thr']:.0f} % | {100 * worst:+.1f} % |")
+    lines += ["", "The simulator's own noise: its mean over the seeds has a standard error (s.e.); a point is resolved "
+              "when two s.e. are at most 5 % of the mean. `within 10 % + 2 s.e.`: the model is within 10 % of some "
+              "value in "
+              "the simulator's 95 % interval.", "",
+              "| model | metric | within 10 % | resolved points | within 10 % of resolved | within 10 % + 2 s.e. |",
+              "|---|---|---:|---:|---:|---:|"]
+    for kind in MODELS:
+        for k in ("ttft", "itl", "thr"):
+            pred = np.array([r[f"{kind}_{k}"] for r in rows], dtype=float)
+            sim = np.array([r[f"sim_{k}"] for r in rows], dtype=float)
+            se = np.array([r.get(f"sim_{k}_se", math.nan) for r in rows], dtype=float)
+            ok = np.abs(pred - sim) <= TOLERANCE * sim
+            resolved = _resolved(se, sim)
+            se = np.nan_to_num(se)  # one seed: no interval
+            lines.append(f"| {kind} | {k} | {100 * ok.mean():.0f} % | {resolved.sum()} of {len(rows)} | "
+                         f"{_share(ok[resolved])} | "
+                         f"{100 * np.mean(np.abs(pred - sim) <= TOLERANCE * sim + 2.0 * se):.0f} % |")
     lines += ["", "Queueing-delay correction of the iteration model (TTFT within 10 % of the simulator):", "",
-              "| variant | equal | geometric | all | worst TTFT error |", "|---|---:|---:|---:|---:|"]
+              "| variant | equal | geometric | all | resolved points | within 10 % + 2 s.e. | worst TTFT error |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    sim = np.array([r["sim_ttft"] for r in rows], dtype=float)
+    se = np.array([r.get("sim_ttft_se", math.nan) for r in rows], dtype=float)
+    resolved = _resolved(se, sim)
+    se = np.nan_to_num(se)
     for name in VARIANTS:
         cells = []
         for lengths in ("equal", "geometric", "all"):
             sel = [r for r in rows if lengths == "all" or r["lengths"] == lengths]
             e = _err([r[f"variant:{name}"] for r in sel], [r["sim_ttft"] for r in sel])
             cells.append(f"{100 * np.mean(np.abs(e) <= TOLERANCE):.0f} %")
-        e = _err([r[f"variant:{name}"] for r in rows], [r["sim_ttft"] for r in rows])
+        pred = np.array([r[f"variant:{name}"] for r in rows], dtype=float)
+        e = _err(pred, sim)
+        cells += [_share(np.abs(e[resolved]) <= TOLERANCE),
+                  f"{100 * np.mean(np.abs(pred - sim) <= TOLERANCE * sim + 2.0 * se):.0f} %"]
         lines.append(f"| {name} | {' | '.join(cells)} | {100 * e[np.nanargmax(np.abs(e))]:+.0f} % |")
     return lines
 
@@ -308,14 +367,23 @@ def run_real() -> tuple[list[str], list[dict]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
-    ap.add_argument("--rescore", type=Path, help="evaluate the perf models again on a previous run's "
+    ap.add_argument("--seeds", type=int, default=4, help="independent simulator runs per point (default 4)")
+    ap.add_argument("--sets", help="comma-separated parameter-set names to simulate (default: all)")
+    ap.add_argument("--batches", type=lambda v: tuple(int(x) for x in v.split(",")), default=BATCHES,
+                    help="comma-separated max batch sizes (default 8,32,128)")
+    ap.add_argument("--loads", type=lambda v: tuple(float(x) for x in v.split(",")), default=LOADS,
+                    help="comma-separated loads, fractions of the simulated capacity (default 0.1,...,0.9)")
+    ap.add_argument("--rescore", type=Path, nargs="+", help="evaluate the perf models again on previous runs' "
                     "perf-model-grid.csv (no simulation)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.process_time()
-    rows = rescore(args.rescore) if args.rescore else run_grid(args.quick)
+    if args.rescore:
+        rows = [r for path in args.rescore for r in rescore(path)]
+    else:
+        rows = run_grid(args.quick, args.seeds, args.sets, args.batches, args.loads)
     t_grid = time.process_time() - t0
     with (out / "perf-model-grid.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -7,6 +7,7 @@ model is held to 10 % on TTFT, 5 % on ITL and 3 % on throughput there (the bench
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferno_mip.queueing import make_perf_model
-from inferno_mip.queueing.iteration import length_moments, queue_factor, request_work, work_moments
+from inferno_mip.queueing.iteration import (decode_cost_variance, length_moments, queue_factor, request_work,
+                                            work_moments)
 from inferno_mip.sim import LengthDist, ReplicaConfig, simulate_replica
 
 BASE = dict(alpha=8.0, beta=0.033, gamma=0.000333)  # queue-analysis "baseline"
@@ -56,6 +58,27 @@ def test_matches_the_simulator_at_moderate_load(geometric, load):
     assert m.num_in_service == pytest.approx(res.running_mean, rel=0.05)
 
 
+HEAVY = dict(alpha=16.32, beta=0.421, gamma=0.0132)  # llama_70b on H100: context reads dominate an iteration
+
+
+@pytest.mark.parametrize("params, n, m, batch, geometric, load, completions, seeds, tol", [
+    # queue-dominated, equal lengths: the M/D/c-like half of the chain's delay (simulator s.e. ~4 %)
+    (BASE, 256, 256, 8, False, 0.8, 10000, 6, 0.15),
+    # queue-dominated, geometric lengths: the work share's variability (s.e. ~6 %)
+    (BASE, 256, 256, 8, True, 0.7, 10000, 6, 0.20),
+    # no queue, context reads dominate, geometric lengths: boundary wait and prefill of a length-biased batch
+    (HEAVY, 128, 256, 32, True, 0.5, 4000, 4, 0.10),
+])
+def test_ttft_against_the_simulator_mean_over_seeds(params, n, m, batch, geometric, load, completions, seeds, tol):
+    """Grid-like points of benchmarks/perf_model.py, small enough for the default suite. The tolerance is the
+    issue's 10 % plus about two standard errors of the simulator's mean over the seeds (its TTFT at 70-80 %
+    load varies by +-15 % between seeds of 10,000 completions)."""
+    pm, cfg, out = _pair(n, m, batch, geometric, params)
+    rate = load * pm.max_rate
+    sims = [_simulate(cfg, rate, n, out, completions, seed=10 + i).ttft_mean for i in range(seeds)]
+    assert pm.analyze(rate).ttft == pytest.approx(float(np.mean(sims)), rel=tol)
+
+
 def test_geometric_lengths_cost_capacity_that_the_mean_hides():
     equal, _, _ = _pair(256, 1024, 32, False)
     spread, _, _ = _pair(256, 1024, 32, True)
@@ -77,8 +100,26 @@ def test_work_moments_are_consistent(m, out_cv, in_cv, beta, gamma, c):
     if out_cv == 0 and in_cv == 0:
         assert ew2 == pytest.approx(ew * ew, rel=1e-9) and ei2 == pytest.approx(ei * ei, rel=1e-9)
         # equal lengths near saturation: half the M/M/c delay (M/D/c)
-        factor = queue_factor((ew, ew2, ewi, ei, ei2), 8.0, 32, np.array([0.7]), np.array([1.0]))
+        p = SimpleNamespace(alpha=8.0, ew=ew, ew2=ew2, ewi=ewi, ei=ei, ei2=ei2, scv_i=0.0, max_batch=64)
+        full = SimpleNamespace(p_block=np.array([0.7]), lam=np.array([1.0 / (ew + 8.0 / 32 * ei)]))
+        factor = queue_factor(p, 32, full)  # at the full batch's capacity
         assert float(factor[0]) == pytest.approx(0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(2, 2048), st.floats(0, 2), st.floats(1e-3, 0.1), st.floats(0, 2e-3), st.sampled_from([1, 8, 64]),
+       st.floats(0.05, 1.2))
+def test_queue_factor_fast_paths_equal_the_general_form(m, out_cv, beta, gamma, batch, load):
+    pm = make_perf_model("iteration", dict(alpha=8.0, beta=beta, gamma=gamma), in_tokens=300, out_tokens=m,
+                         max_batch=batch, max_queue=10, out_tokens_cv=out_cv)
+    svc = pm.service
+    stats = pm.chain.solve(np.array([load * pm.max_rate / 1000.0]))
+    general = SimpleNamespace(**{k: getattr(svc, k) for k in ("alpha", "ew", "ew2", "ewi", "ei", "ei2", "scv_i")},
+                              max_batch=-1)  # not this batch: the per-row form, no shortcut
+    fast, slow = queue_factor(svc, batch, stats), queue_factor(general, batch, stats)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    # between M/D/c (1/2) and Allen-Cunneen at the larger c_s^2, never above M/M/c for c_s^2 < 1
+    assert np.all((fast >= 0.5 - 1e-12) & (fast <= max(1.0, 0.5 * (1.0 + max(svc.scv_s, svc.scv_i))) + 1e-12))
 
 
 def test_length_moments_match_a_sampled_gamma():
@@ -87,6 +128,21 @@ def test_length_moments_match_a_sampled_gamma():
     x = rng.gamma(1.0 / cv**2, mean * cv**2, 400_000)
     for j, value in enumerate(length_moments(mean, cv)):
         assert value == pytest.approx(np.mean(x**j), rel=0.03)
+
+
+def test_decode_cost_variance_over_all_decode_iterations():
+    gamma, n = 2e-4, 400.0
+    # equal lengths: the age j is uniform on 1..d, Var = (d^2 - 1)/12
+    assert decode_cost_variance(gamma, n, 101.0) == pytest.approx(gamma**2 * (100**2 - 1) / 12.0, rel=1e-12)
+    assert decode_cost_variance(gamma, n, 1.0) == 0.0  # no decode iteration
+    # gamma-distributed lengths (independent prompt lengths): every decode iteration of every request, sampled
+    rng = np.random.default_rng(1)
+    m, cv, in_cv = 200.0, 0.9, 0.5
+    d = np.maximum(np.rint(rng.gamma(1.0 / cv**2, m * cv**2, 20_000)) - 1.0, 0.0).astype(np.int64)
+    prompts = rng.gamma(1.0 / in_cv**2, n * in_cv**2, d.size)
+    ages = np.arange(d.sum()) - np.repeat(np.cumsum(d) - d, d) + 1.0
+    cost = gamma * (np.repeat(prompts, d) + ages)
+    assert decode_cost_variance(gamma, n, m, in_cv, cv) == pytest.approx(np.var(cost), rel=0.05)
 
 
 def test_lost_arrivals_do_not_count_in_ttft():

@@ -5,15 +5,17 @@ context tokens read), same birth-death chain, four corrections measured against 
 
 1. Iteration-boundary wait: a request that arrives while an iteration runs is admitted when that iteration
    ends. Arriving to k >= 1 in service it waits the residual of an iteration of mean length T(k) = alpha +
-   k delta; prefills joining an iteration make its length vary (about Poisson(lambda T) of them), so the mean
-   residual is T(k)/2 + lambda E[w_p^2]/2. An arrival to an idle server starts at once; one to a full batch
-   also waits in the queue (the chain's wait).
+   k delta; prefills joining an iteration (about Poisson(lambda T) of them) and the requests' differing
+   contexts make its length vary, so the mean residual is T(k)/2 + lambda E[w_p^2]/2 + k Var(cost)/(2 T(k)),
+   and the arrival's prefill iteration, with the same long contexts, is longer by k Var(cost)/T(k). An arrival
+   to an idle server starts at once; one to a full batch also waits in the queue (the chain's wait).
 2. Work from the length distribution, not at the mean: decode work grows with the square of the output length,
    so the mean work per request uses E[m^2] = m^2 (1 + cv^2) (output and input lengths independent).
 3. Service variability: the chain's departures from a full batch are memoryless; the queueing delay is scaled
    by (1 + c_s^2)/2 (Allen-Cunneen, Poisson arrivals; below c_s^2 = 1 interpolated towards Cosmetatos' M/D/c
-   delay), c_s^2 between the squared CV of a request's residence (c + m - 1 iterations) and, as the batch is
-   full more of the time, that of its share of a full batch's time, s = (c + m - 1) alpha/N + W (queue_factor).
+   delay), c_s^2 between the squared CV of a request's residence (c + m - 1 iterations) and, as the full
+   batch's utilisation grows, that of its share of a full batch's time, s = (c + m - 1) alpha/N + W
+   (queue_factor).
    Equal lengths about halve the chain's wait near saturation; long-tailed ones raise it, since the
    context-read work grows with the square of the length.
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
@@ -23,6 +25,7 @@ context tokens read), same birth-death chain, four corrections measured against 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -84,27 +87,63 @@ def work_moments(beta, gamma, n, m, c, in_cv=0.0, out_cv=0.0) -> tuple[float, fl
     return ew, ew2, ewi, c + d1, c * c + 2.0 * c * d1 + d2
 
 
-def queue_factor(moments, alpha, batch, p_full, rho) -> np.ndarray:
+def decode_cost_variance(gamma, n, m, in_cv=0.0, out_cv=0.0) -> float:
+    """Variance of one request's cost in a decode iteration (ms^2), over all decode iterations of all requests.
+
+    Decode iteration j = 1..d (d = m - 1) reads n + j context tokens, so the cost varies with the age j
+    (uniform over a request's iterations, requests weighted by d) and the prompt length n (independent).
+    """
+    mm = length_moments(m, out_cv, order=3)
+    d1 = mm[1] - 1.0
+    if d1 <= 0.0:
+        return 0.0
+    d2 = mm[2] - 2.0 * mm[1] + 1.0
+    d3 = mm[3] - 3.0 * mm[2] + 3.0 * mm[1] - 1.0
+    ej = (d2 + d1) / (2.0 * d1)  # E[d(d+1)/2]/E[d]
+    ej2 = (2.0 * d3 + 3.0 * d2 + d1) / (6.0 * d1)  # E[d(d+1)(2d+1)/6]/E[d]
+    return gamma * gamma * (max(ej2 - ej * ej, 0.0) + (n * in_cv) ** 2)
+
+
+def share_moments(p, batch) -> tuple[np.ndarray, np.ndarray]:
+    """(E[s], E[s^2]) of a request's share of a full batch's time, s = I alpha/N + W (N = batch; p: the model's
+    ew, ew2, ewi, ei, ei2 of work_moments and alpha)."""
+    u = p.alpha / np.asarray(batch, dtype=np.float64)
+    return p.ew + u * p.ei, p.ew2 + u * (2.0 * p.ewi + u * p.ei2)
+
+
+def cosmetatos_slope(c):
+    """(c - 1)(sqrt(4 + 5c) - 2)/(32 c): Cosmetatos' M/D/c delay over M/M/c's is 1/2 + slope (1 - rho)/rho."""
+    return (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (32.0 * c)
+
+
+def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     """Factor on the chain's queueing delay for the variability of service (Poisson arrivals).
 
-    c_s^2 is weighted between two regimes by the probability p_full that the batch is full: while it stays
-    full the replica is one server working through each request's share s = I alpha/N + W (I iterations
-    resident, alpha shared by N, W its own work), so the squared CV of s counts; while it is rarely full, N
-    requests run side by side and a slot frees after a residence of I iterations, so that of I counts.
-    c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c (c_s^2 = 1) and M/D/c, the latter by
-    Cosmetatos' correction of half the M/M/c delay, 1/2 (1 + (1 - rho)(c - 1)(sqrt(4 + 5c) - 2)/(16 rho c)),
-    c = N servers at utilisation rho, which matters at small batches below saturation.
+    c_s^2 is weighted between two regimes by the full batch's utilisation rho = lambda E[s]: near saturation
+    the batch stays full and the replica is one server working through each request's share
+    s = I alpha/N + W (I iterations resident, alpha shared by N, W its own work), and over a long run a full
+    batch's departures have exactly the variability of s (context reads growing with the length make it large
+    for long-tailed lengths); at light load N requests run side by side and a slot frees after a residence
+    of I iterations, so that of I counts. c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c
+    (c_s^2 = 1) and M/D/c by Cosmetatos' ratio at utilisation rho (capped at 1: a deterministic service does
+    not queue longer). p: the model's scalars; at batch = its max_batch the precomputed scv_s, e_s and slope
+    are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
+    (benchmarks/RESULTS.md).
     """
-    ew, ew2, ewi, ei, ei2 = moments
-    c = np.asarray(batch, dtype=np.float64)
-    share = alpha / c
-    es = ew + share * ei
-    es2 = ew2 + 2.0 * share * ewi + share * share * ei2
-    scv_s = es2 / (es * es) - 1.0
-    scv_i = ei2 / (ei * ei) - 1.0
-    scv = np.maximum(scv_i + p_full * (scv_s - scv_i), 0.0)
-    rho = np.clip(rho, 1e-9, 1.0)
-    deterministic = 0.5 * (1.0 + (1.0 - rho) * (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (16.0 * rho * c))
+    if np.array_equal(batch, p.max_batch):
+        scv_s, es, slope = p.scv_s, p.e_s, p.slope
+        high, low = getattr(p, "scv_high", False), getattr(p, "scv_low", False)  # both c_s^2 >= 1 (< 1) in all rows
+    else:  # rows of an all-batch-sizes curve
+        es, es2 = share_moments(p, batch)
+        scv_s, slope = es2 / (es * es) - 1.0, cosmetatos_slope(np.asarray(batch, dtype=np.float64))
+        high = low = False
+    rho = np.minimum(st.lam * es, 1.0)
+    scv = np.maximum(p.scv_i + rho * (scv_s - p.scv_i), 0.0)
+    if high:  # so is their mix: Allen-Cunneen only
+        return 0.5 * (1.0 + scv)
+    deterministic = np.minimum(0.5 + slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
+    if low:
+        return scv + (1.0 - scv) * deterministic
     low = np.minimum(scv, 1.0)
     return np.where(scv < 1.0, low + (1.0 - low) * deterministic, 0.5 * (1.0 + scv))
 
@@ -117,7 +156,8 @@ class IterationModel(ServiceModel):
     """
 
     kind = "iteration"
-    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term")
+    SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term",
+               "half_var_cost", "chunk_var_cost", "max_batch", "scv_i", "scv_s", "e_s", "slope")
     TABLES = ("prefill_table", "admit_table")
 
     def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float, in_cv: float = 0.0,
@@ -138,12 +178,24 @@ class IterationModel(ServiceModel):
         # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
         self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
         self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
+        # and so do the requests' contexts: with k decoding, Var T = k Var(cost); an arrival at a random time
+        # finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)), and its prefill
+        # iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k) per chunk
+        var_cost = decode_cost_variance(g, n, m, in_cv, out_cv)
+        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, float(c[-1]) * var_cost
         self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        u = a / max_batch  # queue_factor's terms at N (share_moments, cosmetatos_slope)
+        self.e_s, es2 = self.ew + u * self.ei, self.ew2 + u * (2.0 * self.ewi + u * self.ei2)
+        self.scv_s, self.scv_i = es2 / (self.e_s * self.e_s) - 1.0, self.ei2 / (self.ei * self.ei) - 1.0
+        self.slope = (max_batch - 1.0) * (math.sqrt(4.0 + 5.0 * max_batch) - 2.0) / (32.0 * max_batch)
+        self.scv_high = self.scv_s >= 1.0 and self.scv_i >= 1.0
+        self.scv_low = self.scv_s < 1.0 and self.scv_i < 1.0
         self.affine = bool(self.nc.min() == self.nc.max())
         c1, d1 = float(c[-1]), float(self.delta[-1])
         self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
         self.pf_zero = float(self.prefill_table[0])
         self._set_tau((iters * a + bs * self.w_tot)[1:])
+        self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
@@ -154,8 +206,10 @@ class IterationModel(ServiceModel):
         below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
         busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
         in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service) / np.maximum(1.0 - lost, 1e-300)
-        factor = queue_factor((p.ew, p.ew2, p.ewi, p.ei, p.ei2), p.alpha, n, st.p_block, st.num_in_service / n)
+        spread = p.half_var_cost * in_service / (p.alpha + 2.0 * p.half_delta_n * in_service + 1e-300)
+        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
+            np.maximum(1.0 - lost, 1e-300)
+        factor = queue_factor(p, n, st)
         wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
@@ -168,9 +222,11 @@ class IterationModel(ServiceModel):
         """Per-model parameters as arrays; without chunking (nc constant) the prefill tables are affine in B,
         so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
         affine = all(m.affine for m in models)
-        out = {"compat": models[0].compat, "affine": affine}
-        for name in cls.SCALARS + (cls.AFFINE_SCALARS if affine else ()):
-            out[name] = np.array([float(getattr(mdl, name)) for mdl in models])
+        out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
+               "scv_low": all(m.scv_low for m in models)}
+        columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
+        names = cls.SCALARS + cls.AFFINE_SCALARS
+        out.update(zip(names, columns), scalar_names=names, scalar_matrix=columns)  # gather takes them at once
         if not affine:
             for name in cls.TABLES:
                 out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
@@ -188,6 +244,10 @@ class IterationModel(ServiceModel):
             admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
                 np.maximum(1.0 - lost, 1e-300)  # per admitted request
             pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
+        # arrivals admitted at once (k < N) see the batch at a random time: its contexts are length-biased
+        seen = np.maximum(st.num_in_service - n * st.p_block, 0.0)
+        admit = admit + p.chunk_var_cost * seen / ((p.alpha + 2.0 * p.half_delta_n * st.num_in_service + 1e-300)
+                                                   * np.maximum(1.0 - lost, 1e-300))
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
         # mean-field prefill over the in-service distribution (the prefill S itself contains)
         many = p.m >= 2.0

@@ -123,9 +123,16 @@ class _RowTable:
 
 
 def gather(p: SimpleNamespace, idx: np.ndarray, work: np.ndarray | None = None, rep: int = 1) -> SimpleNamespace:
-    """Rows idx of stacked parameters: scalars as (R,) arrays, tables as lazy row views (gathered into work)."""
+    """Rows idx of stacked parameters: scalars as (R,) arrays, tables as lazy row views (gathered into work).
+
+    Scalars also stacked as one (K, M) scalar_matrix (names in scalar_names) are taken in one pass."""
     out = {}
+    names = getattr(p, "scalar_names", ())
+    if names:
+        out.update(zip(names, np.take(p.scalar_matrix, idx, axis=1)))
     for k, v in vars(p).items():
+        if k in out or k == "scalar_matrix":
+            continue
         if isinstance(v, np.ndarray):
             out[k] = v[idx] if v.ndim == 1 else _RowTable(v, idx, work, rep)
         else:
