@@ -2,8 +2,8 @@
 
 One command per row of benchmarks/RESULTS.md ("Exact allocation at controller speed and fleet scale"):
 
-    python benchmarks/fast.py cycles --servers 50 --cycles 200          # controller cycles, warm, p50 / p99
-    python benchmarks/fast.py cycles --servers 200 --cycles 20
+    python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental   # controller cycles, warm, p50 / p99
+    python benchmarks/fast.py cycles --servers 200 --cycles 20 --incremental
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from inferno_mip import solve
+from inferno_mip import Solver, solve
 from inferno_mip.bench import FAMILIES, machine
 from inferno_mip.scenarios import generate
 
@@ -50,14 +50,26 @@ def cycles(args) -> None:
     rng = np.random.default_rng(args.seed)
     loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
     variants = _variants(args)
+    if args.incremental:  # the same variants through a Solver object kept across cycles (sizing reused)
+        variants += [(f"{name}, Solver.update", {**options, "incremental": True}) for name, options in variants]
+    solvers = {name: Solver(loads[0], solver="highs", time_limit=args.time_limit,
+                            **{k: v for k, v in options.items() if k != "incremental"})
+               for name, options in variants if options.get("incremental")}
     for name, options in variants:  # warm-up: imports, perf-model caches (a controller runs for hours)
-        solve(loads[0], solver="highs", **options)
+        if name in solvers:
+            solvers[name].solve()
+        else:
+            solve(loads[0], solver="highs", **options)
     solve(loads[0], solver="greedy")
     times: dict[str, list[float]] = {name: [] for name, _ in variants} | {"greedy": []}
     outcome: dict[str, list] = {name: [] for name, _ in variants}
     for system in loads[1:]:  # interleaved, so that a busy neighbour hurts every variant alike
         for name, options in variants:
-            seconds, solution = cpu(lambda: solve(system, solver="highs", time_limit=args.time_limit, **options))
+            if name in solvers:
+                seconds, solution = cpu(lambda: solvers[name].update(system))
+            else:
+                seconds, solution = cpu(lambda: solve(system, solver="highs", time_limit=args.time_limit,
+                                                      **options))
             times[name].append(seconds)
             outcome[name].append((solution.status, _unserved(solution), round(solution.objective, 6)))
         times["greedy"].append(cpu(lambda: solve(system, solver="greedy"))[0])
@@ -142,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     cyc.add_argument("--cycles", type=int, default=200)
     cyc.add_argument("--seed", type=int, default=0)
     cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
+    cyc.add_argument("--incremental", action="store_true",
+                     help="also run each variant through one Solver object kept across cycles")
     fl = sub.choices["fleet"]
     fl.add_argument("--seeds", default="0,1,2")
     fl.add_argument("--gap", type=float, default=1e-4)
