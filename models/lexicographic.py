@@ -32,7 +32,8 @@ FIX_RTOL = 1e-9
 #   slack      no MIP at all when every server's least-value full service fits the capacity together
 #              (``separable_optimum``)
 #   weighted-counts  the count stages as one MIP with mixed-radix weights when they fit (``weighted_counts``)
-SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts")
+#   idle-partial     partial service of a best-effort level proven to be 0 is held at 0 later (``idle_columns``)
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial")
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
@@ -155,6 +156,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         if aggregated or ("skip" in options.speedups and start is not None
                           and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
+            proven = lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
@@ -187,12 +189,18 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 return _result(form, x, status, None, tuple(log), message)
             x = result.x
             last = result
+            proven = result.bound if result.status == "optimal" else None
             if result.status != "optimal":
                 status = "time-limit"
                 if stage.name != "value":
                     notes.append(f"{stage.name} stopped at its time share{_gap_note(result)}")
             if stage.name == "value":
                 break
+        if "idle-partial" in options.speedups and stage.maximize and proven is not None:
+            idle = idle_columns(stage, x, proven, form.integer)
+            if len(idle):
+                ub = ub.copy()
+                ub[idle] = 0.0
         for part in parts:
             row, row_lb, row_ub = _keep_optimal(part, float(part.c @ x))
             extra_rows.append(row)
@@ -202,6 +210,17 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
     return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def idle_columns(stage: Stage, x: np.ndarray, bound: float, integer: np.ndarray) -> np.ndarray:
+    """Columns no later stage can raise: the integer columns of a maximised stage (c >= 0) whose optimum is 0
+    (e.g. a best-effort level where no count-optimal plan serves anyone partially) with a coefficient above the
+    stage's proven upper bound. A later stage only adds rows, so a plan with such a column at 1 or more would be
+    feasible here and score above the bound: every later plan has it at 0, and holding it there changes no
+    optimum."""
+    if float(stage.c @ x) != 0.0 or not np.isfinite(bound) or (stage.c < 0).any():
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(integer & (stage.c > max(bound, 0.0) + LP_TOL * max(1.0, abs(bound))))
 
 
 def separable_optimum(form: Formulation) -> np.ndarray | None:

@@ -237,3 +237,14 @@ def test_weighted_counts_order_is_lexicographic(sizes, data):
     key = [tuple(float(s.c @ v) for s in stages) for v in (a, b)]
     assert (merged.c @ a < merged.c @ b) == (key[0] < key[1])
     assert (merged.c @ a == merged.c @ b) == (key[0] == key[1])
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.5))
+def test_fast_path_matches_plain_staged_path_multi_assign(seed, tightness):
+    system = generate(servers=6, accelerators=4, classes=2, seed=seed, tightness=tightness)
+    plain = solve(system, solver="highs", heterogeneous=True, best_effort=True, speedups="none")
+    fast = solve(system, solver="highs", heterogeneous=True, best_effort=True, speedups="all")
+    assert fast.status == plain.status == "optimal"
+    assert unserved_by_priority(fast) == unserved_by_priority(plain)
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-6, abs=1e-6)
