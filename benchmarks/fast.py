@@ -4,6 +4,7 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
 
     python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental   # controller cycles, warm, p50 / p99
     python benchmarks/fast.py cycles --servers 200 --cycles 20 --incremental
+    python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental --tightness 2   # capacity not binding
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
@@ -46,7 +47,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def cycles(args) -> None:
-    base = generate(servers=args.servers, seed=args.seed, **FAMILIES[args.family])
+    family = FAMILIES[args.family] | ({"tightness": args.tightness} if args.tightness is not None else {})
+    base = generate(servers=args.servers, seed=args.seed, **family)
     rng = np.random.default_rng(args.seed)
     loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
     variants = _variants(args)
@@ -74,7 +76,8 @@ def cycles(args) -> None:
             outcome[name].append((solution.status, _unserved(solution), round(solution.objective, 6)))
         times["greedy"].append(cpu(lambda: solve(system, solver="greedy"))[0])
     greedy_p50 = statistics.median(times["greedy"])
-    print(f"{machine()}; {args.family} {args.servers} servers, {args.cycles} cycles, loads x lognormal(0, "
+    print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
+          f"cycles, loads x lognormal(0, "
           f"{args.sigma}); CPU s per cycle, sizing included\n")
     print("| variant | p50 ms | p99 ms | p50 / greedy p50 | statuses |")
     print("|---|---:|---:|---:|---|")
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     cyc.add_argument("--cycles", type=int, default=200)
     cyc.add_argument("--seed", type=int, default=0)
     cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
+    cyc.add_argument("--tightness", type=float, help="capacity relative to demand, instead of the family's "
+                     "(2.0: capacity does not bind)")
     cyc.add_argument("--incremental", action="store_true",
                      help="also run each variant through one Solver object kept across cycles")
     fl = sub.choices["fleet"]

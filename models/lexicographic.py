@@ -30,7 +30,7 @@ FIX_RTOL = 1e-9
 #   rc-fix     best-effort and value stages: integer columns whose LP reduced cost exceeds the gap between the
 #              start and the LP bound are fixed before the MIP (no solution as good as the start moves them)
 #   slack      no MIP at all when every server's least-value full service fits the capacity together
-#              (``separable_optimum``)
+#              (``separable_optimum``; checked by the exact driver before it even computes a warm start)
 #   weighted-counts  the count stages as one MIP with mixed-radix weights when they fit (``weighted_counts``)
 #   idle-partial     partial service of a best-effort level proven to be 0 is held at 0 later (``idle_columns``)
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial")
@@ -118,13 +118,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
-    if "slack" in options.speedups:
-        began = time.perf_counter()
-        separable = separable_optimum(form)
-        if separable is not None:
-            log.append(("all (capacity does not bind)", "separable", float(form.stages[-1].c @ separable),
-                        time.perf_counter() - began))
-            return _result(form, separable, "optimal", None, tuple(log))
     if aggregation is not None:
         x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
         log.extend(agg_log)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferno_mip import solve
-from inferno_mip.models.allocation import MipOptions, build, dominated
+from inferno_mip.models.allocation import MipOptions, build, dominated, presolve
 from inferno_mip.models.lexicographic import SPEEDUPS, parse_speedups
 from inferno_mip.scenarios import generate
 from inferno_mip.tables import Settings, build_table
@@ -248,3 +248,37 @@ def test_fast_path_matches_plain_staged_path_multi_assign(seed, tightness):
     assert fast.status == plain.status == "optimal"
     assert unserved_by_priority(fast) == unserved_by_priority(plain)
     assert fast.objective == pytest.approx(plain.objective, rel=1e-6, abs=1e-6)
+
+
+def _presolve_by_definition(table, options) -> np.ndarray:
+    """The presolve as a loop over each server's candidates: per accelerator the fewest replicas (multi-assign:
+    any), then the highest SLO rate, then the current batch size, then the least value, then table order."""
+    keep = []
+    for i, row in enumerate(table.rows):
+        current = row.server.current
+        best: dict[int, tuple] = {}
+        for c in table.of_server(i).tolist():
+            if (options.max_replica_change is not None and not options.heterogeneous and current.accelerator
+                    and abs(int(table.replicas[c]) - current.num_replicas) > options.max_replica_change):
+                continue
+            key = (0 if options.heterogeneous else -int(table.replicas[c]), float(table.rate_star[c]),
+                   int(table.batch[c]) == current.max_batch, -float(table.value[c]))
+            a = int(table.acc[c])
+            if a not in best or key > best[a][0]:
+                best[a] = (key, c)
+        keep.extend(c for _, c in best.values())
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), heterogeneous=st.booleans(), change=st.none() | st.integers(0, 3))
+def test_presolve_matches_its_definition(seed, heterogeneous, change):
+    base = generate(servers=6, accelerators=4, classes=2, seed=seed, tightness=0.8)
+    rng = np.random.default_rng(seed)
+    system = base.replace(servers=tuple(s.model_copy(update={"current": s.current.model_copy(update={
+        "accelerator": base.accelerators[int(rng.integers(len(base.accelerators)))].name,
+        "num_replicas": int(rng.integers(0, 4)), "max_batch": int(rng.choice([0, 8, 16, 64, 256]))})})
+        for s in base.servers))
+    table = build_table(system, Settings(batch_rule="all"))
+    options = MipOptions(heterogeneous=heterogeneous, max_replica_change=change)
+    assert np.array_equal(presolve(table, options), _presolve_by_definition(table, options))
