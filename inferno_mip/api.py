@@ -91,12 +91,25 @@ def _with_server_changes(system: System, loads: Mapping, current: Mapping) -> Sy
     for s in system.servers:
         update = {}
         if s.name in loads:
-            update["load"] = Load.model_validate(loads[s.name]) if isinstance(loads[s.name], Mapping) else loads[s.name]
+            update["load"] = _validated(Load, loads[s.name], f"loads[{s.name!r}]")
         if s.name in current:
-            cur = current[s.name]
-            update["current"] = CurrentAllocation.model_validate(cur) if isinstance(cur, Mapping) else cur
+            update["current"] = _validated(CurrentAllocation, current[s.name], f"current[{s.name!r}]")
         servers.append(s.model_copy(update=update) if update else s)
     return system.replace(servers=tuple(servers))
+
+
+def _validated(model, value, where: str):
+    """`value` as a `model` (given as one or as its fields); a one-line ValueError naming the field otherwise."""
+    from pydantic import ValidationError
+
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise ValueError(f"{where}.{field}: {error['msg']}, got {error.get('input')!r}") from None
 
 
 def _solve(system, solver: str | None, params: Mapping | None, options: Mapping,

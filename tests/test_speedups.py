@@ -200,6 +200,8 @@ def test_solver_update_by_server_name():
     assert solution.status == solve(solver.system, solver="highs").status
     with pytest.raises(ValueError, match="loads: unknown server.*'nope'"):
         solver.update(loads={"nope": load})
+    with pytest.raises(ValueError, match=r"loads\[.*\]\.arrival_rate: .*-1"):
+        solver.update(loads={name: load | {"arrival_rate": -1}})
 
 
 def test_separable_optimum_only_when_capacity_does_not_bind():
@@ -282,3 +284,20 @@ def test_presolve_matches_its_definition(seed, heterogeneous, change):
     table = build_table(system, Settings(batch_rule="all"))
     options = MipOptions(heterogeneous=heterogeneous, max_replica_change=change)
     assert np.array_equal(presolve(table, options), _presolve_by_definition(table, options))
+
+
+@pytest.mark.parametrize("name, total", [("inferno-small", 39743), ("inferno-legacy-small", 43819)])
+def test_solver_reproduces_compat_answers(name, total):
+    """A Solver kept across calls gives inferno's answers as solve() does, every time."""
+    from pathlib import Path
+
+    from inferno_mip import Solver
+
+    path = Path(__file__).resolve().parents[1] / "scenarios" / name
+    solver = Solver(path, compat=True)
+    first, second = solver.solve(), solver.update(solver.system)
+    fresh = solve(path, compat=True)
+    for solution in (first, second):
+        assert solution.total_cost == total
+        assert [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in solution.allocations] == \
+            [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in fresh.allocations]
