@@ -8,6 +8,7 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
+    python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``all`` (default) every speed-up, or a
 comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``. ``--compare`` runs both in one process,
@@ -113,6 +114,24 @@ def fleet(args) -> None:
     _same_answers(outcome)
 
 
+def table(args) -> None:
+    """Sizing alone: a cold candidate table, again with the perf models cached, and from a SizingCache after a
+    change of every load (what a Solver does each cycle)."""
+    from inferno_mip.tables import Settings, SizingCache, build_table
+
+    system = generate(servers=args.servers, seed=args.seed, **FAMILIES[args.family])
+    build_table(generate(servers=3, seed=args.seed + 1, **FAMILIES[args.family]), Settings())  # imports only
+    cold, built = cpu(lambda: build_table(system, Settings()))
+    warm, _ = cpu(lambda: build_table(system, Settings()))
+    cache = SizingCache()
+    build_table(system, Settings(), cache)
+    changed = perturbed(system, np.random.default_rng(args.seed), 0.1)
+    cached, _ = cpu(lambda: build_table(changed, Settings(), cache))
+    print(f"{machine()}; {args.family} {args.servers} servers, {len(built)} candidates; CPU s\n")
+    print("| cold | perf models cached | SizingCache, every load changed |\n|---:|---:|---:|")
+    print(f"| {cold:.3f} | {warm:.3f} | {cached:.3f} |")
+
+
 def _variants(args) -> list[tuple[str, dict]]:
     if args.ablation:  # the plain path, each speed-up alone, all of them
         from inferno_mip.models.lexicographic import SPEEDUPS
@@ -144,6 +163,11 @@ def _same_answers(outcome: dict[str, list]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    tab = sub.add_parser("table")
+    tab.set_defaults(run=table)
+    tab.add_argument("--servers", type=int, default=1000)
+    tab.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
+    tab.add_argument("--seed", type=int, default=0)
     for name, fn in (("cycles", cycles), ("fleet", fleet)):
         p = sub.add_parser(name)
         p.set_defaults(run=fn)
