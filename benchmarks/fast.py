@@ -136,7 +136,7 @@ def _variants(args) -> list[tuple[str, dict]]:
     if args.ablation:  # the plain path, each speed-up alone, all of them
         from inferno_mip.models.lexicographic import SPEEDUPS
 
-        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "all")]
+        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "default", "all")]
     if args.compare:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(run=fn)
         p.add_argument("--servers", type=int, default=50 if name == "cycles" else 1000)
         p.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
-        p.add_argument("--speedups", default="all")
+        p.add_argument("--speedups", default="default")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
         p.add_argument("--time-limit", type=float, default=60.0 if name == "cycles" else 120.0)

@@ -39,7 +39,7 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     (candidate settings); any optimizer option of the system (``saturation_policy``, ``delayed_best_effort``,
     ``unlimited``, ``heterogeneous``) to override it; for the exact solvers ``time_limit`` (s, for the whole call, sizing included),
     ``mip_gap``, ``threads``, ``seed``, ``warm_start`` (greedy, current, none), ``best_effort``,
-    ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('all' by default, 'none', or names from
+    ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('default', 'all', 'none', or names from
     ``inferno_mip.models.lexicographic.SPEEDUPS``; each exact). `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
     For repeated solves of one fleet (a controller's cycles) :class:`Solver` gives the same answers faster.

@@ -21,12 +21,12 @@ WARM_STARTS = ("greedy", "current", "none")
 def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool = False,
                 saturation_policy: str = "None", delayed_best_effort: bool = False, best_effort: bool | None = None,
                 max_replica_change: int | None = None, time_limit: float = 60.0, mip_gap: float = 1e-7,
-                threads: int = 1, seed: int = 0, warm_start: str = "greedy", speedups="all",
+                threads: int = 1, seed: int = 0, warm_start: str = "greedy", speedups="default",
                 **_ignored) -> Assignment:
     """Solve `table` exactly with `backend`; on failure return the greedy answer with a status saying so.
 
     Best effort (partial service) follows the saturation policy unless given: none under policy "None".
-    `speedups`: 'all', 'none' or names from ``models.lexicographic.SPEEDUPS`` (each exact).
+    `speedups`: 'default', 'all', 'none' or names from ``models.lexicographic.SPEEDUPS``.
     """
     speedups = parse_speedups(speedups)
     if warm_start not in WARM_STARTS:

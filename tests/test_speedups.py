@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from inferno_mip import solve
 from inferno_mip.models.allocation import MipOptions, build, dominated, presolve
-from inferno_mip.models.lexicographic import SPEEDUPS, parse_speedups
+from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS, parse_speedups
 from inferno_mip.scenarios import generate
 from inferno_mip.tables import Settings, build_table
 
@@ -18,7 +18,7 @@ from test_mip import unserved_by_priority
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.2), classes=st.integers(1, 3),
-       best_effort=st.booleans(), speedups=st.sampled_from(["all", *SPEEDUPS]))
+       best_effort=st.booleans(), speedups=st.sampled_from(["default", *DEFAULT_SPEEDUPS]))
 def test_fast_path_matches_plain_staged_path(seed, tightness, classes, best_effort, speedups):
     system = generate(servers=10, accelerators=6, classes=classes, seed=seed, tightness=tightness)
     plain = solve(system, solver="highs", best_effort=best_effort, speedups="none")
@@ -219,6 +219,8 @@ def test_separable_optimum_only_when_capacity_does_not_bind():
             assert counts[mine].sum() == roomy.replicas[mine][counts[mine] > 0].sum()
             assert roomy.value[mine][counts[mine] > 0][0] == roomy.value[mine].min()
     assert separable_optimum(build(tight, MipOptions())) is None
+    empty = build_table(generate(servers=3, accelerators=2, seed=1).replace(servers=()), Settings())
+    assert not separable_optimum(build(empty, MipOptions())).any()  # nothing to serve: the empty plan
 
 
 @settings(max_examples=30, deadline=None)
@@ -301,3 +303,25 @@ def test_solver_reproduces_compat_answers(name, total):
         assert solution.total_cost == total
         assert [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in solution.allocations] == \
             [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in fresh.allocations]
+
+
+def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
+    """Cycle 59 of ``benchmarks/fast.py cycles --servers 50``: with dominance and rc-fix, HiGHS 1.14 ended the value
+    stage at 25,520 ("optimal"), above the optimum 25,245; the default speed-ups leave rc-fix out."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from fast import perturbed
+
+    from inferno_mip.bench import FAMILIES
+
+    base = generate(servers=50, seed=0, **FAMILIES["balanced"])
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        system = perturbed(base, rng, 0.1)
+    plain = solve(system, solver="highs", speedups="none")
+    fast = solve(system, solver="highs")
+    assert fast.status == plain.status == "optimal"
+    assert unserved_by_priority(fast) == unserved_by_priority(plain) == {2: 2, 3: 1}
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-9) == 25245.0
