@@ -10,9 +10,10 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
-``--speedups none`` gives the plain staged path (the "before" column), ``all`` (default) every speed-up, or a
-comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``. ``--compare`` runs both in one process,
-interleaved; ``--ablation`` runs none, each speed-up alone and all. Times are CPU seconds of this process (``time.process_time``: the machine is
+``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
+``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
+``--compare`` runs none and the chosen set in one process, interleaved; ``--ablation`` runs none, each speed-up
+alone, the default set and all. Times are CPU seconds of this process (``time.process_time``: the machine is
 shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
 """
 

@@ -256,10 +256,10 @@ def weighted_counts(stages: tuple[Stage, ...], ub: np.ndarray) -> list[tuple[Sta
     """The stages to optimise, each with the stages whose optima it fixes: the leading count stages merged into
     one when their mixed-radix weighted sum stays within WEIGHTED_COUNTS_LIMIT.
 
-    With counts 0..n_p at level p (n_p = Σ c ub: servers, or group sizes when aggregated), weights W_p = Π_{q after p} (n_q + 1) make Σ W_p count_p a
-    mixed-radix number: two count vectors that first differ at level p, by at least 1, differ in it by at least
-    W_p - Σ_{q after p} W_q n_q = 1, so its minimum is the lexicographic minimum, and an integral objective solved
-    to an absolute gap below 1 is solved exactly.
+    With counts 0..n_p at level p (n_p = Σ c ub: servers, or group sizes when aggregated), weights
+    W_p = Π_{q after p} (n_q + 1) make Σ W_p count_p a mixed-radix number: two count vectors that first differ at
+    level p, by at least 1, differ in it by at least W_p - Σ_{q after p} W_q n_q = 1, so its minimum is the
+    lexicographic minimum, and an integral objective solved to an absolute gap below 1 is solved exactly.
     """
     counts = []
     for stage in stages:
