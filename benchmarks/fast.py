@@ -2,15 +2,18 @@
 
 One command per row of benchmarks/RESULTS.md ("Exact allocation at controller speed and fleet scale"):
 
-    python benchmarks/fast.py cycles --servers 50 --cycles 200          # controller cycles, warm, p50 / p99
-    python benchmarks/fast.py cycles --servers 200 --cycles 20
+    python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental   # controller cycles, warm, p50 / p99
+    python benchmarks/fast.py cycles --servers 200 --cycles 20 --incremental
+    python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental --tightness 2   # capacity not binding
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
+    python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
-``--speedups none`` gives the plain staged path (the "before" column), ``all`` (default) every speed-up, or a
-comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``. ``--compare`` runs both in one process,
-interleaved; ``--ablation`` runs none, each speed-up alone and all. Times are CPU seconds of this process (``time.process_time``: the machine is
+``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
+``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
+``--compare`` runs none and the chosen set in one process, interleaved; ``--ablation`` runs none, each speed-up
+alone, the default set and all. Times are CPU seconds of this process (``time.process_time``: the machine is
 shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
 """
 
@@ -23,7 +26,7 @@ import time
 
 import numpy as np
 
-from inferno_mip import solve
+from inferno_mip import Solver, solve
 from inferno_mip.bench import FAMILIES, machine
 from inferno_mip.scenarios import generate
 
@@ -46,23 +49,37 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def cycles(args) -> None:
-    base = generate(servers=args.servers, seed=args.seed, **FAMILIES[args.family])
+    family = FAMILIES[args.family] | ({"tightness": args.tightness} if args.tightness is not None else {})
+    base = generate(servers=args.servers, seed=args.seed, **family)
     rng = np.random.default_rng(args.seed)
     loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
     variants = _variants(args)
+    if args.incremental:  # the same variants through a Solver object kept across cycles (sizing reused)
+        variants += [(f"{name}, Solver.update", {**options, "incremental": True}) for name, options in variants]
+    solvers = {name: Solver(loads[0], solver="highs", time_limit=args.time_limit,
+                            **{k: v for k, v in options.items() if k != "incremental"})
+               for name, options in variants if options.get("incremental")}
     for name, options in variants:  # warm-up: imports, perf-model caches (a controller runs for hours)
-        solve(loads[0], solver="highs", **options)
+        if name in solvers:
+            solvers[name].solve()
+        else:
+            solve(loads[0], solver="highs", **options)
     solve(loads[0], solver="greedy")
     times: dict[str, list[float]] = {name: [] for name, _ in variants} | {"greedy": []}
     outcome: dict[str, list] = {name: [] for name, _ in variants}
     for system in loads[1:]:  # interleaved, so that a busy neighbour hurts every variant alike
         for name, options in variants:
-            seconds, solution = cpu(lambda: solve(system, solver="highs", time_limit=args.time_limit, **options))
+            if name in solvers:
+                seconds, solution = cpu(lambda: solvers[name].update(system))
+            else:
+                seconds, solution = cpu(lambda: solve(system, solver="highs", time_limit=args.time_limit,
+                                                      **options))
             times[name].append(seconds)
             outcome[name].append((solution.status, _unserved(solution), round(solution.objective, 6)))
         times["greedy"].append(cpu(lambda: solve(system, solver="greedy"))[0])
     greedy_p50 = statistics.median(times["greedy"])
-    print(f"{machine()}; {args.family} {args.servers} servers, {args.cycles} cycles, loads x lognormal(0, "
+    print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
+          f"cycles, loads x lognormal(0, "
           f"{args.sigma}); CPU s per cycle, sizing included\n")
     print("| variant | p50 ms | p99 ms | p50 / greedy p50 | statuses |")
     print("|---|---:|---:|---:|---|")
@@ -98,11 +115,29 @@ def fleet(args) -> None:
     _same_answers(outcome)
 
 
+def table(args) -> None:
+    """Sizing alone: a cold candidate table, again with the perf models cached, and from a SizingCache after a
+    change of every load (what a Solver does each cycle)."""
+    from inferno_mip.tables import Settings, SizingCache, build_table
+
+    system = generate(servers=args.servers, seed=args.seed, **FAMILIES[args.family])
+    build_table(generate(servers=3, seed=args.seed + 1, **FAMILIES[args.family]), Settings())  # imports only
+    cold, built = cpu(lambda: build_table(system, Settings()))
+    warm, _ = cpu(lambda: build_table(system, Settings()))
+    cache = SizingCache()
+    build_table(system, Settings(), cache)
+    changed = perturbed(system, np.random.default_rng(args.seed), 0.1)
+    cached, _ = cpu(lambda: build_table(changed, Settings(), cache))
+    print(f"{machine()}; {args.family} {args.servers} servers, {len(built)} candidates; CPU s\n")
+    print("| cold | perf models cached | SizingCache, every load changed |\n|---:|---:|---:|")
+    print(f"| {cold:.3f} | {warm:.3f} | {cached:.3f} |")
+
+
 def _variants(args) -> list[tuple[str, dict]]:
     if args.ablation:  # the plain path, each speed-up alone, all of them
         from inferno_mip.models.lexicographic import SPEEDUPS
 
-        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "all")]
+        return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "default", "all")]
     if args.compare:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
@@ -129,12 +164,17 @@ def _same_answers(outcome: dict[str, list]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    tab = sub.add_parser("table")
+    tab.set_defaults(run=table)
+    tab.add_argument("--servers", type=int, default=1000)
+    tab.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
+    tab.add_argument("--seed", type=int, default=0)
     for name, fn in (("cycles", cycles), ("fleet", fleet)):
         p = sub.add_parser(name)
         p.set_defaults(run=fn)
         p.add_argument("--servers", type=int, default=50 if name == "cycles" else 1000)
         p.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
-        p.add_argument("--speedups", default="all")
+        p.add_argument("--speedups", default="default")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
         p.add_argument("--time-limit", type=float, default=60.0 if name == "cycles" else 120.0)
@@ -142,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     cyc.add_argument("--cycles", type=int, default=200)
     cyc.add_argument("--seed", type=int, default=0)
     cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
+    cyc.add_argument("--tightness", type=float, help="capacity relative to demand, instead of the family's "
+                     "(2.0: capacity does not bind)")
+    cyc.add_argument("--incremental", action="store_true",
+                     help="also run each variant through one Solver object kept across cycles")
     fl = sub.choices["fleet"]
     fl.add_argument("--seeds", default="0,1,2")
     fl.add_argument("--gap", type=float, default=1e-4)

@@ -9,6 +9,7 @@ from .lazy import lazy_exports
 
 _EXPORTS = {
     "solve": ".api",
+    "Solver": ".api",
     "load_scenario": ".io",
     "parse_system": ".io",
     "System": ".spec",

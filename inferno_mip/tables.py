@@ -182,32 +182,29 @@ class CandidateTable:
         return model.analyze(rate_per_replica)
 
 
-def build_table(system: System, settings: Settings = Settings()) -> CandidateTable:
-    """All candidates of all servers of `system` (servers in name order)."""
+def build_table(system: System, settings: Settings = Settings(), cache: SizingCache | None = None) -> CandidateTable:
+    """All candidates of all servers of `system` (servers in name order).
+
+    With a `cache` (see :class:`SizingCache`) servers sized before with the same perf inputs are not sized again;
+    the table is the same as without it.
+    """
+    if cache is not None:
+        return cache.build(system, settings)
     unlimited = system.optimizer.unlimited
     types = tuple(sorted({a.type for a in system.accelerators} | set(system.capacity)))
     capacity = np.array([math.inf if unlimited else float(system.capacity.get(t, 0)) for t in types])
     type_index = {t: k for k, t in enumerate(types)}
     acc_index = {a.name: j for j, a in enumerate(system.accelerators)}
 
-    plans = [_plan_server(system, server, settings) for server in system.servers]
-    if settings.batch_rule == "all":
-        plans = [(row, _with_batch_variants(slots, settings)) for row, slots in plans]
-    _size_all([slot for _, slots in plans for slot in slots if isinstance(slot, _Pending)], settings)
+    plans = _sized_plans(system, system.servers, settings)
     rows: list[ServerRow] = []
     columns: dict[str, list] = {name: [] for name in _COLUMNS}
     for i, (row, slots) in enumerate(plans):
-        candidates, rejected, seen = [], [], set()
-        for slot in slots:
-            cand = slot.result if isinstance(slot, _Pending) else slot
-            if isinstance(cand, str):
-                rejected.append(cand)
-            elif cand is not None and (cand["acc"].name, cand["batch"]) not in seen:  # batch variants may coincide
-                seen.add((cand["acc"].name, cand["batch"]))
-                cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
-                if settings.churn is not None:
-                    cand["value"] += settings.churn.of(row.server, cand["acc"].name, cand["replicas"], cand["batch"])
-                candidates.append(cand)
+        candidates, rejected = _finished(slots)
+        for cand in candidates:
+            cand["value"] = transition_value(row.server, cand["acc"].name, cand["replicas"], cand["cost"])
+            if settings.churn is not None:
+                cand["value"] += settings.churn.of(row.server, cand["acc"].name, cand["replicas"], cand["batch"])
         rows.append(_with_rejected(row, rejected) if rejected or row.rejected else row)
         candidates.sort(key=lambda c: (c["value"], c["cost"], c["units"], c["acc"].name, c["batch"]))
         for cand in candidates:
@@ -228,6 +225,161 @@ def build_table(system: System, settings: Settings = Settings()) -> CandidateTab
         preset_metrics=np.column_stack([col("itl", np.float64), col("ttft", np.float64),
                                         col("rho", np.float64)]).reshape(-1, 3),
         binding=tuple(columns["binding"]), perf=tuple(columns["perf"]), settings=settings)
+
+
+def _sized_plans(system: System, servers, settings: Settings) -> list[tuple[ServerRow, list]]:
+    """Each server's row and slots, every pending slot sized (in one vectorised pass)."""
+    plans = [_plan_server(system, server, settings) for server in servers]
+    if settings.batch_rule == "all":
+        plans = [(row, _with_batch_variants(slots, settings)) for row, slots in plans]
+    _size_all([slot for _, slots in plans for slot in slots if isinstance(slot, _Pending)], settings)
+    return plans
+
+
+def _finished(slots: list) -> tuple[list[dict], list[str]]:
+    """A server's sized candidates (one per accelerator and batch size) and the reasons of the rejected ones."""
+    candidates, rejected, seen = [], [], set()
+    for slot in slots:
+        cand = slot.result if isinstance(slot, _Pending) else slot
+        if isinstance(cand, str):
+            rejected.append(cand)
+        elif cand is not None and (cand["acc"].name, cand["batch"]) not in seen:  # batch variants may coincide
+            seen.add((cand["acc"].name, cand["batch"]))
+            candidates.append(cand)
+    return candidates, rejected
+
+
+@dataclass(frozen=True)
+class _Sized:
+    """A server's candidates as far as they do not depend on its arrival rate or current allocation."""
+
+    rejected: tuple[str, ...]
+    acc: np.ndarray  # index into the system's accelerators
+    batch: np.ndarray
+    queue: np.ndarray
+    rate_star: np.ndarray
+    unit_per_replica: np.ndarray
+    unit_cost: np.ndarray  # cost of one replica
+    fixed_replicas: np.ndarray  # zero-load candidates: their replicas; -1 where sized from the load
+    preset: np.ndarray  # (n, 3)
+    binding: tuple[str, ...]
+    perf: tuple[PerfData, ...]
+
+
+class SizingCache:
+    """Sized candidates per server, kept across :func:`build_table` calls on one fleet (a controller's cycles).
+
+    The rate a replica sustains within its SLO depends on the perf data, the targets, the token counts and the
+    batch and queue sizes, not on the arrival rate: a load change only changes replica counts, and with them
+    costs, units and transition values, which every call recomputes (vectorised), as it does for a change of the
+    current allocation. Entries are keyed by a server's perf inputs; the cache empties itself when the
+    accelerators, perf data, classes or settings change. The table is the same as an uncached build's.
+    """
+
+    def __init__(self, max_entries: int = 100_000):
+        self.max_entries = max_entries
+        self._context: tuple | None = None
+        self._entries: dict[tuple, _Sized] = {}
+        self.hits = self.misses = 0
+
+    def build(self, system: System, settings: Settings) -> CandidateTable:
+        context = (settings, system.accelerators, system.perf, system.classes)
+        if context != self._context:
+            self._context, self._entries = context, {}
+        keys = [_sizing_key(server, settings) for server in system.servers]
+        missing = {}
+        for server, key in zip(system.servers, keys):
+            if key not in self._entries:
+                missing.setdefault(key, server)
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            if len(self._entries) + len(missing) > self.max_entries:
+                self._entries = {}
+            acc_index = {a.name: j for j, a in enumerate(system.accelerators)}
+            for key, (_, slots) in zip(missing, _sized_plans(system, list(missing.values()), settings)):
+                self._entries[key] = _sized(*_finished(slots), acc_index)
+        return _assemble(system, settings, [self._entries[k] for k in keys])
+
+
+def _sizing_key(server: Server, settings: Settings) -> tuple:
+    """What a server's sizing depends on besides the fleet's accelerators, perf data, classes and settings."""
+    load, current = server.load, server.current
+    zero_load = load.arrival_rate == 0 or load.avg_out_tokens == 0
+    return (server.model, server.class_name, load.avg_in_tokens, load.avg_out_tokens, load.in_tokens_cv,
+            load.out_tokens_cv, zero_load, server.max_batch_size, server.max_queue_size,
+            server.min_num_replicas if zero_load else None,
+            current.accelerator if server.keep_accelerator else None,
+            (current.accelerator, current.max_batch) if settings.batch_rule == "all" else None)
+
+
+def _sized(candidates: list[dict], rejected: list[str], acc_index: dict[str, int]) -> _Sized:
+    def col(dtype, fn) -> np.ndarray:
+        return np.array([fn(c) for c in candidates], dtype=dtype)
+
+    return _Sized(
+        rejected=tuple(rejected), acc=col(np.int64, lambda c: acc_index[c["acc"].name]),
+        batch=col(np.int64, lambda c: c["batch"]), queue=col(np.int64, lambda c: c["queue"]),
+        rate_star=col(np.float64, lambda c: c["rate_star"]),
+        unit_per_replica=col(np.int64, lambda c: c["unit_per_replica"]),
+        unit_cost=col(np.float64, lambda c: c["acc"].cost * c["perf"].acc_count),
+        fixed_replicas=col(np.int64, lambda c: c["replicas"] if c["binding"] == "zero-load" else -1),
+        preset=col(np.float64, lambda c: (c["itl"], c["ttft"], c["rho"])).reshape(-1, 3),
+        binding=tuple(c["binding"] for c in candidates), perf=tuple(c["perf"] for c in candidates))
+
+
+def _assemble(system: System, settings: Settings, sized: list[_Sized]) -> CandidateTable:
+    """The candidate table from each server's sized candidates: replicas, cost, units and value at its load and
+    current allocation, computed as the uncached build does (same float operations, same order)."""
+    unlimited = system.optimizer.unlimited
+    types = tuple(sorted({a.type for a in system.accelerators} | set(system.capacity)))
+    capacity = np.array([math.inf if unlimited else float(system.capacity.get(t, 0)) for t in types])
+    accs = system.accelerators
+    acc_type = np.array([types.index(a.type) for a in accs], dtype=np.int64)
+    acc_names = [a.name for a in accs]
+    name_rank = np.argsort(np.argsort(np.array(acc_names, dtype=object), kind="stable"), kind="stable")
+    rows = []
+    for server, s in zip(system.servers, sized):
+        row = _server_row(system, server, settings)
+        rows.append(_with_rejected(row, list(s.rejected)) if s.rejected or row.rejected else row)
+    sizes = np.array([len(s.acc) for s in sized], dtype=np.int64)
+    server = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
+
+    def cat(name: str, dtype) -> np.ndarray:
+        return np.concatenate([getattr(s, name) for s in sized] or [np.zeros(0)]).astype(dtype, copy=False)
+
+    acc, rate_star, fixed = cat("acc", np.int64), cat("rate_star", np.float64), cat("fixed_replicas", np.int64)
+    total = np.array([r.total_rate for r in rows], dtype=np.float64)[server]
+    min_replicas = np.array([r.server.min_num_replicas for r in rows], dtype=np.int64)[server]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        needed = np.maximum(np.ceil((total / rate_star) * (1 - CEIL_RTOL)), min_replicas)
+    replicas = np.where(fixed >= 0, fixed, needed).astype(np.int64)
+    cost = cat("unit_cost", np.float64) * replicas
+    upr = cat("unit_per_replica", np.int64)
+    units = replicas * upr
+    current = [r.server.current for r in rows]
+    cur_cost = np.array([c.cost for c in current], dtype=np.float64)[server]
+    cur_replicas = np.array([c.num_replicas for c in current], dtype=np.int64)[server]
+    cur_acc = np.array([acc_names.index(c.accelerator) if c.accelerator in acc_names else -1 for c in current],
+                       dtype=np.int64)[server]
+    value = np.where(cur_acc == acc, np.where(cur_replicas == replicas, 0.0, cost - cur_cost),
+                     ACCEL_PENALTY_FACTOR * (cur_cost + cost) + (cost - cur_cost))
+    batch = cat("batch", np.int64)
+    binding = tuple(b for s in sized for b in s.binding)
+    perf = tuple(p for s in sized for p in s.perf)
+    if settings.churn is not None:
+        value = value + np.array([settings.churn.of(rows[i].server, acc_names[a], int(r), int(b))
+                                  for i, a, r, b in zip(server.tolist(), acc.tolist(), replicas.tolist(),
+                                                        batch.tolist())], dtype=np.float64)
+    order = np.lexsort((batch, name_rank[acc], units, cost, value, server))
+    preset = np.concatenate([s.preset for s in sized] or [np.zeros((0, 3))]).reshape(-1, 3)
+    return CandidateTable(
+        rows=tuple(rows), accelerators=accs, types=types, capacity=capacity, server=server, acc=acc[order],
+        type=acc_type[acc[order]], batch=batch[order], queue=cat("queue", np.int64)[order],
+        replicas=replicas[order], cost=cost[order], value=value[order], units=units[order],
+        unit_per_replica=upr[order], rate_star=rate_star[order], preset_metrics=preset[order],
+        binding=tuple(binding[k] for k in order.tolist()), perf=tuple(perf[k] for k in order.tolist()),
+        settings=settings)
 
 
 _COLUMNS = ("server", "acc", "type", "batch", "queue", "replicas", "cost", "value", "units", "unit_per_replica",
@@ -266,20 +418,8 @@ def _with_batch_variants(slots: list, settings: Settings) -> list:
 
 def _plan_server(system: System, server: Server, settings: Settings) -> tuple[ServerRow, list]:
     """The server's row and one slot per accelerator: a _Pending, a finished candidate, or a rejection."""
-    problem = reference_problem(server, system)
-    cls = system.class_by_name.get(server.class_name)
-    target = cls.targets.get(server.model) if cls else None
-    load = server.load
-    zero_load = load.arrival_rate == 0 or load.avg_out_tokens == 0
-    tps_rate = target.tps / load.avg_out_tokens if target and target.tps > 0 and load.avg_out_tokens > 0 else 0.0
-    if settings.compat:
-        total = tps_rate if target and target.tps > 0 else load.arrival_rate  # the TPS target replaces the load
-    else:
-        total = max(load.arrival_rate, tps_rate)  # serve both the observed load and the TPS target
-    row = ServerRow(server=server, priority=cls.priority if cls else 100, total_rate=total,
-                    itl_target=target.itl if target else 0.0, ttft_target=target.ttft if target else 0.0,
-                    tps_target=target.tps if target else 0.0, zero_load=zero_load, invalid=problem or "")
-    if problem:
+    row = _server_row(system, server, settings)
+    if row.invalid:
         return row, []
 
     accelerators = system.accelerators
@@ -293,13 +433,30 @@ def _plan_server(system: System, server: Server, settings: Settings) -> tuple[Se
         perf = system.perf_by_key.get((server.model, acc.name))
         if perf is None:
             continue
-        if zero_load:
+        if row.zero_load:
             slots.append(_zero_load_candidate(server, acc, perf))
         elif perf.alpha == perf.beta == perf.gamma == perf.delta == 0:
             slots.append(f"{acc.name}: all perf parameters are zero")
         else:
             slots.append(_Pending(server, row, acc, perf, batch_size(server, perf, settings)))
     return row, slots
+
+
+def _server_row(system: System, server: Server, settings: Settings) -> ServerRow:
+    """Per-server facts: priority, the rate to serve, the targets; `invalid` says why it cannot be sized."""
+    problem = reference_problem(server, system)
+    cls = system.class_by_name.get(server.class_name)
+    target = cls.targets.get(server.model) if cls else None
+    load = server.load
+    zero_load = load.arrival_rate == 0 or load.avg_out_tokens == 0
+    tps_rate = target.tps / load.avg_out_tokens if target and target.tps > 0 and load.avg_out_tokens > 0 else 0.0
+    if settings.compat:
+        total = tps_rate if target and target.tps > 0 else load.arrival_rate  # the TPS target replaces the load
+    else:
+        total = max(load.arrival_rate, tps_rate)  # serve both the observed load and the TPS target
+    return ServerRow(server=server, priority=cls.priority if cls else 100, total_rate=total,
+                     itl_target=target.itl if target else 0.0, ttft_target=target.ttft if target else 0.0,
+                     tps_target=target.tps if target else 0.0, zero_load=zero_load, invalid=problem or "")
 
 
 def _size_all(pending: list[_Pending], settings: Settings) -> None:

@@ -124,29 +124,27 @@ def presolve(table: CandidateTable, options: MipOptions) -> np.ndarray:
 
     Replicas of one (server, accelerator) cost the same whatever the batch size, so the candidate with the
     highest SLO rate per replica (fewest replicas) dominates; the current batch size wins ties, since changing it
-    restarts the replicas. A max replica change drops candidates too far from the current count (single-assign).
+    restarts the replicas (then the least value, then table order). A max replica change drops candidates too far
+    from the current count (single-assign).
     """
-    keep = []
-    for i, row in enumerate(table.rows):
-        current = row.server.current
-        by_acc: dict[int, int] = {}
-        for c in table.of_server(i):
-            if (options.max_replica_change is not None and not options.heterogeneous and current.accelerator
-                    and abs(int(table.replicas[c]) - current.num_replicas) > options.max_replica_change):
-                continue
-            a = int(table.acc[c])
-            best = by_acc.get(a)
-            if best is None or _better_batch(table, c, best, current.max_batch, options.heterogeneous):
-                by_acc[a] = c
-        keep.extend(sorted(by_acc.values()))
-    return np.array(sorted(keep), dtype=np.int64)
-
-
-def _better_batch(table: CandidateTable, c: int, best: int, current_batch: int, multi: bool) -> bool:
-    def key(k: int) -> tuple:
-        fewest = -int(table.replicas[k]) if not multi else 0
-        return (fewest, float(table.rate_star[k]), int(table.batch[k]) == current_batch, -float(table.value[k]))
-    return key(c) > key(best)
+    n = len(table)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    current = [row.server.current for row in table.rows]
+    keep = np.ones(n, dtype=bool)
+    if options.max_replica_change is not None and not options.heterogeneous:
+        has_current = np.array([bool(c.accelerator) for c in current])[table.server]
+        replicas_now = np.array([c.num_replicas for c in current], dtype=np.int64)[table.server]
+        keep = ~has_current | (np.abs(table.replicas - replicas_now) <= options.max_replica_change)
+    batch_now = np.array([c.max_batch for c in current], dtype=np.int64)[table.server]
+    fewest = np.zeros(n) if options.heterogeneous else -table.replicas.astype(np.float64)
+    # the best of each (server, accelerator) first: largest key, then the earliest in table order
+    order = np.lexsort((np.arange(n), table.value, -(table.batch == batch_now).astype(np.float64),
+                        -table.rate_star, -fewest, table.acc, table.server, ~keep))
+    order = order[:int(keep.sum())]
+    srv, acc = table.server[order], table.acc[order]
+    first = np.r_[True, (srv[1:] != srv[:-1]) | (acc[1:] != acc[:-1])]
+    return np.sort(order[first]).astype(np.int64)
 
 
 class _Builder:
@@ -281,6 +279,7 @@ def _single_assign(b: _Builder, table: CandidateTable, kept, served_rows, option
                   np.r_[z[can_split], unserved[served_rows[split_servers]]],
                   np.r_[np.ones(m), -np.ones(len(split_servers))], -np.inf, 0.0)
     info["z_cols"] = z
+    info["server"] = srv  # server row of each kept candidate
     upr = table.unit_per_replica[kept].astype(float)
     has = partial >= 0
     parts = _Parts(

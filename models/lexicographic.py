@@ -29,7 +29,16 @@ FIX_RTOL = 1e-9
 #   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
 #   rc-fix     best-effort and value stages: integer columns whose LP reduced cost exceeds the gap between the
 #              start and the LP bound are fixed before the MIP (no solution as good as the start moves them)
-SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix")
+#   slack      no MIP at all when every server's least-value full service fits the capacity together
+#              (``separable_optimum``; checked by the exact driver before it even computes a warm start)
+#   weighted-counts  the count stages as one MIP with mixed-radix weights when they fit (``weighted_counts``)
+#   idle-partial     partial service of a best-effort level proven to be 0 is held at 0 later (``idle_columns``)
+SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial")
+# On by default ("default"): all but rc-fix. With rc-fix, HiGHS 1.14 was seen to stop a value stage at "optimal"
+# 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed (reproduced in
+# tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
+DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s != "rc-fix")
+WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
@@ -72,15 +81,18 @@ class SolveOptions:
 
 
 def parse_speedups(value) -> frozenset:
-    """'all', 'none', a comma-separated list or an iterable of names from SPEEDUPS."""
-    if value is None or value == "all":
+    """'default' (DEFAULT_SPEEDUPS), 'all', 'none', a comma-separated list or an iterable of names from SPEEDUPS."""
+    if value is None or value == "default":
+        return frozenset(DEFAULT_SPEEDUPS)
+    if value == "all":
         return frozenset(SPEEDUPS)
     if value == "none" or value == "":
         return frozenset()
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
     unknown = sorted(set(names) - set(SPEEDUPS))
     if unknown:
-        raise ValueError(f"unknown speedup(s) {', '.join(unknown)}; known: {', '.join(SPEEDUPS)}, all, none")
+        raise ValueError(f"unknown speedup(s) {', '.join(unknown)}; known: {', '.join(SPEEDUPS)}, default, all, "
+                         "none")
     return frozenset(names)
 
 
@@ -116,7 +128,9 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     if aggregation is not None:
         x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
         log.extend(agg_log)
-    for stage in form.stages:
+    plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
+            else [(s, (s,)) for s in form.stages])
+    for stage, parts in plan:
         if not stage.c.any():
             continue
         remaining = deadline - time.perf_counter()
@@ -136,13 +150,15 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
         lp = None
-        if start is not None and stage.name not in solved_counts and not stage.integral and (
+        if start is not None and not stage.integral and (
                 {"skip", "rc-fix"} & options.speedups):
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
-        if stage.name in solved_counts or ("skip" in options.speedups and start is not None
-                                           and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
+        aggregated = all(part.name in solved_counts for part in parts)
+        if aggregated or ("skip" in options.speedups and start is not None
+                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
-            how = "aggregated" if stage.name in solved_counts else "skipped"
+            proven = lp.objective if lp is not None else None
+            how = "aggregated" if aggregated else "skipped"
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
             if stage.name == "value":
@@ -174,20 +190,97 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 return _result(form, x, status, None, tuple(log), message)
             x = result.x
             last = result
+            proven = result.bound if result.status == "optimal" else None
             if result.status != "optimal":
                 status = "time-limit"
                 if stage.name != "value":
                     notes.append(f"{stage.name} stopped at its time share{_gap_note(result)}")
             if stage.name == "value":
                 break
-        row, row_lb, row_ub = _keep_optimal(stage, float(stage.c @ x))
-        extra_rows.append(row)
-        extra_lb.append(row_lb)
-        extra_ub.append(row_ub)
+        if "idle-partial" in options.speedups and stage.maximize and proven is not None:
+            idle = idle_columns(stage, x, proven, form.integer)
+            if len(idle):
+                ub = ub.copy()
+                ub[idle] = 0.0
+        for part in parts:
+            row, row_lb, row_ub = _keep_optimal(part, float(part.c @ x))
+            extra_rows.append(row)
+            extra_lb.append(row_lb)
+            extra_ub.append(row_ub)
     if x is None:
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
     return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def idle_columns(stage: Stage, x: np.ndarray, bound: float, integer: np.ndarray) -> np.ndarray:
+    """Columns no later stage can raise: the integer columns of a maximised stage (c >= 0) whose optimum is 0
+    (e.g. a best-effort level where no count-optimal plan serves anyone partially) with a coefficient above the
+    stage's proven upper bound. A later stage only adds rows, so a plan with such a column at 1 or more would be
+    feasible here and score above the bound: every later plan has it at 0, and holding it there changes no
+    optimum."""
+    if float(stage.c @ x) != 0.0 or not np.isfinite(bound) or (stage.c < 0).any():
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(integer & (stage.c > max(bound, 0.0) + LP_TOL * max(1.0, abs(bound))))
+
+
+def separable_optimum(form: Formulation) -> np.ndarray | None:
+    """The lexicographic optimum without a MIP when capacity does not bind, else None (single-assign only).
+
+    Give every server with candidates the full service of least value (ties: fewest units) among those the
+    formulation offers. If these fit the capacity together, the plan is optimal for every stage: no server is left
+    unserved (each count is 0, its lower bound); partial service needs an unserved server (Σ z ≤ u), so every
+    best-effort level is 0 in every plan with these counts; and no plan serving every server has less value than
+    the sum of each server's least value.
+    """
+    if form.heterogeneous or "server" not in form.info:
+        return None
+    value = form.stages[-1].c[form.full_cols]
+    offered = form.ub[form.full_cols] > 0
+    pos = np.flatnonzero(offered)
+    units = np.abs(form.A[:, form.full_cols[pos]]).sum(axis=0).A1  # capacity coefficients (and the 1 of the row)
+    server = form.info["server"][pos]
+    order = np.lexsort((units, value[pos], server))
+    first = order[np.r_[True, server[order][1:] != server[order][:-1]]] if len(order) else order
+    x = np.zeros(form.n_vars)
+    x[form.full_cols[pos[first]]] = 1.0
+    served = np.zeros(len(form.unserved_cols), dtype=bool)
+    served[server[first]] = True
+    left_out = form.unserved_cols[(form.unserved_cols >= 0) & ~served]
+    if len(left_out):
+        return None  # a server whose every full service was dropped: not separable
+    return x if _feasible(form, x) else None
+
+
+def weighted_counts(stages: tuple[Stage, ...], ub: np.ndarray) -> list[tuple[Stage, tuple[Stage, ...]]]:
+    """The stages to optimise, each with the stages whose optima it fixes: the leading count stages merged into
+    one when their mixed-radix weighted sum stays within WEIGHTED_COUNTS_LIMIT.
+
+    With counts 0..n_p at level p (n_p = Σ c ub: servers, or group sizes when aggregated), weights
+    W_p = Π_{q after p} (n_q + 1) make Σ W_p count_p a mixed-radix number: two count vectors that first differ at
+    level p, by at least 1, differ in it by at least W_p - Σ_{q after p} W_q n_q = 1, so its minimum is the
+    lexicographic minimum, and an integral objective solved to an absolute gap below 1 is solved exactly.
+    """
+    counts = []
+    for stage in stages:
+        if not (stage.integral and not stage.maximize and np.isin(stage.c, (0.0, 1.0)).all()
+                and np.isfinite(ub[stage.c > 0]).all()):
+            break
+        counts.append(stage)
+    rest = [(s, (s,)) for s in stages[len(counts):]]
+    if len(counts) < 2:
+        return [(s, (s,)) for s in counts] + rest
+    sizes = [int(round(float(s.c @ ub))) for s in counts]
+    weights = [1] * len(counts)
+    for k in range(len(counts) - 2, -1, -1):
+        weights[k] = weights[k + 1] * (sizes[k + 1] + 1)
+    if weights[0] * (sizes[0] + 1) > WEIGHTED_COUNTS_LIMIT:
+        return [(s, (s,)) for s in counts] + rest
+    c = sum(float(w) * s.c for w, s in zip(weights, counts))
+    zero = counts[0].zero_cols if all(np.array_equal(s.zero_cols, counts[0].zero_cols) for s in counts) else \
+        np.zeros(0, dtype=np.int64)
+    merged = Stage("unserved, all priorities (weighted)", c, integral=True, zero_cols=zero)
+    return [(merged, tuple(counts))] + rest
 
 
 def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,

@@ -8,7 +8,8 @@ import numpy as np
 
 from inferno_mip.models.aggregate import aggregate
 from inferno_mip.models.allocation import MipOptions, build
-from inferno_mip.models.lexicographic import Backend, SolveOptions, parse_speedups, solve_lexicographic
+from inferno_mip.models.lexicographic import (Backend, SolveOptions, parse_speedups, separable_optimum,
+                                             solve_lexicographic)
 from inferno_mip.solution import Assignment, objective_value
 from inferno_mip.tables import CandidateTable
 
@@ -20,12 +21,12 @@ WARM_STARTS = ("greedy", "current", "none")
 def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool = False,
                 saturation_policy: str = "None", delayed_best_effort: bool = False, best_effort: bool | None = None,
                 max_replica_change: int | None = None, time_limit: float = 60.0, mip_gap: float = 1e-7,
-                threads: int = 1, seed: int = 0, warm_start: str = "greedy", speedups="all",
+                threads: int = 1, seed: int = 0, warm_start: str = "greedy", speedups="default",
                 **_ignored) -> Assignment:
     """Solve `table` exactly with `backend`; on failure return the greedy answer with a status saying so.
 
     Best effort (partial service) follows the saturation policy unless given: none under policy "None".
-    `speedups`: 'all', 'none' or names from ``models.lexicographic.SPEEDUPS`` (each exact).
+    `speedups`: 'default', 'all', 'none' or names from ``models.lexicographic.SPEEDUPS``.
     """
     speedups = parse_speedups(speedups)
     if warm_start not in WARM_STARTS:
@@ -36,6 +37,15 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
     form = build(table, MipOptions(heterogeneous=heterogeneous, best_effort=best_effort,
                                    max_replica_change=max_replica_change, dominance="dominance" in speedups))
     timings = {"build": time.perf_counter() - started}
+    if "slack" in speedups:  # before the greedy warm start: when capacity does not bind, no MIP is needed at all
+        separable = separable_optimum(form)
+        timings["stage all (capacity does not bind)"] = time.perf_counter() - started - timings["build"]
+        if separable is not None:
+            counts = form.counts(separable)
+            value = objective_value(table, counts)
+            return Assignment(counts=counts, status="optimal", objective=value, bound=value, gap=0.0,
+                              timings=timings)
+        del timings["stage all (capacity does not bind)"]
     fallback = greedy.solve(table, saturation_policy=saturation_policy if best_effort else "None",
                             delayed_best_effort=delayed_best_effort)
     start = None

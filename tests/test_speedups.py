@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferno_mip import solve
-from inferno_mip.models.allocation import MipOptions, build, dominated
-from inferno_mip.models.lexicographic import SPEEDUPS, parse_speedups
+from inferno_mip.models.allocation import MipOptions, build, dominated, presolve
+from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS, parse_speedups
 from inferno_mip.scenarios import generate
 from inferno_mip.tables import Settings, build_table
 
@@ -18,7 +18,7 @@ from test_mip import unserved_by_priority
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.2), classes=st.integers(1, 3),
-       best_effort=st.booleans(), speedups=st.sampled_from(["all", *SPEEDUPS]))
+       best_effort=st.booleans(), speedups=st.sampled_from(["default", *DEFAULT_SPEEDUPS]))
 def test_fast_path_matches_plain_staged_path(seed, tightness, classes, best_effort, speedups):
     system = generate(servers=10, accelerators=6, classes=classes, seed=seed, tightness=tightness)
     plain = solve(system, solver="highs", best_effort=best_effort, speedups="none")
@@ -133,3 +133,195 @@ def test_reduced_cost_fixing_keeps_every_optimum_feasible(seed, maximize):
     new_lb, new_ub = reduced_cost_fixing(lp, c, argbest[0], lb, ub, np.ones(n, dtype=bool), 1e-9)
     for v in argbest:
         assert np.all(v >= new_lb) and np.all(v <= new_ub)
+
+
+def _same_table(a, b) -> None:
+    assert a.rows == b.rows and a.types == b.types and a.binding == b.binding and a.perf == b.perf
+    for name in ("server", "acc", "type", "batch", "queue", "replicas", "cost", "value", "units",
+                 "unit_per_replica", "rate_star", "capacity"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+    assert np.array_equal(a.preset_metrics, b.preset_metrics, equal_nan=True)
+
+
+def _scaled_loads(system, factors, zero: int | None = None):
+    servers = []
+    for k, s in enumerate(system.servers):
+        rate = 0.0 if k == zero else s.load.arrival_rate * factors[k % len(factors)]
+        servers.append(s.model_copy(update={"load": s.load.model_copy(update={"arrival_rate": rate})}))
+    return system.replace(servers=tuple(servers))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), compat=st.booleans(), churn=st.booleans(),
+       factors=st.lists(st.floats(0.2, 3.0), min_size=1, max_size=4), zero=st.none() | st.integers(0, 11))
+def test_cached_sizing_builds_the_same_table(seed, compat, churn, factors, zero):
+    """A table built from cached sizing equals a fresh build, bit for bit, after load and allocation changes."""
+    from inferno_mip.tables import ChurnCosts, SizingCache
+
+    settings_ = Settings(compat=compat, churn=ChurnCosts(1.0, 0.5, 3.0, 0.25) if churn else None)
+    base = generate(servers=12, accelerators=6, classes=2, seed=seed, tightness=0.8)
+    cache = SizingCache()
+    _same_table(build_table(base, settings_), build_table(base, settings_, cache))
+    changed = _scaled_loads(base, factors, zero)
+    moved = changed.replace(servers=tuple(s.model_copy(update={"current": s.current.model_copy(
+        update={"accelerator": base.accelerators[k % len(base.accelerators)].name, "num_replicas": k % 3,
+                "cost": float(k)})}) for k, s in enumerate(changed.servers)))
+    for system in (changed, moved):
+        _same_table(build_table(system, settings_), build_table(system, settings_, cache))
+    assert cache.hits >= len(base.servers)  # the load changes were served from the cache
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 2.0),
+       factors=st.lists(st.floats(0.5, 2.0), min_size=1, max_size=3))
+def test_solver_update_answers_as_solve(seed, tightness, factors):
+    from inferno_mip import Solver
+
+    base = generate(servers=10, accelerators=5, classes=2, seed=seed, tightness=tightness)
+    solver = Solver(base, solver="highs", saturation_policy="PriorityRoundRobin")
+    for system in (base, _scaled_loads(base, factors), _scaled_loads(base, factors[::-1])):
+        incremental = solver.update(system)
+        fresh = solve(system, solver="highs", saturation_policy="PriorityRoundRobin", speedups="none")
+        assert incremental.status == fresh.status == "optimal"
+        assert unserved_by_priority(incremental) == unserved_by_priority(fresh)
+        assert incremental.objective == pytest.approx(fresh.objective, rel=1e-9, abs=1e-9)
+
+
+def test_solver_update_by_server_name():
+    from inferno_mip import Solver
+
+    base = generate(servers=6, accelerators=4, seed=1, tightness=1.0)
+    name = base.servers[0].name
+    solver = Solver(base, solver="highs")
+    load = base.servers[0].load.model_dump() | {"arrival_rate": 0.0}
+    solution = solver.update(loads={name: load})
+    assert solver.system.servers[0].load.arrival_rate == 0.0
+    assert solution.status == solve(solver.system, solver="highs").status
+    with pytest.raises(ValueError, match="loads: unknown server.*'nope'"):
+        solver.update(loads={"nope": load})
+    with pytest.raises(ValueError, match=r"loads\[.*\]\.arrival_rate: .*-1"):
+        solver.update(loads={name: load | {"arrival_rate": -1}})
+
+
+def test_separable_optimum_only_when_capacity_does_not_bind():
+    from inferno_mip.models.lexicographic import separable_optimum
+
+    roomy = build_table(generate(servers=20, accelerators=6, classes=2, seed=3, tightness=3.0), Settings())
+    tight = build_table(generate(servers=20, accelerators=6, classes=2, seed=3, tightness=0.4), Settings())
+    form = build(roomy, MipOptions())
+    x = separable_optimum(form)
+    assert x is not None
+    counts = form.counts(x)
+    for i in range(len(roomy.rows)):  # every server on its least-value candidate
+        mine = roomy.of_server(i)
+        if len(mine):
+            assert counts[mine].sum() == roomy.replicas[mine][counts[mine] > 0].sum()
+            assert roomy.value[mine][counts[mine] > 0][0] == roomy.value[mine].min()
+    assert separable_optimum(build(tight, MipOptions())) is None
+    empty = build_table(generate(servers=3, accelerators=2, seed=1).replace(servers=()), Settings())
+    assert not separable_optimum(build(empty, MipOptions())).any()  # nothing to serve: the empty plan
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 6), min_size=2, max_size=4), data=st.data())
+def test_weighted_counts_order_is_lexicographic(sizes, data):
+    """The merged count objective orders any two count vectors as the lexicographic order does."""
+    from inferno_mip.models.allocation import Stage
+    from inferno_mip.models.lexicographic import weighted_counts
+
+    n = sum(sizes)
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    stages = tuple(Stage(f"unserved priority {p}", (owner == p).astype(float), integral=True)
+                   for p in range(len(sizes)))
+    (merged, parts), *rest = weighted_counts(stages, np.ones(n))
+    assert parts == stages and not rest
+    vectors = data.draw(st.lists(st.lists(st.integers(0, 1), min_size=n, max_size=n), min_size=2, max_size=2))
+    a, b = (np.array(v, dtype=float) for v in vectors)
+    key = [tuple(float(s.c @ v) for s in stages) for v in (a, b)]
+    assert (merged.c @ a < merged.c @ b) == (key[0] < key[1])
+    assert (merged.c @ a == merged.c @ b) == (key[0] == key[1])
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.5))
+def test_fast_path_matches_plain_staged_path_multi_assign(seed, tightness):
+    system = generate(servers=6, accelerators=4, classes=2, seed=seed, tightness=tightness)
+    plain = solve(system, solver="highs", heterogeneous=True, best_effort=True, speedups="none")
+    fast = solve(system, solver="highs", heterogeneous=True, best_effort=True, speedups="all")
+    assert fast.status == plain.status == "optimal"
+    assert unserved_by_priority(fast) == unserved_by_priority(plain)
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-6, abs=1e-6)
+
+
+def _presolve_by_definition(table, options) -> np.ndarray:
+    """The presolve as a loop over each server's candidates: per accelerator the fewest replicas (multi-assign:
+    any), then the highest SLO rate, then the current batch size, then the least value, then table order."""
+    keep = []
+    for i, row in enumerate(table.rows):
+        current = row.server.current
+        best: dict[int, tuple] = {}
+        for c in table.of_server(i).tolist():
+            if (options.max_replica_change is not None and not options.heterogeneous and current.accelerator
+                    and abs(int(table.replicas[c]) - current.num_replicas) > options.max_replica_change):
+                continue
+            key = (0 if options.heterogeneous else -int(table.replicas[c]), float(table.rate_star[c]),
+                   int(table.batch[c]) == current.max_batch, -float(table.value[c]))
+            a = int(table.acc[c])
+            if a not in best or key > best[a][0]:
+                best[a] = (key, c)
+        keep.extend(c for _, c in best.values())
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), heterogeneous=st.booleans(), change=st.none() | st.integers(0, 3))
+def test_presolve_matches_its_definition(seed, heterogeneous, change):
+    base = generate(servers=6, accelerators=4, classes=2, seed=seed, tightness=0.8)
+    rng = np.random.default_rng(seed)
+    system = base.replace(servers=tuple(s.model_copy(update={"current": s.current.model_copy(update={
+        "accelerator": base.accelerators[int(rng.integers(len(base.accelerators)))].name,
+        "num_replicas": int(rng.integers(0, 4)), "max_batch": int(rng.choice([0, 8, 16, 64, 256]))})})
+        for s in base.servers))
+    table = build_table(system, Settings(batch_rule="all"))
+    options = MipOptions(heterogeneous=heterogeneous, max_replica_change=change)
+    assert np.array_equal(presolve(table, options), _presolve_by_definition(table, options))
+
+
+@pytest.mark.parametrize("name, total", [("inferno-small", 39743), ("inferno-legacy-small", 43819)])
+def test_solver_reproduces_compat_answers(name, total):
+    """A Solver kept across calls gives inferno's answers as solve() does, every time."""
+    from pathlib import Path
+
+    from inferno_mip import Solver
+
+    path = Path(__file__).resolve().parents[1] / "scenarios" / name
+    solver = Solver(path, compat=True)
+    first, second = solver.solve(), solver.update(solver.system)
+    fresh = solve(path, compat=True)
+    for solution in (first, second):
+        assert solution.total_cost == total
+        assert [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in solution.allocations] == \
+            [(a.name, a.accelerator, a.replicas, a.max_batch, a.itl, a.ttft) for a in fresh.allocations]
+
+
+def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
+    """Cycle 59 of ``benchmarks/fast.py cycles --servers 50``: with dominance and rc-fix, HiGHS 1.14 ended the value
+    stage at 25,520 ("optimal"), above the optimum 25,245; the default speed-ups leave rc-fix out."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from fast import perturbed
+
+    from inferno_mip.bench import FAMILIES
+
+    base = generate(servers=50, seed=0, **FAMILIES["balanced"])
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        system = perturbed(base, rng, 0.1)
+    plain = solve(system, solver="highs", speedups="none")
+    fast = solve(system, solver="highs")
+    assert fast.status == plain.status == "optimal"
+    assert unserved_by_priority(fast) == unserved_by_priority(plain) == {2: 2, 3: 1}
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-9) == 25245.0
