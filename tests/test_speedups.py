@@ -307,7 +307,9 @@ def test_solver_reproduces_compat_answers(name, total):
 
 def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     """Cycle 59 of ``benchmarks/fast.py cycles --servers 50``: with dominance and rc-fix, HiGHS 1.14 ended the value
-    stage at 25,520 ("optimal"), above the optimum 25,245; the default speed-ups leave rc-fix out."""
+    stage at "optimal" 25,520, above the optimum 25,245, under the perf model of that time (sizing has moved since,
+    and the instance with it: no cycle of the first 120 shows the fault today). The default speed-ups leave rc-fix
+    out, and give the plain path's answer here."""
     import sys
     from pathlib import Path
 
@@ -315,7 +317,9 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     from fast import perturbed
 
     from inferno_mip.bench import FAMILIES
+    from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS
 
+    assert set(DEFAULT_SPEEDUPS) == set(SPEEDUPS) - {"rc-fix"}
     base = generate(servers=50, seed=0, **FAMILIES["balanced"])
     rng = np.random.default_rng(0)
     for _ in range(60):
@@ -323,5 +327,6 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     plain = solve(system, solver="highs", speedups="none")
     fast = solve(system, solver="highs")
     assert fast.status == plain.status == "optimal"
-    assert unserved_by_priority(fast) == unserved_by_priority(plain) == {2: 2, 3: 1}
-    assert fast.objective == pytest.approx(plain.objective, rel=1e-9) == 25245.0
+    assert unserved_by_priority(fast) == unserved_by_priority(plain)
+    assert sum(unserved_by_priority(plain).values()) > 0  # capacity binds: every stage runs
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-9)
