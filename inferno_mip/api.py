@@ -29,7 +29,7 @@ def reject_unknown_options(options: Mapping) -> None:
 
 
 def solve(system: System | Mapping | str | Path, solver: str | None = None, *, params: Mapping | None = None,
-          **options) -> Solution:
+          sizing_cache: SizingCache | None = None, **options) -> Solution:
     """Allocate accelerators to every server of `system`; pure and deterministic.
 
     `system` is a :class:`System`, inferno's SystemData as a dict, or a scenario path.
@@ -42,9 +42,11 @@ def solve(system: System | Mapping | str | Path, solver: str | None = None, *, p
     ``max_replica_change``, ``pyomo_solver`` and ``speedups`` ('default', 'all', 'none', or names from
     ``inferno_mip.models.lexicographic.SPEEDUPS``; each exact). `params` maps (model, accelerator) to tuned perf parameters
     {alpha, beta, gamma} (e.g. from ``inferno_mip.tuner``); they replace the scenario's before sizing.
-    For repeated solves of one fleet (a controller's cycles) :class:`Solver` gives the same answers faster.
+    For repeated solves of one fleet (a controller's cycles) :class:`Solver` gives the same answers faster;
+    `sizing_cache` (a :class:`inferno_mip.tables.SizingCache`, not shared between threads) does the same for a
+    caller that keeps one across calls of its own.
     """
-    return _solve(system, solver, params, options)
+    return _solve(system, solver, params, options, sizing_cache)
 
 
 class Solver:

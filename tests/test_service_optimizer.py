@@ -197,7 +197,7 @@ def test_native_solve_and_client_equal_local_solve(stateless):
     local = inferno_mip.solve(system_data("inferno-small"), solver="greedy", compat=True)
     assert replace(remote, timings={}) == replace(local, timings={}) and remote.total_cost == 39743
     with OptimizerClient(stateless) as client:
-        for kwargs in ({}, {"perf_model": "iteration", "solver": "greedy"},
+        for kwargs in ({}, {"perf_model": "iteration", "solver": "greedy"}, {"speedups": "none"},
                        {"saturation_policy": "RoundRobin", "time_limit": 20, "params": {
                            ("llama_13b", "A100"): {"alpha": 10.0, "beta": 0.02, "gamma": 1e-4}}}):
             got = client.solve(ROOT / "scenarios" / "inferno-small", **kwargs)
@@ -206,6 +206,8 @@ def test_native_solve_and_client_equal_local_solve(stateless):
         assert [s["name"] for s in client.solvers()["solvers"]] == ["highs", "cpsat", "pyomo", "greedy", "unlimited"]
         with pytest.raises(ScenarioError, match="perf_model"):
             client.solve(ROOT / "scenarios" / "inferno-small", perf_model="v9")
+        with pytest.raises(ScenarioError, match="speedup"):
+            client.solve(ROOT / "scenarios" / "inferno-small", speedups="warp")
         with pytest.raises(TypeError, match="unknown option"):
             client.solve(ROOT / "scenarios" / "inferno-small", colour="blue")
     with pytest.raises(OptimizerServiceError):

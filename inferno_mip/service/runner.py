@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,14 +52,22 @@ class SolveJob:
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_WORKER = threading.local()  # per worker (process or thread): its sizing cache, kept across requests
+
+
 def run_job(job: SolveJob) -> Solution:
-    """Parse and solve in the worker (parsing there too keeps big bodies' CPU off the event loop)."""
+    """Parse and solve in the worker (parsing there too keeps big bodies' CPU off the event loop). Each worker
+    keeps the sizing of the servers it has seen: a controller's next request for the same fleet, with new
+    loads, re-sizes nothing (the answer is the same as without it)."""
     from ..api import solve
     from ..io import parse_system
+    from ..tables import SizingCache
 
+    if not hasattr(_WORKER, "cache"):
+        _WORKER.cache = SizingCache()
     try:
         system = parse_system(job.system_data, source="request")
-        return solve(system, solver=job.solver, params=job.params, **job.options)
+        return solve(system, solver=job.solver, params=job.params, sizing_cache=_WORKER.cache, **job.options)
     except (ValueError, TypeError) as exc:  # ScenarioError and TunerError are ValueErrors
         raise BadInput(str(exc)) from None
 

@@ -45,6 +45,8 @@ class SolveOptions(_Body):
     max_replica_change: int | None = Field(None, ge=0)
     churn: ChurnOptions | None = Field(None, description="churn costs: the optimum trades changes against cost")
     pyomo_solver: str | None = Field(None, min_length=1, max_length=64)
+    speedups: str | None = Field(None, max_length=256, description="exact speed-ups: 'default', 'all', 'none' or "
+                                 "comma-separated names (inferno_mip.models.lexicographic.SPEEDUPS)")
 
 
 class PerfParams(_Body):
