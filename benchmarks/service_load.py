@@ -46,12 +46,12 @@ def load(url: str, requests_of, clients: int) -> dict:
 
     def client(k: int):
         with httpx.Client(base_url=url, timeout=300) as c:
-            for method, path, body in requests_of(k):
+            for method, path, body, *label in requests_of(k):
                 start = time.perf_counter()
                 r = c.get(path, params=body) if method == "GET" else c.post(path, json=body)
                 elapsed = time.perf_counter() - start
                 with lock:
-                    latencies.setdefault(path, []).append(elapsed)
+                    latencies.setdefault(label[0] if label else path, []).append(elapsed)
                     if r.status_code >= 500 or (path == "/optimizeOne" and r.status_code != 200):
                         failures.append((path, r.status_code))
 
@@ -94,7 +94,8 @@ def optimizer_rows(args) -> list[str]:
     rows = []
     with launch("serve-optimizer", "--workers", str(args.workers)) as (url, group):
         for label, body in bodies.items():
-            httpx.post(url + "/optimizeOne", json=body, timeout=300)  # warm the worker
+            # warm every worker (imports, first HiGHS call, its sizing of this fleet): distinct bodies at once
+            load(url, lambda k: [("POST", "/optimizeOne", scaled(body, 50 + k))], 2 * max(1, args.workers))
             wall, cpu = in_process(body, args.repeat)
             for clients, n, distinct in ((1, args.requests, False), (CLIENTS, args.requests, False),
                                          (CLIENTS, args.requests, True)):
@@ -110,10 +111,15 @@ def optimizer_rows(args) -> list[str]:
     return rows
 
 
-def tuner_requests(k: int, n: int) -> list[tuple[str, str, object]]:
+INIT_OBS = 3  # the tuner's TUNER_INIT_OBS here: a pair's third /tune runs its initial fit
+
+
+def tuner_requests(k: int, n: int) -> list[tuple]:
+    """Client k's requests on pair (m, G<k>); the /tune that runs the pair's one initial fit is labelled apart."""
     reads = [("GET", "/getparams", {"model": "m", "accelerator": f"G{k}"}), ("GET", "/warmup", None),
              ("GET", "/calibration-status", None)]
-    return [("POST", "/tune", [spec(*LOADS[(i // 4) % len(LOADS)], acc=f"G{k}")]) if i % 4 == 0
+    return [("POST", "/tune", [spec(*LOADS[(i // 4) % len(LOADS)], acc=f"G{k}")],
+             "/tune (initial fit)" if i == 4 * (INIT_OBS - 1) else "/tune") if i % 4 == 0
             else reads[i % 3] for i in range(n)]
 
 
@@ -122,7 +128,7 @@ def tuner_rows(args, tree: Path = ROOT, workers: int | None = None) -> list[str]
     tuning processes (None: the tree's default)."""
     ready = "/healthz" if tree == ROOT else "/warmup"
     extra = () if workers is None else ("--workers", str(workers))
-    with launch("serve-tuner", *extra, env={"TUNER_INIT_OBS": "3"}, cwd=tree, ready=ready) as (url, group):
+    with launch("serve-tuner", *extra, env={"TUNER_INIT_OBS": str(INIT_OBS)}, cwd=tree, ready=ready) as (url, group):
         before = group_cpu_seconds(group)
         result = load(url, lambda k: tuner_requests(k, args.tuner_requests), CLIENTS)
         per_request = (group_cpu_seconds(group) - before) / result["requests"]
