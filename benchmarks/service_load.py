@@ -82,9 +82,9 @@ def scaled(body: dict, k: int) -> dict:
     clients' requests are equal (equal requests in flight share one solve)."""
     body = json.loads(json.dumps(body))
     for server in body["system"]["serverData"]["servers"]:
-        load = (server.get("currentAlloc") or {}).get("load")
-        if load and load.get("arrivalRate"):
-            load["arrivalRate"] *= 1 + k / 100
+        server_load = (server.get("currentAlloc") or {}).get("load")
+        if server_load and server_load.get("arrivalRate"):
+            server_load["arrivalRate"] *= 1 + k / 100
     return body
 
 

@@ -19,7 +19,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 from .arguments import (Parser, bounded_int, fraction, int_list, name_list, non_negative_float, non_negative_int,
                         one_line, one_of, positive_float, positive_int)
 from .errors import ScenarioError
-from .policies import SATURATION_POLICIES
+from .policies import BATCH_RULES, SATURATION_POLICIES
 from .solvers import BACKEND_MODULES
 
 EXIT_BAD_INPUT = 2
@@ -125,7 +125,7 @@ def _scenario_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="scenario folder (inferno's six files) or system-data file (JSON/YAML)")
     p.add_argument("--compat", action="store_true", help="reproduce inferno exactly (queue 10N, its perf models)")
     p.add_argument("--perf-model", help="perf model version: v01, v02, old3, old, new, iteration (default: by data generation)")
-    p.add_argument("--batch-rule", choices=("inferno", "optimal", "all"),
+    p.add_argument("--batch-rule", choices=BATCH_RULES,
                    help="max batch size: inferno's token-scaled rule (default), the optimal concurrency M*, or "
                         "all of these and the current batch as candidates for the solver")
     p.add_argument("--saturation-policy", choices=SATURATION_POLICIES, help="override the scenario's policy")

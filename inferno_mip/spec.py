@@ -178,6 +178,11 @@ class System(BaseModel):
     def models(self) -> frozenset[str]:
         return frozenset(p.model for p in self.perf)
 
+    def target(self, server: Server) -> ModelTarget | None:
+        """The SLO targets of `server`'s class for its model (None if either is not defined)."""
+        cls = self.class_by_name.get(server.class_name)
+        return cls.targets.get(server.model) if cls else None
+
     def replace(self, **fields) -> System:
         """A validated copy with some fields replaced (e.g. fresh server loads from a control loop)."""
         current = {name: getattr(self, name) for name in type(self).model_fields}

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from .policies import BATCH_RULES
 from .queueing import InfeasibleTarget, Metrics, QueueingError, make_perf_model
 from .queueing.concurrency import DEFAULT_EPSILON, throughput_curves
 from .queueing.limits import MAX_BATCH
@@ -29,7 +30,6 @@ CEIL_RTOL = 1e-9  # total/rateStar within this of an integer counts as that inte
 # G3 perfParms: the iteration-level model (queue-analysis v0.7's costs, what a continuous-batching server measures)
 DEFAULT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "iteration"}
 COMPAT_PERF_MODEL = {"G1": "v02", "G2": "v02", "G3": "old3"}  # what inferno's sample solutions were made with
-BATCH_RULES = ("inferno", "optimal", "all")
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ def _server_row(system: System, server: Server, settings: Settings) -> ServerRow
     """Per-server facts: priority, the rate to serve, the targets; `invalid` says why it cannot be sized."""
     problem = reference_problem(server, system)
     cls = system.class_by_name.get(server.class_name)
-    target = cls.targets.get(server.model) if cls else None
+    target = system.target(server)
     load = server.load
     zero_load = load.arrival_rate == 0 or load.avg_out_tokens == 0
     tps_rate = target.tps / load.avg_out_tokens if target and target.tps > 0 and load.avg_out_tokens > 0 else 0.0

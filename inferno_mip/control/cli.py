@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..policies import BATCH_RULES
+
 EXIT_BAD_INPUT = 2
 
 
@@ -34,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--churn", default=None,
                    help="on, off, or added=2,removed=4,accelerator=20,batch=5 (cost units per change)")
     p.add_argument("--solver", default=None, help="solver name (default highs; inferno mode greedy)")
-    p.add_argument("--batch-rule", choices=("inferno", "optimal", "all"), help="candidate max batch sizes")
+    p.add_argument("--batch-rule", choices=BATCH_RULES, help="candidate max batch sizes")
     p.add_argument("--optimizer-url", help="optimizer service to solve with instead of in-process solve()")
     p.add_argument("--time-limit", type=float, default=5.0, help="seconds per solve (default 5)")
     p.add_argument("--param-error", type=float, default=0.0,

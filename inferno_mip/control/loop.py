@@ -18,7 +18,7 @@ from ..tables import ChurnCosts
 from .decide import current_target, cycle_system, run_solve, unit_lookup
 from .forecast import make_forecaster
 from .protocols import (ActuationError, Actuator, CollectError, Collector, FleetObservation, ServerObservation,
-                        Target)
+                        Target, slo_by_server)
 from .record import cycle_record
 from .stabilise import HOLD, Decision, ServerInput, StabilityOptions, Stabiliser
 from .tune import ParameterGate, TuneError, Tuner, evidence_from, sizing_perf_model, slo_targets
@@ -358,11 +358,7 @@ class SloFeedback:
 
     def __init__(self, system: System, up: float = 1.15, down: float = 0.97, relax: float = 0.7, cap: float = 3.0):
         self.up, self.down, self.relax, self.cap = up, down, relax, cap
-        self.slo = {}
-        for s in system.servers:
-            cls = system.class_by_name.get(s.class_name)
-            t = cls.targets.get(s.model) if cls else None
-            self.slo[s.name] = (t.itl, t.ttft) if t else (0.0, 0.0)
+        self.slo = slo_by_server(system)
         self.factor: dict[str, float] = {}
         self.recommended: dict[str, int] = {}  # last recommendation per server (set by the loop)
         self.waiting: dict[str, float] = {}  # requests waiting at the last cycle, per server

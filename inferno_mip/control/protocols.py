@@ -87,3 +87,12 @@ class Actuator(Protocol):
         "unchanged", ...). Servers not named are left alone. Raise :class:`ActuationError` when nothing could be
         applied; a per-server failure is reported in the returned mapping and the others still applied."""
         ...
+
+
+def slo_by_server(system) -> dict[str, tuple[float, float]]:
+    """(ITL, TTFT) SLO in ms of every server of `system` by name; (0, 0) where its class sets no target."""
+    out = {}
+    for server in system.servers:
+        target = system.target(server)
+        out[server.name] = (target.itl, target.ttft) if target else (0.0, 0.0)
+    return out

@@ -33,8 +33,7 @@ def cycle_record(*, cycle, system: System, observation, hold_all, params, tune_n
     for name in sorted(inputs):
         s, inp, d = observation.servers[name], inputs[name], decisions.get(name)
         spec = by_name.get(name)
-        cls = system.class_by_name.get(spec.class_name) if spec else None
-        target = cls.targets.get(spec.model) if cls else None
+        target = system.target(spec) if spec else None
         final = d.target if d is not None and d.target is not None else (last_targets or {}).get(name, inp.current)
         cost = 0.0
         if final is not None and final.replicas > 0:

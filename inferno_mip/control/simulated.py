@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from ..sim import SimulationError
 from ..spec import System
-from .protocols import ActuationError, FleetObservation, ServerObservation, Target
+from .protocols import ActuationError, FleetObservation, ServerObservation, Target, slo_by_server
 
 _REPLICA_FIELDS = {"offered_rate": "arrival_rate", "completed_rate": "throughput", "itl_mean": "itl",
                    "ttft_mean": "ttft", "in_tokens_mean": "in_tokens", "out_tokens_mean": "out_tokens",
@@ -36,11 +36,7 @@ class SimCollector:
         self.fleet = fleet
         self.since = float(fleet.now)
         self.info = {s.name: (s.model, s.class_name) for s in system.servers}
-        self.slo = {}
-        for s in system.servers:
-            cls = system.class_by_name.get(s.class_name)
-            t = cls.targets.get(s.model) if cls else None
-            self.slo[s.name] = (t.itl, t.ttft) if t else (0.0, 0.0)
+        self.slo = slo_by_server(system)
         self.extra: dict[str, dict] = {}
 
     @property

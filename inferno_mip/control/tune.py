@@ -107,8 +107,7 @@ def slo_targets(system) -> dict[Key, tuple[float, float]]:
     """(itl, ttft) per (model, accelerator): the tightest SLO of the servers running the model."""
     out: dict[Key, tuple[float, float]] = {}
     for server in system.servers:
-        cls = system.class_by_name.get(server.class_name)
-        t = cls.targets.get(server.model) if cls else None
+        t = system.target(server)
         if t is None or not (t.itl > 0 and t.ttft > 0):
             continue
         for p in system.perf:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..policies import SATURATION_POLICIES
+from ..policies import BATCH_RULES, SATURATION_POLICIES
 from ..queueing.versions import PERF_MODELS
 from ..wire import SystemData
 
@@ -29,7 +29,7 @@ class SolveOptions(_Body):
 
     compat: bool | None = Field(None, description="reproduce inferno exactly (queue 10N, its perf models)")
     perf_model: Literal[PERF_MODELS] | None = None  # type: ignore[valid-type]  (every version solve() takes)
-    batch_rule: Literal["inferno", "optimal", "all"] | None = None
+    batch_rule: Literal[BATCH_RULES] | None = None  # type: ignore[valid-type]
     queue_ratio: int | None = Field(None, ge=1, le=1000)
     max_num_tokens: int | None = Field(None, ge=1)
     saturation_policy: Literal[SATURATION_POLICIES] | None = None  # type: ignore[valid-type]
