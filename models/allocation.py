@@ -43,6 +43,9 @@ class Stage:
     # Columns held at 0 in this stage because they cannot improve it and later stages decide them: partial
     # service of lower priorities. Dropping them is exact and makes the stage much smaller.
     zero_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # The count stage whose optimum of 0 forces this stage's optimum to 0 (single-assign best effort: partial
+    # service needs an unserved server of the level, Σ_c z_c <= u_i), so that it needs no solve then.
+    zero_with: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
         dominator = dominated(table, kept)
         b.ub_at(parts.full[dominator >= 0], 0.0)
     stages = _stages(table, len(b.lb), unserved, served_rows, *parts.rate, *parts.value, options.best_effort,
-                     parts.partial_cols, parts.partial_server)
+                     parts.partial_cols, parts.partial_server, not options.heterogeneous)
     return Formulation(
         A=b.matrix(), row_lb=np.array(b.row_lb), row_ub=np.array(b.row_ub), lb=np.array(b.lb), ub=np.array(b.ub),
         integer=np.array(b.integer, dtype=bool), stages=stages, candidates=kept, full_cols=parts.full,
@@ -368,7 +371,7 @@ def _replica_change_rows(b, table, served_rows, local, full, limit) -> None:
 
 
 def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, value_cols, value_coef,
-            best_effort, partial_cols, partial_server) -> tuple[Stage, ...]:
+            best_effort, partial_cols, partial_server, partial_needs_unserved) -> tuple[Stage, ...]:
     """Unserved servers per level, best-effort rate per level, value; see ``Stage.zero_cols``."""
     stages = []
     priority = np.array([r.priority for r in table.rows])
@@ -387,7 +390,8 @@ def _stages(table, n, unserved, served_rows, rate_cols, rate_coef, rate_server, 
             c = np.zeros(n)
             np.add.at(c, rate_cols[sel], rate_coef[sel])
             lower = partial_cols[priority[partial_server] > p]
-            stages.append(Stage(f"best-effort rate priority {p}", c, maximize=True, zero_cols=lower))
+            stages.append(Stage(f"best-effort rate priority {p}", c, maximize=True, zero_cols=lower,
+                                zero_with=f"unserved priority {p}" if partial_needs_unserved else ""))
     c = np.zeros(n)
     np.add.at(c, value_cols, value_coef)
     stages.append(Stage("value", c))

@@ -20,9 +20,10 @@ from .relaxation import lp_optimum, reduced_cost_fixing
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
 # Speed-ups of the staged solve, each exact (same statuses, unserved counts and value) and switchable:
-#   skip       a stage whose start is provably optimal is not solved: a count of 0, or a start that meets the
-#              stage's LP bound (rounded up for the integral count stages; a best-effort level that the LP
-#              proves to be 0 is the common case)
+#   skip       a stage whose start is provably optimal is not solved: a count of 0, a best-effort level whose
+#              every server is served (``Stage.zero_with``: no LP needed), or a start that meets the stage's LP
+#              bound (rounded up for the integral count stages; a best-effort level that the LP proves to be 0
+#              is the common case)
 #   abs-gap    integral count stages stop at an absolute gap below 1 (the next better count is an integer)
 #   dominance  full service by a candidate with no fewer units and no less value than another of the same
 #              server and accelerator type is dropped (models.allocation.dominated)
@@ -125,6 +126,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
+    fixed_at: dict[str, float] = {}  # objective each solved stage is held at
     if aggregation is not None:
         x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
         log.extend(agg_log)
@@ -150,14 +152,16 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
         lp = None
-        if start is not None and not stage.integral and (
+        forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
+                       and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
+        if start is not None and not stage.integral and not forced_zero and (
                 {"skip", "rc-fix"} & options.speedups):
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
         aggregated = all(part.name in solved_counts for part in parts)
-        if aggregated or ("skip" in options.speedups and start is not None
-                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
+        if aggregated or forced_zero or ("skip" in options.speedups and start is not None
+                                         and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
-            proven = lp.objective if lp is not None else None
+            proven = 0.0 if forced_zero else lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
@@ -203,7 +207,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 ub = ub.copy()
                 ub[idle] = 0.0
         for part in parts:
-            row, row_lb, row_ub = _keep_optimal(part, float(part.c @ x))
+            fixed_at[part.name] = float(part.c @ x)
+            row, row_lb, row_ub = _keep_optimal(part, fixed_at[part.name])
             extra_rows.append(row)
             extra_lb.append(row_lb)
             extra_ub.append(row_ub)
