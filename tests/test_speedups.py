@@ -46,6 +46,36 @@ def test_stage_skipping_skips_stages_it_can_prove():
         assert float(stage.c @ fast.x) == pytest.approx(float(stage.c @ plain.x), rel=1e-7, abs=1e-6)
 
 
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.5, 1.0))
+def test_best_effort_of_a_fully_served_level_needs_no_lp(seed, tightness):
+    """A best-effort level whose count stage is held at 0 is skipped without an LP, at the plain path's optimum."""
+    import inferno_mip.models.lexicographic as lex
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(generate(servers=20, accelerators=6, classes=3, seed=seed, tightness=tightness), Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
+    plain = lex.solve_lexicographic(form, highs.solve_stage, lex.SolveOptions(60, speedups=frozenset()), start)
+    relaxed = []
+    real = lex.lp_optimum
+    lex.lp_optimum = lambda *args: relaxed.append(args[5]) or real(*args)
+    try:
+        fast = lex.solve_lexicographic(form, highs.solve_stage, lex.SolveOptions(60, speedups=frozenset({"skip"})),
+                                       start)
+    finally:
+        lex.lp_optimum = real
+    assert fast.status == plain.status == "optimal"
+    for stage in form.stages:  # every stage's optimum is the same
+        assert float(stage.c @ fast.x) == pytest.approx(float(stage.c @ plain.x), rel=1e-7, abs=1e-6)
+    by_name = {s.name: s for s in form.stages}
+    for stage in form.stages:
+        if stage.zero_with and float(by_name[stage.zero_with].c @ plain.x) == 0:
+            assert dict((n, st) for n, st, _, _ in fast.stages).get(stage.name) == "skipped"
+            assert not any(np.array_equal(c, stage.c) for c in relaxed)
+            assert float(stage.c @ fast.x) == 0.0
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_dominated_candidates_have_a_dominator_of_the_same_type(seed):
     table = build_table(generate(servers=40, accelerators=12, classes=2, seed=seed, tightness=0.7), Settings())
