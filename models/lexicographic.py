@@ -154,11 +154,17 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         lp = None
         forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
                        and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
+        improved = None
+        if "skip" in options.speedups and start is not None and stage.maximize and not forced_zero:
+            improved = partial_fill(form, problem, start)  # a better start: no LP can prove this one optimal
+            if improved is not None:
+                start = improved
+                problem = replace(problem, warm_start=start)
         if start is not None and not stage.integral and not forced_zero and (
-                {"skip", "rc-fix"} & options.speedups):
+                "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
         aggregated = all(part.name in solved_counts for part in parts)
-        if aggregated or forced_zero or ("skip" in options.speedups and start is not None
+        if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
                                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
             x = start
             proven = 0.0 if forced_zero else lp.objective if lp is not None else None
@@ -216,6 +222,44 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         return LexResult(None, "failed", None, None, None, tuple(log))
     bound = last.bound if last is not None and log and log[-1][0] == "value" else None
     return _result(form, x, status, bound, tuple(log), "; ".join(notes))
+
+
+def partial_fill(form: Formulation, problem: MipProblem, start: np.ndarray) -> np.ndarray | None:
+    """The start with partial service of the servers it leaves unserved added greedily, one replica at a time,
+    wherever every row still holds (best rate first); None when not one replica fits (single-assign only).
+
+    A start that one more replica improves is not optimal, so its LP test would fail: callers skip that test.
+    """
+    z_cols = form.info.get("z_cols")
+    if z_cols is None or form.heterogeneous:
+        return None
+    has = (form.partial_cols >= 0) & (problem.c[np.maximum(form.partial_cols, 0)] > 0)
+    y_cols, z_of = form.partial_cols[has], z_cols[has]
+    open_ = problem.ub[y_cols] > problem.lb[y_cols]
+    y_cols, z_of = y_cols[open_], z_of[open_]
+    if not len(y_cols):
+        return None
+    A = problem.A.tocsc()
+    x = start.copy()
+    ax = problem.A @ x
+    tol = 1e-9
+    improved = False
+    for k in np.argsort(-problem.c[y_cols], kind="stable"):
+        y, z = int(y_cols[k]), int(z_of[k])
+        while x[y] + 1 <= problem.ub[y] + tol:
+            trial = {y: 1.0} if x[z] >= 1 else {y: 1.0, z: 1.0}
+            if any(x[j] + d > problem.ub[j] + tol for j, d in trial.items()):
+                break
+            delta = np.zeros_like(ax)
+            for j, d in trial.items():
+                delta[A.indices[A.indptr[j]:A.indptr[j + 1]]] += d * A.data[A.indptr[j]:A.indptr[j + 1]]
+            new = ax + delta
+            if np.any(new > problem.row_ub + tol) or np.any(new < problem.row_lb - tol):
+                break
+            for j, d in trial.items():
+                x[j] += d
+            ax, improved = new, True
+    return x if improved else None
 
 
 def idle_columns(stage: Stage, x: np.ndarray, bound: float, integer: np.ndarray) -> np.ndarray:

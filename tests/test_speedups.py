@@ -76,6 +76,36 @@ def test_best_effort_of_a_fully_served_level_needs_no_lp(seed, tightness):
             assert float(stage.c @ fast.x) == 0.0
 
 
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.5, 1.0))
+def test_partial_fill_starts_are_feasible_and_no_better_than_the_optimum(seed, tightness):
+    """Best-effort stages start from the partial fill: a feasible point, at most the stage's optimum."""
+    import inferno_mip.models.lexicographic as lex
+    from inferno_mip.solvers import highs
+
+    table = build_table(generate(servers=20, accelerators=6, classes=3, seed=seed, tightness=tightness), Settings())
+    form = build(table, MipOptions())
+    seen = []
+
+    def backend(problem, options):
+        result = highs.solve_stage(problem, options)
+        seen.append((problem, result))
+        return result
+
+    fast = lex.solve_lexicographic(form, backend, lex.SolveOptions(60, speedups=frozenset({"skip"})))
+    plain = lex.solve_lexicographic(form, highs.solve_stage, lex.SolveOptions(60, speedups=frozenset()))
+    assert fast.status == plain.status == "optimal"
+    for stage in form.stages:
+        assert float(stage.c @ fast.x) == pytest.approx(float(stage.c @ plain.x), rel=1e-7, abs=1e-6)
+    for problem, result in seen:
+        if problem.maximize and problem.warm_start is not None:
+            x = problem.warm_start
+            ax = problem.A @ x
+            assert np.all(ax <= problem.row_ub + 1e-6) and np.all(ax >= problem.row_lb - 1e-6)
+            assert np.all(x <= problem.ub + 1e-9) and np.all(x >= problem.lb - 1e-9)
+            assert float(problem.c @ x) <= result.objective + 1e-9
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_dominated_candidates_have_a_dominator_of_the_same_type(seed):
     table = build_table(generate(servers=40, accelerators=12, classes=2, seed=seed, tightness=0.7), Settings())
