@@ -5,6 +5,7 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental   # controller cycles, warm, p50 / p99
     python benchmarks/fast.py cycles --servers 200 --cycles 20 --incremental
     python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental --tightness 2   # capacity not binding
+    python benchmarks/fast.py stages --servers 50 --cycles 20           # where a binding cycle's CPU goes
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
@@ -91,6 +92,51 @@ def cycles(args) -> None:
     _same_answers(outcome)
 
 
+def stages(args) -> None:
+    """Where a warm controller cycle's CPU goes, stage by stage (Solver.update, the chosen speed-ups).
+
+    The staged solve's clock is pointed at this process's CPU time for the run, so each stage's entry in a
+    solution's timings is its CPU time (its time limits then count CPU seconds too).
+    """
+    import types
+
+    import inferno_mip.models.lexicographic as lexicographic
+    import inferno_mip.solvers.exact as exact
+
+    family = FAMILIES[args.family] | ({"tightness": args.tightness} if args.tightness is not None else {})
+    base = generate(servers=args.servers, seed=args.seed, **family)
+    rng = np.random.default_rng(args.seed)
+    loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
+    cpu_clock = types.SimpleNamespace(perf_counter=time.process_time)
+    saved = lexicographic.time, exact.time
+    lexicographic.time = exact.time = cpu_clock
+    try:
+        solver = Solver(loads[0], solver="highs", time_limit=args.time_limit, speedups=args.speedups)
+        solver.solve()
+        per_stage: dict[str, list[float]] = {}
+        totals = []
+        for system in loads[1:]:
+            seconds, solution = cpu(lambda: solver.update(system))
+            totals.append(seconds)
+            for name, value in solution.timings.items():
+                if name.startswith("stage ") or name == "build":
+                    per_stage.setdefault(name.removeprefix("stage "), []).append(value)
+    finally:
+        lexicographic.time, exact.time = saved
+    print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
+          f"cycles, speedups={args.speedups}, Solver.update; CPU ms per cycle\n")
+    print("| stage | cycles run | median ms (when run) | mean ms per cycle | share of the cycle |")
+    print("|---|---:|---:|---:|---:|")
+    total_mean = statistics.fmean(totals)
+    for name, values in per_stage.items():
+        mean = sum(values) / len(totals)
+        print(f"| {name} | {len(values)} | {1e3 * statistics.median(values):.1f} | {1e3 * mean:.1f} | "
+              f"{mean / total_mean:.0%} |")
+    rest = total_mean - sum(sum(v) for v in per_stage.values()) / len(totals)
+    print(f"| sizing, warm start, metrics, rest | {len(totals)} | - | {1e3 * rest:.1f} | {rest / total_mean:.0%} |")
+    print(f"| whole cycle | {len(totals)} | {1e3 * statistics.median(totals):.1f} | {1e3 * total_mean:.1f} | 100% |")
+
+
 def fleet(args) -> None:
     import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
 
@@ -169,23 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     tab.add_argument("--servers", type=int, default=1000)
     tab.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
     tab.add_argument("--seed", type=int, default=0)
-    for name, fn in (("cycles", cycles), ("fleet", fleet)):
+    for name, fn in (("cycles", cycles), ("stages", stages), ("fleet", fleet)):
         p = sub.add_parser(name)
         p.set_defaults(run=fn)
-        p.add_argument("--servers", type=int, default=50 if name == "cycles" else 1000)
+        p.add_argument("--servers", type=int, default=1000 if name == "fleet" else 50)
         p.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
         p.add_argument("--speedups", default="default")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
-        p.add_argument("--time-limit", type=float, default=60.0 if name == "cycles" else 120.0)
-    cyc = sub.choices["cycles"]
-    cyc.add_argument("--cycles", type=int, default=200)
-    cyc.add_argument("--seed", type=int, default=0)
-    cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
-    cyc.add_argument("--tightness", type=float, help="capacity relative to demand, instead of the family's "
-                     "(2.0: capacity does not bind)")
-    cyc.add_argument("--incremental", action="store_true",
-                     help="also run each variant through one Solver object kept across cycles")
+        p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
+    for name in ("cycles", "stages"):
+        cyc = sub.choices[name]
+        cyc.add_argument("--cycles", type=int, default=200 if name == "cycles" else 20)
+        cyc.add_argument("--seed", type=int, default=0)
+        cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
+        cyc.add_argument("--tightness", type=float, help="capacity relative to demand, instead of the family's "
+                         "(2.0: capacity does not bind)")
+    sub.choices["cycles"].add_argument("--incremental", action="store_true",
+                                       help="also run each variant through one Solver object kept across cycles")
     fl = sub.choices["fleet"]
     fl.add_argument("--seeds", default="0,1,2")
     fl.add_argument("--gap", type=float, default=1e-4)
