@@ -145,6 +145,8 @@ def presolve(table: CandidateTable, options: MipOptions) -> np.ndarray:
     order = np.lexsort((np.arange(n), table.value, -(table.batch == batch_now).astype(np.float64),
                         -table.rate_star, -fewest, table.acc, table.server, ~keep))
     order = order[:int(keep.sum())]
+    if not len(order):  # a max replica change can rule out every candidate
+        return np.zeros(0, dtype=np.int64)
     srv, acc = table.server[order], table.acc[order]
     first = np.r_[True, (srv[1:] != srv[:-1]) | (acc[1:] != acc[:-1])]
     return np.sort(order[first]).astype(np.int64)

@@ -348,6 +348,15 @@ def test_presolve_matches_its_definition(seed, heterogeneous, change):
     assert np.array_equal(presolve(table, options), _presolve_by_definition(table, options))
 
 
+def test_presolve_when_the_replica_limit_rules_out_every_candidate():
+    base = generate(servers=1, accelerators=4, classes=1, seed=3, tightness=0.8)
+    system = base.replace(servers=tuple(s.model_copy(update={"current": s.current.model_copy(update={
+        "accelerator": base.accelerators[0].name, "num_replicas": 10_000})}) for s in base.servers))
+    table = build_table(system, Settings())
+    options = MipOptions(max_replica_change=0)
+    assert len(table) and len(presolve(table, options)) == 0 == len(_presolve_by_definition(table, options))
+
+
 @pytest.mark.parametrize("name, total", [("inferno-small", 39743), ("inferno-legacy-small", 43819)])
 def test_solver_reproduces_compat_answers(name, total):
     """A Solver kept across calls gives inferno's answers as solve() does, every time."""
