@@ -241,7 +241,7 @@ def partial_fill(form: Formulation, problem: MipProblem, start: np.ndarray) -> n
         return None
     A = problem.A.tocsc()
     x = start.copy()
-    ax = problem.A @ x
+    ax = np.asarray(problem.A @ x, dtype=np.float64)
     tol = 1e-9
     improved = False
     for k in np.argsort(-problem.c[y_cols], kind="stable"):
@@ -250,15 +250,15 @@ def partial_fill(form: Formulation, problem: MipProblem, start: np.ndarray) -> n
             trial = {y: 1.0} if x[z] >= 1 else {y: 1.0, z: 1.0}
             if any(x[j] + d > problem.ub[j] + tol for j, d in trial.items()):
                 break
-            delta = np.zeros_like(ax)
-            for j, d in trial.items():
-                delta[A.indices[A.indptr[j]:A.indptr[j + 1]]] += d * A.data[A.indptr[j]:A.indptr[j + 1]]
-            new = ax + delta
-            if np.any(new > problem.row_ub + tol) or np.any(new < problem.row_lb - tol):
+            rows = np.concatenate([A.indices[A.indptr[j]:A.indptr[j + 1]] for j in trial])
+            change = np.concatenate([d * A.data[A.indptr[j]:A.indptr[j + 1]] for j, d in trial.items()])
+            touched, where = np.unique(rows, return_inverse=True)  # only the rows these columns touch
+            new = ax[touched] + np.bincount(where, weights=change, minlength=len(touched))
+            if np.any(new > problem.row_ub[touched] + tol) or np.any(new < problem.row_lb[touched] - tol):
                 break
             for j, d in trial.items():
                 x[j] += d
-            ax, improved = new, True
+            ax[touched], improved = new, True
     return x if improved else None
 
 
