@@ -243,6 +243,10 @@ def partial_fill(form: Formulation, problem: MipProblem, start: np.ndarray) -> n
     x = start.copy()
     ax = np.asarray(problem.A @ x, dtype=np.float64)
     tol = 1e-9
+    # Only columns whose first replica fits now can take one later: adding partial service only fills rows
+    # (capacity, Σ z <= u) or loosens rows already met (best-effort levels held at their optimum).
+    fits = _first_replica_fits(A, ax, problem, x, y_cols, z_of, tol)
+    y_cols, z_of = y_cols[fits], z_of[fits]
     improved = False
     for k in np.argsort(-problem.c[y_cols], kind="stable"):
         y, z = int(y_cols[k]), int(z_of[k])
@@ -260,6 +264,28 @@ def partial_fill(form: Formulation, problem: MipProblem, start: np.ndarray) -> n
                 x[j] += d
             ax[touched], improved = new, True
     return x if improved else None
+
+
+def _first_replica_fits(A: sp.csc_matrix, ax: np.ndarray, problem: MipProblem, x: np.ndarray, y_cols: np.ndarray,
+                        z_of: np.ndarray, tol: float) -> np.ndarray:
+    """Per partial-service column, whether one more replica (and its z, if 0) keeps every row it touches."""
+    n = len(y_cols)
+    with_z = x[z_of] < 1
+    within = (x[y_cols] + 1 <= problem.ub[y_cols] + tol) & (~with_z | (x[z_of] + 1 <= problem.ub[z_of] + tol))
+    cols = np.r_[y_cols, z_of[with_z]]
+    owner = np.r_[np.arange(n), np.flatnonzero(with_z)]
+    sub = A[:, cols].tocoo()
+    entry_owner = owner[sub.col]
+    # row totals after the trial, per (owner, row): sum the entries of y and z that share a row
+    key = entry_owner * A.shape[0] + sub.row
+    keys, where = np.unique(key, return_inverse=True)
+    change = np.bincount(where, weights=sub.data, minlength=len(keys))
+    rows = keys % A.shape[0]
+    new = ax[rows] + change
+    bad = (new > problem.row_ub[rows] + tol) | (new < problem.row_lb[rows] - tol)
+    ok = within.copy()
+    ok[np.unique(keys[bad] // A.shape[0])] = False
+    return ok
 
 
 def idle_columns(stage: Stage, x: np.ndarray, bound: float, integer: np.ndarray) -> np.ndarray:
