@@ -210,3 +210,26 @@ def test_closed_form_prefill_equals_the_table_sums(batch, queue):
         pm.service.affine = True
     for name in ("ttft", "itl", "prefill_time", "wait_time"):
         np.testing.assert_allclose(getattr(closed, name), getattr(tables, name), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.5, 50), st.floats(1e-3, 0.2), st.floats(0, 2e-3), st.floats(0, 8192), st.floats(1.5, 4),
+       st.integers(2, 4), st.integers(0, 60), st.floats(0, 1.5))
+def test_itl_rises_with_the_rate_at_few_output_tokens(alpha, beta, gamma, n, m, batch, queue, out_cv):
+    """Few decode iterations and a small batch, up to past saturation, where the prefill's share of the service
+    time is largest: ITL must not fall as the rate rises (it did by up to 1 % with a time-averaged prefill)."""
+    pm = make_perf_model("iteration", dict(alpha=alpha, beta=beta, gamma=gamma), in_tokens=n, out_tokens=m,
+                         max_batch=batch, max_queue=queue, max_num_tokens=NO_BUDGET, out_tokens_cv=out_cv)
+    itl = pm.analyze(np.geomspace(pm.rate_range[0], 1.5 * pm.max_rate, 200)).itl
+    assert np.all(np.diff(itl) >= -1e-9 * itl[1:])
+
+
+@pytest.mark.parametrize("m", [2.0, 3.0, 257.0])
+def test_itl_of_a_lone_request_is_one_decode_iteration(m):
+    """At vanishing load a request decodes alone: ITL = alpha + its mean decode work per iteration."""
+    n = 300.0
+    pm = make_perf_model("iteration", BASE, in_tokens=n, out_tokens=m, max_batch=8, max_queue=16,
+                         max_num_tokens=NO_BUDGET)
+    d = m - 1.0
+    decode = BASE["beta"] * d + BASE["gamma"] * (n * d + d * m / 2.0)  # token j reads n + j context tokens
+    assert pm.analyze(pm.rate_range[0]).itl == pytest.approx(BASE["alpha"] + decode / d, rel=2e-3)
