@@ -212,7 +212,7 @@ def test_closed_form_prefill_equals_the_table_sums(batch, queue):
         np.testing.assert_allclose(getattr(closed, name), getattr(tables, name), rtol=1e-9, atol=1e-12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)  # 3,000 examples pass too (a few minutes)
 @given(st.floats(0.5, 50), st.floats(1e-3, 0.2), st.floats(0, 2e-3), st.floats(0, 8192), st.floats(1.5, 4),
        st.integers(2, 4), st.integers(0, 60), st.floats(0, 1.5))
 def test_itl_rises_with_the_rate_at_few_output_tokens(alpha, beta, gamma, n, m, batch, queue, out_cv):
