@@ -489,7 +489,8 @@ def run_real() -> tuple[list[str], list[dict]]:
                                                   f"{100 * hi[j]:+.2f})" for j in range(len(REAL_METRICS))) + " |")
     lines += table + ["", "iteration minus new, points of mean absolute error (bootstrap 95 % interval over the "
                       "held-out rows):", "", *diffs, "",
-                      "Fitted parameters (fit / predict rows; lag in ms per request in service):", "", "| split | group | model | rows | alpha | beta | gamma | lag |",
+                      "Fitted parameters (fit / predict rows; lag in ms per request in service):", "",
+                      "| split | group | model | rows | alpha | beta | gamma | lag |",
                       "|---|---|---|---|---:|---:|---:|---:|", *fits]
     return lines, details
 
