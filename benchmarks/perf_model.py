@@ -127,9 +127,11 @@ VARIANTS = {"default": ORIGINAL_FACTOR,
 
 
 def score(row: dict, s: dict) -> dict:
-    """Model predictions at a simulated point (row: set, batch, lengths, rate)."""
+    """Model predictions at a simulated point (row: set, batch, lengths, rate), with the set's parameters and the
+    iteration model's output-length CV (so the stored grid can be scored without the reference files)."""
     batch, geometric, rate = int(row["batch"]), row["lengths"] == "geometric", float(row["rate"])
     cv = math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0
+    row.update({f"set_{k}": s[k] for k in ("alpha", "beta", "gamma", "n", "m")}, out_cv=cv)
     for kind in MODELS:
         try:
             m = perf_model(kind, s, batch, cv).analyze(rate)

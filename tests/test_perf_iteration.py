@@ -6,7 +6,9 @@ model is held to 10 % on TTFT, 5 % on ITL and 3 % on throughput there (the bench
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -233,3 +235,31 @@ def test_itl_of_a_lone_request_is_one_decode_iteration(m):
     d = m - 1.0
     decode = BASE["beta"] * d + BASE["gamma"] * (n * d + d * m / 2.0)  # token j reads n + j context tokens
     assert pm.analyze(pm.rate_range[0]).itl == pytest.approx(BASE["alpha"] + decode / d, rel=2e-3)
+
+
+GRID = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf-model" / "perf-model-grid.csv"
+
+
+def test_stored_simulator_grid_is_matched():
+    """The model against the stored simulator grid of benchmarks/perf_model.py (396 points, seeds added where the
+    mean was unresolved; no simulation here). Floors a little under the values RESULTS.md reports (TTFT within
+    10 % at 97 % of the resolved points, ITL at 99 % of all, throughput at all), so a model change that loses
+    accuracy against the simulator fails here."""
+    with GRID.open() as f:
+        rows = list(csv.DictReader(f))
+    ttft_ok, resolved, itl_ok, thr_ok = [], [], [], []
+    for r in rows:
+        v = {k: float(x) for k, x in r.items() if k not in ("set", "lengths")}
+        pm = make_perf_model("iteration", {k: v[f"set_{k}"] for k in ("alpha", "beta", "gamma")},
+                             in_tokens=v["set_n"], out_tokens=v["set_m"], max_batch=int(v["batch"]),
+                             max_queue=128, max_num_tokens=NO_BUDGET, out_tokens_cv=v["out_cv"])
+        m = pm.analyze(v["rate"])
+        ttft_ok.append(abs(m.ttft / v["sim_ttft"] - 1) <= 0.10)
+        resolved.append(2.0 * v["sim_ttft_se"] <= 0.05 * v["sim_ttft"])
+        itl_ok.append(abs(m.itl / v["sim_itl"] - 1) <= 0.10)
+        thr_ok.append(abs(m.throughput / v["sim_thr"] - 1) <= 0.10)
+    ttft_ok, resolved = np.array(ttft_ok), np.array(resolved)
+    assert len(rows) == 396 and resolved.sum() >= 300
+    assert ttft_ok[resolved].mean() >= 0.95
+    assert ttft_ok.mean() >= 0.78  # all points, unresolved ones too (80 % measured)
+    assert np.mean(itl_ok) >= 0.97 and all(thr_ok)
