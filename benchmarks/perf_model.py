@@ -15,10 +15,15 @@ and perf-model-vs-sim.png under --out.
    parameters mapped from alpha/beta/gamma (ITL(x) = alpha + x W/(1+m), Pf(x) = alpha + (beta+gamma) n + x W/(1+m)).
    Variants of the iteration model's queueing-delay correction are scored on the same runs. A point is resolved
    when two standard errors of the simulator's mean are at most 5 % of it.
+   --refine adds seeds (blocks of 4, the same run length) at a stored grid's unresolved points until they are
+   resolved or used --cpu-cap CPU seconds, in --shard parts (parallel processes); --merge puts the refined rows
+   back into the grid (then --rescore it). Refine one grid in shards of one call: different calls reuse seed
+   numbers, so a merge keeps the refinement with more seeds and does not pool them.
 2. Real data (../shared/reference/data/vllm-runs/observations.csv): per (run, server), alpha/beta/gamma fitted
    on the odd cycles (least squares on log TTFT and log ITL, as the tuner's objective) and used to predict the
-   even cycles' ITL, TTFT, throughput and occupancy; run16 deployment rows with one observation and run18's pod
-   rows (per-replica rates).
+   even cycles' ITL, TTFT, throughput and occupancy, then the other way round; run16 deployment rows with one
+   observation and run18's pod rows (per-replica rates). A variant with a fourth, TTFT-only parameter is
+   fitted alongside (REAL_MODELS).
 """
 
 from __future__ import annotations
@@ -122,9 +127,11 @@ VARIANTS = {"default": ORIGINAL_FACTOR,
 
 
 def score(row: dict, s: dict) -> dict:
-    """Model predictions at a simulated point (row: set, batch, lengths, rate)."""
+    """Model predictions at a simulated point (row: set, batch, lengths, rate), with the set's parameters and the
+    iteration model's output-length CV (so the stored grid can be scored without the reference files)."""
     batch, geometric, rate = int(row["batch"]), row["lengths"] == "geometric", float(row["rate"])
     cv = math.sqrt(1.0 - 1.0 / s["m"]) if geometric else 0.0
+    row.update({f"set_{k}": s[k] for k in ("alpha", "beta", "gamma", "n", "m")}, out_cv=cv)
     for kind in MODELS:
         try:
             m = perf_model(kind, s, batch, cv).analyze(rate)
@@ -156,7 +163,101 @@ def simulate_point(s: dict, batch: int, geometric: bool, rate: float, completion
         v = np.array([r[k] for r in runs])
         out[f"sim_{k}"] = float(v.mean())
         out[f"sim_{k}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    out["sim_seeds"] = len(runs)
     return out
+
+
+def _sums(row: dict, k: str) -> tuple[int, float, float]:
+    """(count, sum, sum of squares) of the per-seed values behind a stored mean and standard error."""
+    n = int(float(row.get("sim_seeds") or 4))
+    mean, se = float(row[f"sim_{k}"]), float(row[f"sim_{k}_se"])
+    var = se * se * n if n > 1 else 0.0
+    return n, n * mean, (n - 1) * var + n * mean * mean
+
+
+def refine_point(row: dict, s: dict, target: float, cpu_cap: float, step: int = 4, min_seeds: int = 0) -> dict:
+    """More seeds at one stored point until two standard errors of the mean TTFT are at most `target` of it or
+    the point has used cpu_cap seconds of CPU; seeds in blocks of `step` (stopping is checked per block, which
+    limits the bias of stopping when the sample happens to look tight). The same run length per seed, so
+    the pooled mean and standard error are those of all seeds."""
+    batch, geometric = int(row["batch"]), row["lengths"] == "geometric"
+    rate, load = float(row["rate"]), float(row["load"])
+    completions = 6000 if load <= 0.5 else 20000
+    acc = {k: list(_sums(row, k)) for k in SIM_METRICS}
+    seed, t0 = 2 + acc["ttft"][0], time.process_time()
+
+    def stats(k):
+        n, s1, s2 = acc[k]
+        mean = s1 / n
+        return mean, math.sqrt(max(s2 - n * mean * mean, 0.0) / (n - 1) / n)
+
+    while True:
+        mean, se = stats("ttft")
+        enough = acc["ttft"][0] >= min_seeds and 2.0 * se <= target * mean
+        if enough or time.process_time() - t0 >= cpu_cap:
+            break
+        for _ in range(step):
+            res = simulate(s, batch, geometric, rate, completions, seed)
+            seed += 1
+            vals = dict(ttft=res.ttft_mean, itl=res.itl_mean, thr=res.throughput, running=res.running_mean,
+                        wait=1000.0 * float(np.mean(res.sample.done_wait)))
+            for k, v in vals.items():
+                acc[k][0] += 1
+                acc[k][1] += v
+                acc[k][2] += v * v
+    out = dict(row)
+    for k in SIM_METRICS:
+        out[f"sim_{k}"], out[f"sim_{k}_se"] = stats(k)
+    out["sim_seeds"] = acc["ttft"][0]
+    out["refine_cpu_s"] = time.process_time() - t0
+    return out
+
+
+def refine(path: Path, out: Path, shard: tuple[int, int], target: float, cpu_cap: float, min_seeds: int = 0,
+           where=None) -> None:
+    """Stored grid rows (path) with unresolved TTFT (or fewer than min_seeds seeds) refined by refine_point, this
+    shard's share of them (cheapest first: the fewest seeds the stored standard error says they need), each row
+    written to out as it ends; `where` (batch, load) limits the rows."""
+    sets = {s["name"]: s for s in parameter_sets()}
+    with path.open() as f:
+        stored = list(csv.DictReader(f))
+    todo = [i for i, r in enumerate(stored)
+            if (2.0 * float(r["sim_ttft_se"]) > target * float(r["sim_ttft"])
+                or int(float(r.get("sim_seeds") or 4)) < min_seeds)
+            and (where is None or (int(r["batch"]), float(r["load"])) == where)]
+    todo.sort(key=lambda i: float(stored[i]["sim_ttft_se"]) / float(stored[i]["sim_ttft"]))
+    mine = todo[shard[0]::shard[1]]
+    keep = ("set", "batch", "lengths", "load", "rate", "capacity", "sim_seeds", "refine_cpu_s",
+            *(f"sim_{k}{se}" for k in SIM_METRICS for se in ("", "_se")))
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["row", *keep], extrasaction="ignore")
+        w.writeheader()
+        for i in mine:
+            point = refine_point(stored[i], sets[stored[i]["set"]], target, cpu_cap, min_seeds=min_seeds)
+            w.writerow(dict(row=i, **point))
+            f.flush()
+
+
+def merge_refined(path: Path, refined: list[Path], out: Path) -> None:
+    """The stored grid with the refined rows' simulator columns replaced (rows matched by index; of two
+    refinements of a row, the one with more seeds: they share seed numbers, so they are not pooled)."""
+    with path.open() as f:
+        stored = list(csv.DictReader(f))
+    for r in stored:
+        r.setdefault("sim_seeds", "4")
+    for p in refined:
+        with p.open() as f:
+            for r in csv.DictReader(f):
+                row = stored[int(r.pop("row"))]
+                assert (row["set"], row["batch"], row["lengths"], row["load"]) == \
+                    (r["set"], r["batch"], r["lengths"], r["load"])
+                if int(float(r["sim_seeds"])) >= int(float(row["sim_seeds"])):
+                    row.update({k: v for k, v in r.items() if k.startswith("sim_")})
+    fields = list(stored[0])
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(stored)
 
 
 def run_grid(quick: bool, seeds: int = 1, only: str | None = None, batches=BATCHES, loads=LOADS) -> list[dict]:
@@ -185,11 +286,11 @@ def rescore(path: Path) -> list[dict]:
     sets = {s["name"]: s for s in parameter_sets()}
     with path.open() as f:
         stored = list(csv.DictReader(f))
-    keep = ("set", "batch", "lengths", "load", "rate", "capacity",
+    keep = ("set", "batch", "lengths", "load", "rate", "capacity", "sim_seeds",
             *(f"sim_{k}{se}" for k in SIM_METRICS for se in ("", "_se")))
     rows = []
     for r in stored:
-        row = {k: r.get(k, "nan") for k in keep}
+        row = {k: r.get(k) or ("4" if k == "sim_seeds" else "nan") for k in keep}
         for k in keep[3:]:
             row[k] = float(row[k] or "nan")
         rows.append(score(row, sets[row["set"]]))
@@ -312,55 +413,87 @@ def _predict(kind: str, x, r: dict):
     return pm.analyze(r["rate"])
 
 
+REAL_MODELS = ("iteration", "new", "iteration + TTFT lag")  # the last: a tried variant, not kept (RESULTS.md)
+
+
+def _real_metrics(kind: str, x, r: dict) -> dict:
+    """ITL, TTFT, throughput and occupancy of a fitted model at an observation. "iteration + TTFT lag" adds a
+    fourth parameter x[3] (ms per request in service) to TTFT only: a batch-dependent term that real vLLM
+    TTFTs suggest (they grow faster with the batch than the model's) and the simulator does not have."""
+    m = _predict(kind.split(" ")[0], x, r)
+    lag = x[3] * m.num_in_service if len(x) > 3 else 0.0
+    return dict(itl=m.itl, ttft=m.ttft + lag, thr=m.throughput, occ=m.num_in_service)
+
+
 def fit(kind: str, rows: list[dict]) -> np.ndarray:
-    """alpha, beta, gamma minimising squared log errors of TTFT and ITL over rows (log-parameter search)."""
+    """alpha, beta, gamma (and the lag of the TTFT-lag variant) minimising squared log errors of TTFT and ITL over
+    rows (log-parameter search; the lag is searched on a linear scale, it may be 0 or below)."""
     from scipy.optimize import least_squares
 
-    x0 = np.median(np.array([r["x0"] for r in rows]), axis=0)
+    extra = kind.endswith("lag")
+    x0 = np.log(np.median(np.array([r["x0"] for r in rows]), axis=0))
+
+    def params(z):
+        return np.r_[np.exp(z[:3]), z[3:]]
 
     def residuals(z):
-        x = np.exp(z)
         out = []
         for r in rows:
             try:
-                m = _predict(kind, x, r)
-                out += [math.log(m.ttft / r["ttft"]), math.log(m.itl / r["itl"])]
+                m = _real_metrics(kind, params(z), r)
+                out += [math.log(m["ttft"] / r["ttft"]), math.log(m["itl"] / r["itl"])]
             except (QueueingError, ValueError):
                 out += [10.0, 10.0]
         return np.array(out)
 
-    return np.exp(least_squares(residuals, np.log(x0), x_scale=1.0, max_nfev=200).x)
+    return params(least_squares(residuals, np.r_[x0, 0.0] if extra else x0, x_scale=1.0, max_nfev=200).x)
+
+
+REAL_METRICS = ("itl", "ttft", "thr", "occ")
 
 
 def run_real() -> tuple[list[str], list[dict]]:
+    """Per group, fit on the odd cycles and predict the even ones, then the other way round; mean absolute errors
+    per split and model, and a bootstrap 95 % interval of iteration's minus new's (over held-out rows)."""
     rows = real_rows()
-    details = []
-    errors = {kind: {k: [] for k in ("itl", "ttft", "thr", "occ")} for kind in ("iteration", "new")}
-    fits = []
-    for group in sorted({r["group"] for r in rows}):
-        sel = [r for r in rows if r["group"] == group]
-        train = [r for r in sel if r["cycle"] % 2 == 1]
-        test = [r for r in sel if r["cycle"] % 2 == 0]
-        for kind in ("iteration", "new"):
-            x = fit(kind, train)
-            fits.append(f"| {group} | {kind} | {len(train)} / {len(test)} | {x[0]:.4g} | {x[1]:.4g} | {x[2]:.4g} |")
-            for r in test:
-                m = _predict(kind, x, r)
-                pred = dict(itl=m.itl, ttft=m.ttft, thr=m.throughput, occ=m.num_in_service)
-                for k in errors[kind]:
-                    if not math.isnan(r[k]):
-                        errors[kind][k].append((pred[k] - r[k]) / r[k])
-                details.append(dict(group=group, cycle=r["cycle"], model=kind, **{f"obs_{k}": r[k] for k in pred},
-                                    **{f"pred_{k}": v for k, v in pred.items()}))
-    lines = ["| model | ITL | TTFT | throughput | occupancy |", "|---|---:|---:|---:|---:|"]
-    for kind in ("iteration", "new"):
-        cells = []
-        for k in ("itl", "ttft", "thr", "occ"):
-            e = np.abs(np.array(errors[kind][k]))
-            cells.append(f"{100 * np.mean(e):.1f} % ({100 * np.median(e):.1f} %, n = {e.size})")
-        lines.append(f"| {kind} | {' | '.join(cells)} |")
-    lines += ["", "Fitted parameters (fit / predict rows):", "", "| group | model | rows | alpha | beta | gamma |",
-              "|---|---|---|---:|---:|---:|", *fits]
+    details, fits, lines = [], [], []
+    split_names = {1: "fit odd, predict even", 0: "fit even, predict odd"}
+    table = ["| split | model | ITL | TTFT | throughput | occupancy |", "|---|---|---:|---:|---:|---:|"]
+    diffs = ["| split | ITL | TTFT | throughput | occupancy |", "|---|---:|---:|---:|---:|"]
+    rng = np.random.default_rng(0)
+    for parity, split in split_names.items():
+        errors = {kind: [] for kind in REAL_MODELS}
+        for group in sorted({r["group"] for r in rows}):
+            sel = [r for r in rows if r["group"] == group]
+            train = [r for r in sel if r["cycle"] % 2 == parity]
+            test = [r for r in sel if r["cycle"] % 2 != parity]
+            for kind in REAL_MODELS:
+                x = fit(kind, train)
+                cells = " | ".join(f"{v:.4g}" for v in x[:3])
+                fits.append(f"| {split} | {group} | {kind} | {len(train)} / {len(test)} | {cells} | "
+                            f"{x[3]:.3g} |" if len(x) > 3 else f"| {split} | {group} | {kind} | {len(train)} / "
+                            f"{len(test)} | {cells} | |")
+                for r in test:
+                    pred = _real_metrics(kind, x, r)
+                    errors[kind].append([abs(pred[k] - r[k]) / r[k] for k in REAL_METRICS])
+                    details.append(dict(split=split, group=group, cycle=r["cycle"], model=kind,
+                                        **{f"obs_{k}": r[k] for k in pred},
+                                        **{f"pred_{k}": v for k, v in pred.items()}))
+        for kind in REAL_MODELS:
+            e = np.array(errors[kind])
+            cells = [f"{100 * np.nanmean(e[:, j]):.2f} % (n = {int(np.isfinite(e[:, j]).sum())})"
+                     for j in range(len(REAL_METRICS))]
+            table.append(f"| {split} | {kind} | {' | '.join(cells)} |")
+        d = np.array(errors["iteration"]) - np.array(errors["new"])
+        boots = np.array([np.nanmean(d[rng.integers(0, len(d), len(d))], axis=0) for _ in range(2000)])
+        lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
+        diffs.append(f"| {split} | " + " | ".join(f"{100 * np.nanmean(d[:, j]):+.2f} ({100 * lo[j]:+.2f} to "
+                                                  f"{100 * hi[j]:+.2f})" for j in range(len(REAL_METRICS))) + " |")
+    lines += table + ["", "iteration minus new, points of mean absolute error (bootstrap 95 % interval over the "
+                      "held-out rows):", "", *diffs, "",
+                      "Fitted parameters (fit / predict rows; lag in ms per request in service):", "",
+                      "| split | group | model | rows | alpha | beta | gamma | lag |",
+                      "|---|---|---|---|---:|---:|---:|---:|", *fits]
     return lines, details
 
 
@@ -375,10 +508,29 @@ def main(argv=None) -> int:
                     help="comma-separated loads, fractions of the simulated capacity (default 0.1,...,0.9)")
     ap.add_argument("--rescore", type=Path, nargs="+", help="evaluate the perf models again on previous runs' "
                     "perf-model-grid.csv (no simulation)")
+    ap.add_argument("--refine", type=Path, help="a stored perf-model-grid.csv: add seeds at its points whose TTFT "
+                    "is not resolved (adaptive, --target, --cpu-cap), --shard's share, rows written to --refined")
+    ap.add_argument("--target", type=float, default=0.05, help="two standard errors over the mean to reach (0.05)")
+    ap.add_argument("--cpu-cap", type=float, default=40.0, help="CPU seconds per refined point (default 40)")
+    ap.add_argument("--min-seeds", type=int, default=0, help="refine also points with fewer seeds than this")
+    ap.add_argument("--where", help="batch,load: refine only the points at this max batch and load")
+    ap.add_argument("--shard", default="0/1", help="i/k: refine every k-th unresolved point from the i-th")
+    ap.add_argument("--refined", type=Path, nargs="+", help="output of --refine; with --merge: the files to merge")
+    ap.add_argument("--merge", type=Path, help="a stored perf-model-grid.csv: write it with the --refined rows "
+                    "replaced to --merge-out (then --rescore it)")
+    ap.add_argument("--merge-out", type=Path)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.refine:
+        i, k = (int(x) for x in args.shard.split("/"))
+        where = None if not args.where else (int(args.where.split(",")[0]), float(args.where.split(",")[1]))
+        refine(args.refine, args.refined[0], (i, k), args.target, args.cpu_cap, args.min_seeds, where)
+        return 0
+    if args.merge:
+        merge_refined(args.merge, args.refined, args.merge_out)
+        return 0
     t0 = time.process_time()
     if args.rescore:
         rows = [r for path in args.rescore for r in rescore(path)]
@@ -403,8 +555,8 @@ def main(argv=None) -> int:
     print("### Against the one-replica simulator\n")
     print("\n".join(grid_tables(rows)))
     print("\n![perf models vs simulator](results/perf-model/perf-model-vs-sim.png)\n")
-    print("### Real vLLM runs: fit on odd cycles, predict even cycles\n")
-    print("Mean absolute error (median, count):\n")
+    print("### Real vLLM runs: fit on half of the cycles, predict the other half\n")
+    print("Mean absolute error (held-out rows):\n")
     print("\n".join(real))
     return 0
 

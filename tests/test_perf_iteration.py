@@ -6,7 +6,9 @@ model is held to 10 % on TTFT, 5 % on ITL and 3 % on throughput there (the bench
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -210,3 +212,54 @@ def test_closed_form_prefill_equals_the_table_sums(batch, queue):
         pm.service.affine = True
     for name in ("ttft", "itl", "prefill_time", "wait_time"):
         np.testing.assert_allclose(getattr(closed, name), getattr(tables, name), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)  # 3,000 examples pass too (a few minutes)
+@given(st.floats(0.5, 50), st.floats(1e-3, 0.2), st.floats(0, 2e-3), st.floats(0, 8192), st.floats(1.5, 4),
+       st.integers(2, 4), st.integers(0, 60), st.floats(0, 1.5))
+def test_itl_rises_with_the_rate_at_few_output_tokens(alpha, beta, gamma, n, m, batch, queue, out_cv):
+    """Few decode iterations and a small batch, up to past saturation, where the prefill's share of the service
+    time is largest: ITL must not fall as the rate rises (it did by up to 1 % with a time-averaged prefill)."""
+    pm = make_perf_model("iteration", dict(alpha=alpha, beta=beta, gamma=gamma), in_tokens=n, out_tokens=m,
+                         max_batch=batch, max_queue=queue, max_num_tokens=NO_BUDGET, out_tokens_cv=out_cv)
+    itl = pm.analyze(np.geomspace(pm.rate_range[0], 1.5 * pm.max_rate, 200)).itl
+    assert np.all(np.diff(itl) >= -1e-9 * itl[1:])
+
+
+@pytest.mark.parametrize("m", [2.0, 3.0, 257.0])
+def test_itl_of_a_lone_request_is_one_decode_iteration(m):
+    """At vanishing load a request decodes alone: ITL = alpha + its mean decode work per iteration."""
+    n = 300.0
+    pm = make_perf_model("iteration", BASE, in_tokens=n, out_tokens=m, max_batch=8, max_queue=16,
+                         max_num_tokens=NO_BUDGET)
+    d = m - 1.0
+    decode = BASE["beta"] * d + BASE["gamma"] * (n * d + d * m / 2.0)  # token j reads n + j context tokens
+    assert pm.analyze(pm.rate_range[0]).itl == pytest.approx(BASE["alpha"] + decode / d, rel=2e-3)
+
+
+GRID = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf-model" / "perf-model-grid.csv"
+
+
+def test_stored_simulator_grid_is_matched():
+    """The model against the stored simulator grid of benchmarks/perf_model.py (396 points, seeds added where the
+    mean was unresolved; no simulation here). Floors a little under the values RESULTS.md reports (TTFT within
+    10 % at 97 % of the resolved points, ITL at 99 % of all, throughput at all), so a model change that loses
+    accuracy against the simulator fails here."""
+    with GRID.open() as f:
+        rows = list(csv.DictReader(f))
+    ttft_ok, resolved, itl_ok, thr_ok = [], [], [], []
+    for r in rows:
+        v = {k: float(x) for k, x in r.items() if k not in ("set", "lengths")}
+        pm = make_perf_model("iteration", {k: v[f"set_{k}"] for k in ("alpha", "beta", "gamma")},
+                             in_tokens=v["set_n"], out_tokens=v["set_m"], max_batch=int(v["batch"]),
+                             max_queue=128, max_num_tokens=NO_BUDGET, out_tokens_cv=v["out_cv"])
+        m = pm.analyze(v["rate"])
+        ttft_ok.append(abs(m.ttft / v["sim_ttft"] - 1) <= 0.10)
+        resolved.append(2.0 * v["sim_ttft_se"] <= 0.05 * v["sim_ttft"])
+        itl_ok.append(abs(m.itl / v["sim_itl"] - 1) <= 0.10)
+        thr_ok.append(abs(m.throughput / v["sim_thr"] - 1) <= 0.10)
+    ttft_ok, resolved = np.array(ttft_ok), np.array(resolved)
+    assert len(rows) == 396 and resolved.sum() >= 300
+    assert ttft_ok[resolved].mean() >= 0.95
+    assert ttft_ok.mean() >= 0.78  # all points, unresolved ones too (80 % measured)
+    assert np.mean(itl_ok) >= 0.97 and all(thr_ok)

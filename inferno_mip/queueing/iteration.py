@@ -193,7 +193,8 @@ class IterationModel(ServiceModel):
         self.affine = bool(self.nc.min() == self.nc.max())
         c1, d1 = float(c[-1]), float(self.delta[-1])
         self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
-        self.pf_zero = float(self.prefill_table[0])
+        self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
+        self.itl_offset = (c1 * d1 - float(self.w_p[-1])) / (m - 1.0) if m >= 2.0 else 0.0
         self._set_tau((iters * a + bs * self.w_tot)[1:])
         self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
 
@@ -215,7 +216,7 @@ class IterationModel(ServiceModel):
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
                        num_in_system=st.num_in_service + waiting)
 
-    AFFINE_SCALARS = ("pf_base", "pf_slope", "pf_zero")
+    AFFINE_SCALARS = ("pf_base", "pf_slope", "iters_n", "itl_offset")
 
     @classmethod
     def stack(cls, models: list["ServiceModel"], width: int) -> SimpleNamespace:
@@ -236,22 +237,32 @@ class IterationModel(ServiceModel):
     def row_latencies(p, st, n):
         lost = st.blocking
         if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
-            p0 = st.p_head[:, 0]
             # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
             admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / np.maximum(1.0 - lost, 1e-300)
-            pf_mf = (1.0 - p0) * p.pf_base + p.pf_slope * st.num_in_service + p0 * p.pf_zero
         else:
-            admit = (_head_dot(st.p_head, p.admit_table) + (st.p_block - lost) * _at(p.prefill_table, n)) / \
-                np.maximum(1.0 - lost, 1e-300)  # per admitted request
-            pf_mf = _head_dot(st.p_head, p.prefill_table) + st.p_block * _at(p.prefill_table, n)
+            head = _head_dot(st.p_head, p.admit_table)  # sum_{k<N} p_k Pf(min(k + 1, N))
+            pf_n = _at(p.prefill_table, n)
+            admit = (head + (st.p_block - lost) * pf_n) / np.maximum(1.0 - lost, 1e-300)  # per admitted request
+            # departure-weighted prefill: p_k mu(k) = lam p_{k-1} below N (detailed balance), mu(N) P(k >= N) = X -
+            # lam sum_{k <= N-2} p_k
+            last = np.broadcast_to(np.asarray(n, dtype=np.int64) - 1, st.p_block.shape)
+            p_last = np.take_along_axis(st.p_head, last[:, None], axis=1)[:, 0]
+            below = np.maximum(1.0 - st.p_block - p_last, 0.0)
+            pf_dep = (st.lam * (head - p_last * pf_n) + np.maximum(st.throughput - st.lam * below, 0.0) * pf_n) / \
+                np.maximum(st.throughput, 1e-300)
         # arrivals admitted at once (k < N) see the batch at a random time: its contexts are length-biased
         seen = np.maximum(st.num_in_service - n * st.p_block, 0.0)
         admit = admit + p.chunk_var_cost * seen / ((p.alpha + 2.0 * p.half_delta_n * st.num_in_service + 1e-300)
                                                    * np.maximum(1.0 - lost, 1e-300))
-        # ITL: the decode share of the mean service time S over the m - 1 decode iterations, with the
-        # mean-field prefill over the in-service distribution (the prefill S itself contains)
+        # ITL: the decode share of the mean service time S over the m - 1 decode iterations. S = L_s/X weights
+        # the batch sizes by departures, so the prefill S contains is weighted the same way (sum_k p_k mu(k)
+        # Pf(k)/X); with c constant it is c (S/I - delta) + w_p (I = c + m - 1 iterations), and
+        # ITL = S/I + (c delta - w_p)/(m - 1) rises with S (with the load).
         many = p.m >= 2.0
-        itl = np.where(many, (st.service_time - pf_mf) / np.where(many, p.m - 1.0, 1.0), st.service_time / p.m)
+        if p.affine:
+            itl = np.where(many, st.service_time / p.iters_n + p.itl_offset, st.service_time / p.m)
+        else:
+            itl = np.where(many, (st.service_time - pf_dep) / np.where(many, p.m - 1.0, 1.0), st.service_time / p.m)
         return admit, itl, st.wait_time + admit
 
     def primitives(self):
