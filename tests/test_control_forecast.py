@@ -84,6 +84,19 @@ def test_margin_never_negative_and_bounded():
     assert g.margin == 0.5
 
 
+def test_level_shift_follows_a_fall_at_once():
+    """A smoother lags a fall by its half-life; with level_shift the forecast is at most (1 + it) x the value
+    just seen, so sizing follows a surge's end in one cycle."""
+    plain = make_forecaster("ewma", horizon=3 * PERIOD, margin_quantile=None)
+    bounded = make_forecaster("ewma", horizon=3 * PERIOD, margin_quantile=None, level_shift=0.5)
+    series = [5.0] * 20 + [1.0]
+    feed(plain, series)
+    feed(bounded, series)
+    assert plain.predict() > 2.5 and bounded.predict() == pytest.approx(1.5)
+    feed(bounded, [5.0] * 20 + [4.0])  # within the band: the smoother's own answer
+    assert bounded.predict() > 4.0
+
+
 def test_best_recent_picks_the_trend_model_on_a_ramp_and_smoothing_on_noise():
     ramp = make_forecaster("auto", horizon=2 * PERIOD)
     feed(ramp, 1.0 + 0.2 * np.arange(40))
