@@ -118,6 +118,7 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     summary["misses"] = misses(records, workload)
     summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload)
     summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
+    summary["excess"] = excess(records, system, summary["oracle"]["replicas"])
     for o in (summary["oracle"], summary["oracle_counted"]):
         o.pop("replicas")
     summary["cpu_seconds"] = cpu
@@ -142,14 +143,27 @@ def misses(records, workload: str) -> dict:
     return dict(causes.most_common())
 
 
+def excess(records, system, oracle_counts) -> dict:
+    """Replica-cycles over the oracle's by cause, as a share of the oracle's (benchmarks/control_diagnose.py)."""
+    from control_diagnose import extra_replicas
+
+    return extra_replicas(records, system, oracle_counts)
+
+
 def rediagnose(folder: Path) -> None:
-    """Recompute the misses of every summary in `folder` from its cycle records."""
+    """Recompute the misses and the excess over the oracle of every summary in `folder` from its cycle records."""
+    from inferno_mip import load_scenario
+
+    system = load_scenario(SCENARIO)
     for f in sorted(folder.glob("*.json")):
         jsonl = f.with_suffix(".jsonl")
-        if jsonl.exists():
+        workload = f.stem.split("-")[0]
+        if jsonl.exists() and workload in WORKLOADS:
             s = json.loads(f.read_text())
-            s["misses"] = misses([json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()],
-                                 f.stem.split("-")[0])
+            records = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
+            s["misses"] = misses(records, workload)
+            counts = oracle(system, records, true_rates(system, workload, [r["time"] for r in records]))["replicas"]
+            s["excess"] = excess(records, system, counts)
             f.write_text(json.dumps(s, indent=2) + "\n")
 
 
@@ -175,6 +189,20 @@ def table(folder: Path) -> str:
     return "\n".join(rows)
 
 
+def excess_table(folder: Path) -> str:
+    """Markdown table of the replica-cycles over the oracle's by cause, per run with an ``excess`` entry."""
+    runs = [(w, c, json.loads((folder / f"{w}-{c}.json").read_text())) for w, names in PLAN.items() for c in names
+            if (folder / f"{w}-{c}.json").exists()]
+    runs = [(w, c, s) for w, c, s in runs if "excess" in s]
+    causes = sorted({k for _, _, s in runs for k in s["excess"]})
+    rows = ["| workload | config | " + " | ".join(causes) + " | total |", "|---|---|" + "---|" * (len(causes) + 1)]
+    for w, c, s in runs:
+        e = s["excess"]
+        rows.append(f"| {w} | {c} | " + " | ".join(f"{e.get(k, 0.0):+.1%}" for k in causes)
+                    + f" | {sum(e.values()):+.1%} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
@@ -186,6 +214,8 @@ def main(argv=None) -> int:
         rediagnose(args.output)
     if args.table:
         print(table(args.output))
+        print()
+        print(excess_table(args.output))
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else \
