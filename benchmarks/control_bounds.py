@@ -1,6 +1,6 @@
 """What the physics allows on the control experiments: controllers that know the future load exactly.
 
-    python benchmarks/control_bounds.py [--only ramp,surge,diurnal] [--output benchmarks/control]
+    python benchmarks/control_bounds.py [--only ramp,surge,diurnal] [--output benchmarks/control] [--table]
 
 Arrivals do not depend on the allocation (same seeds), so the rate every future window will offer is known
 from a first run. Two clairvoyant controllers then run on the simulator, both with the true parameters, HiGHS,
@@ -173,13 +173,36 @@ def run_bound(workload: str, kind: str, rates, out: Path) -> dict:
     return summary
 
 
+KINDS = ("oracle-replay", "clairvoyant", "informed-q50", "informed-q70", "informed-q90")
+
+
+def table(folder: Path, workloads: list[str]) -> str:
+    """Markdown table of the bound runs in `folder`."""
+    rows = ["| workload | controller | both-SLO records | per-request SLO | reversals | cost ratio (counted) "
+            "| start-up floor (counted) |", "|---|---|---|---|---|---|---|"]
+    for w in workloads:
+        for kind in KINDS:
+            f = folder / f"{w}-{kind}.json"
+            if not f.exists():
+                continue
+            s = json.loads(f.read_text())
+            counted = s["card_hours"] / s["oracle_counted"]["card_hours"]
+            rows.append(f"| {w} | {kind} | {s['both_slo']:.1%} | {s['request_slo']:.1%} | {s['reversals']} | "
+                        f"{s['cost_ratio']:.2f} ({counted:.2f}) | {s['oracle']['startup_floor']:.3f} "
+                        f"({s['oracle_counted']['startup_floor']:.3f}) |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="ramp,surge,diurnal", help="comma-separated workloads")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
-    p.add_argument("--kinds", default="oracle-replay,clairvoyant,informed-q50,informed-q90,informed-q99",
-                   help="comma-separated bounds to run")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated bounds to run")
+    p.add_argument("--table", action="store_true", help="print the markdown table of the bound runs in --output")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.output, args.only.split(",")))
+        return 0
     args.output.mkdir(parents=True, exist_ok=True)
     for w in args.only.split(","):
         rates = offered_rates(w)
