@@ -4,8 +4,9 @@
 
 Every metric is measured by the simulator. The oracle is the optimum (HiGHS, true parameters, the same perf model
 and SLOs) for the true load of each cycle (the arrival intensity the workload offered), with no start-up delay;
-its cost counts the same cycles (the optimum for the arrivals counted per window is reported beside it). Each SLO miss gets a
-cause (benchmarks/control_diagnose.py). CPU time per run is reported (process time; the machine is shared).
+its cost counts the same cycles (the optimum for the arrivals counted per window is reported beside it). Each
+SLO miss gets a cause (benchmarks/control_diagnose.py). CPU time per run is reported (process time; the machine
+is shared).
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def rediagnose(folder: Path) -> None:
 def table(folder: Path) -> str:
     """Markdown table of every summary in `folder` (workload, config order of PLAN)."""
     rows = ["| workload | config | both-SLO records | per-request SLO | reversals | card-hours | oracle (counted) "
-            "| cost ratio | peak cards / capacity | over-capacity cycles | held (why: cycles) | misses by cause | CPU s |",
+            "| cost ratio | peak cards / capacity | over-capacity cycles | held (why: cycles) | misses by cause "
+            "| CPU s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w, names in PLAN.items():
         for c in names:
