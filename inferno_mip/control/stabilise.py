@@ -6,8 +6,9 @@ running server to zero); scale-down window (a scale-down goes only to the highes
 ``scale_down_window`` seconds, as Kubernetes' HPA, leaving out those sized for a demand more than ``level_shift``
 above today's: the load has left that level, which is no noise to ride out); deadband (scale-downs smaller
 than ``deadband`` of the current count are skipped); replicas starting (no second scale-up for the same demand,
-no scale-down while replicas start); step limit (``max_replica_change`` per cycle). Then for the fleet: never above capacity (what stability
-added above the recommendation goes first, then scale-ups, lowest priority first; as a last resort anything).
+no scale-down while replicas start); step limit (``max_replica_change`` per cycle). Then for the fleet: never
+above capacity (what stability added above the recommendation goes first, then scale-ups, lowest priority first;
+as a last resort anything).
 """
 
 from __future__ import annotations
