@@ -67,7 +67,7 @@ def oracle(system, records, rates=None) -> dict:
     return {"card_hours": cards, "cost_hours": cost, "replicas": counts}
 
 
-def true_rates(system, workload: str, times) -> list[dict[str, float]]:
+def true_rates(system, workload: str, times, seed: int = 0) -> list[dict[str, float]]:
     """Per cycle ending at each of `times`: {server: the arrival intensity (req/s) the workload offered over the
     period before}, mean-reverting noise included, Poisson counting noise not (the perf model has Poisson
     arrivals at the rate it is given)."""
@@ -76,7 +76,7 @@ def true_rates(system, workload: str, times) -> list[dict[str, float]]:
     from inferno_mip.sim import Fleet, Workload
 
     wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=0)  # the runs' streams, noise and all
+    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)  # the run's streams, noise and all
     out = []
     for t in times:
         rates = {}
@@ -93,13 +93,18 @@ def true_rates(system, workload: str, times) -> list[dict[str, float]]:
     return out
 
 
-def oracles(system, records, workload: str) -> tuple[dict, dict]:
+def oracles(system, records, workload: str, seed: int = 0) -> tuple[dict, dict]:
     """The oracle for the true load (intensity) and, for comparison, for the arrivals counted per window."""
-    return (oracle(system, records, true_rates(system, workload, [r["time"] for r in records])),
+    return (oracle(system, records, true_rates(system, workload, [r["time"] for r in records], seed)),
             oracle(system, records))
 
 
-def run_one(workload: str, name: str, out: Path) -> dict:
+def run_name(workload: str, name: str, seed: int) -> str:
+    """File stem of a run: seed 0 (the default runs) carries no suffix."""
+    return f"{workload}-{name}" + (f"-s{seed}" if seed else "")
+
+
+def run_one(workload: str, name: str, out: Path, seed: int = 0) -> dict:
     from inferno_mip import load_scenario
     from inferno_mip.control.cli import perturbed, simulate
     from inferno_mip.control.metrics import summarize
@@ -110,14 +115,15 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     config, tuner, error = configs()[name]
     system = load_scenario(SCENARIO)
     wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=0)
+    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)
+    stem = run_name(workload, name, seed)
     cpu = time.process_time()
     records = simulate(system, fleet, config, duration=DURATION, tuner=tuner,
-                       controller_system=perturbed(system, error), record=out / f"{workload}-{name}.jsonl")
+                       controller_system=perturbed(system, error), record=out / f"{stem}.jsonl")
     cpu = time.process_time() - cpu
     summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
     summary["misses"] = misses(records, workload)
-    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload)
+    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload, seed)
     summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
     summary["excess"] = excess(records, system, summary["oracle"]["replicas"])
     for o in (summary["oracle"], summary["oracle_counted"]):
@@ -125,8 +131,10 @@ def run_one(workload: str, name: str, out: Path) -> dict:
     summary["cpu_seconds"] = cpu
     summary["solve_ms_median"] = sorted(r["timing"]["optimizeMs"] for r in records)[len(records) // 2]
     summary["cycle_ms_median"] = sorted(r["timing"]["totalMs"] for r in records)[len(records) // 2]
-    plot_cycles(records, out / f"{workload}-{name}.png", f"{WORKLOADS[workload]}: {name}")
-    (out / f"{workload}-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["seed"] = seed
+    if not seed:
+        plot_cycles(records, out / f"{stem}.png", f"{WORKLOADS[workload]}: {name}")
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -163,7 +171,8 @@ def rediagnose(folder: Path) -> None:
             s = json.loads(f.read_text())
             records = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
             s["misses"] = misses(records, workload)
-            counts = oracle(system, records, true_rates(system, workload, [r["time"] for r in records]))["replicas"]
+            times = [r["time"] for r in records]
+            counts = oracle(system, records, true_rates(system, workload, times, s.get("seed", 0)))["replicas"]
             s["excess"] = excess(records, system, counts)
             f.write_text(json.dumps(s, indent=2) + "\n")
 
@@ -210,6 +219,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma-separated workload:config pairs (default: the whole plan)")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
     p.add_argument("--table", action="store_true", help="print the markdown table of the results in --output")
+    p.add_argument("--seeds", default="0", help="comma-separated workload seeds (arrivals and noise); default 0")
     p.add_argument("--diagnose", action="store_true", help="recompute the misses by cause from the records first")
     args = p.parse_args(argv)
     if args.diagnose:
@@ -222,9 +232,10 @@ def main(argv=None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else \
         [(w, c) for w, names in PLAN.items() for c in names]
-    for w, c in pairs:
-        s = run_one(w, c, args.output)
-        print(f"{w:8s} {c:15s} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for (w, c), seed in ((pair, seed) for pair in pairs for seed in seeds):
+        s = run_one(w, c, args.output, seed)
+        print(f"{w:8s} {c:15s} seed {seed} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
               f"{s['reversals']:3d} cost x{s['cost_ratio']:.2f} peak {s['peak_cards']} over {s['over_capacity_cycles']} "
               f"held {s['held']} cpu {s['cpu_seconds']:.0f}s", flush=True)
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
