@@ -107,7 +107,7 @@ def startup_floor(counts: list[dict[str, int]], delay_cycles: int) -> int:
     return total
 
 
-def offered_rates(workload: str) -> dict[str, dict[float, float]]:
+def offered_rates(workload: str, seed: int = 0) -> dict[str, dict[float, float]]:
     """Per server, window end time -> offered req/s (from an inferno-like run: arrivals are the same in all)."""
     from control_experiments import PERIOD, SCENARIO, STARTUP, WORKLOADS
 
@@ -118,7 +118,7 @@ def offered_rates(workload: str) -> dict[str, dict[float, float]]:
 
     system = load_scenario(SCENARIO)
     wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=0)
+    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)
     records = simulate(system, fleet, LoopConfig.inferno(period=PERIOD, startup_delay=STARTUP), duration=3600.0,
                        tuner=False)
     out: dict[str, dict[float, float]] = {}
@@ -128,8 +128,8 @@ def offered_rates(workload: str) -> dict[str, dict[float, float]]:
     return out
 
 
-def run_bound(workload: str, kind: str, rates, out: Path) -> dict:
-    from control_experiments import DURATION, PERIOD, SCENARIO, STARTUP, WORKLOADS, oracles
+def run_bound(workload: str, kind: str, rates, out: Path, seed: int = 0) -> dict:
+    from control_experiments import DURATION, PERIOD, SCENARIO, STARTUP, WORKLOADS, oracles, run_name
 
     from inferno_mip import load_scenario
     from inferno_mip.control.loop import ControlLoop, LoopConfig
@@ -144,7 +144,8 @@ def run_bound(workload: str, kind: str, rates, out: Path) -> dict:
     ahead = int(math.ceil((PERIOD + delay) / PERIOD - 1e-9))
     system = load_scenario(SCENARIO)
     wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=delay, seed=0)
+    fleet = Fleet.from_system(system, wl, startup_delay=delay, seed=seed)
+    stem = run_name(workload, kind, seed)
     config = LoopConfig(period=PERIOD, startup_delay=delay, margin_quantile=None, stability=StabilityOptions.off(),
                         churn=None, slo_feedback=False, name=kind)
     loop = ControlLoop(system, SimCollector(fleet, system), SimActuator(fleet), config)
@@ -155,21 +156,22 @@ def run_bound(workload: str, kind: str, rates, out: Path) -> dict:
         loop.forecasters = {name: Clairvoyant(series, ahead, PERIOD) for name, series in rates.items()}
     cpu = time.process_time()
     records = []
-    with open(out / f"{workload}-{kind}.jsonl", "w", encoding="utf-8") as f:
+    with open(out / f"{stem}.jsonl", "w", encoding="utf-8") as f:
         for r in run(loop, fleet, DURATION, PERIOD):
             records.append(r)
             write_record(r, f)
     cpu = time.process_time() - cpu
     # the SLO shares leave out the same step windows as the other runs (the full loop's start-up delay)
     summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
-    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload)
+    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload, seed)
     summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
+    summary["seed"] = seed
     for o in (summary["oracle"], summary["oracle_counted"]):  # the floor of a clairvoyant with the start-up delay
         counts = o.pop("replicas")
         o["startup_floor"] = startup_floor(counts, int(round(STARTUP / PERIOD))) / max(
             sum(sum(c.values()) for c in counts), 1)
     summary["cpu_seconds"] = cpu
-    (out / f"{workload}-{kind}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -198,18 +200,19 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="ramp,surge,diurnal", help="comma-separated workloads")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "control")
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated bounds to run")
+    p.add_argument("--seeds", default="0", help="comma-separated workload seeds (arrivals and noise); default 0")
     p.add_argument("--table", action="store_true", help="print the markdown table of the bound runs in --output")
     args = p.parse_args(argv)
     if args.table:
         print(table(args.output, args.only.split(",")))
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
-    for w in args.only.split(","):
-        rates = offered_rates(w)
+    for w, seed in ((w, int(x)) for w in args.only.split(",") for x in args.seeds.split(",")):
+        rates = offered_rates(w, seed)
         for kind in args.kinds.split(","):
-            s = run_bound(w, kind, rates, args.output)
+            s = run_bound(w, kind, rates, args.output, seed)
             counted = s["card_hours"] / s["oracle_counted"]["card_hours"]
-            print(f"{w:8s} {kind:14s} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
+            print(f"{w:8s} {kind:14s} seed {seed} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
                   f"{s['reversals']:3d} cost x{s['cost_ratio']:.2f} (x{counted:.2f} counted) "
                   f"floor x{s['oracle']['startup_floor']:.3f} (x{s['oracle_counted']['startup_floor']:.3f} counted) "
                   f"cpu {s['cpu_seconds']:.0f}s", flush=True)
