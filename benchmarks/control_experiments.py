@@ -40,6 +40,12 @@ def configs():
         "no-feedback": (replace(full, slo_feedback=False, name="no-feedback"), True, 0.0),
         "tuner-40off": (replace(full, name="tuner-40off"), True, 0.4),
         "no-tuner-40off": (replace(full, name="no-tuner-40off"), False, 0.4),
+        # variants (not in the plan): run with --only
+        "window-180": (replace(full, stability=replace(full.stability, scale_down_window=180.0), name="window-180"),
+                       False, 0.0),
+        "margin-25": (replace(full, max_margin=0.25, name="margin-25"), False, 0.0),
+        "switch-20": (replace(full, forecast_switch=0.2, name="switch-20"), False, 0.0),
+        "switch-50": (replace(full, forecast_switch=0.5, name="switch-50"), False, 0.0),
     }
 
 
@@ -200,6 +206,32 @@ def table(folder: Path) -> str:
     return "\n".join(rows)
 
 
+def seeds_table(folder: Path, names=("full", "inferno", "no-tuner", "clairvoyant", "informed-q70")) -> str:
+    """Markdown table over the seeds present in `folder` per workload and configuration: each seed's value
+    (seed 0 first), the mean and the worst (lowest share, highest reversals and cost ratio)."""
+    import statistics
+
+    metrics = (("both-SLO", "both_slo", min, "{:.1%}"), ("per-request", "request_slo", min, "{:.1%}"),
+               ("reversals", "reversals", max, "{:.0f}"), ("cost ratio", "cost_ratio", max, "{:.2f}"),
+               ("over-capacity cycles", "over_capacity_cycles", max, "{:.0f}"))
+    rows = ["| workload | config | seeds | " + " | ".join(f"{m} (per seed; mean; worst)" for m, *_ in metrics) + " |",
+            "|---|---|---|" + "---|" * len(metrics)]
+    for w in WORKLOADS:
+        for c in names:
+            runs = [json.loads(f.read_text()) for f in [folder / f"{w}-{c}.json"]
+                    + sorted(folder.glob(f"{w}-{c}-s[0-9]*.json")) if f.exists()]
+            if not runs:
+                continue
+            cells = []
+            for _, key, worst, fmt in metrics:
+                values = [float(r[key]) for r in runs]
+                cells.append(" / ".join(fmt.format(v) for v in values)
+                             + f"; {fmt.format(statistics.fmean(values))}; {fmt.format(worst(values))}")
+            seeds = ",".join(str(r.get("seed", 0)) for r in runs)
+            rows.append(f"| {w} | {c} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def excess_table(folder: Path) -> str:
     """Markdown table of the replica-cycles over the oracle's by cause, per run with an ``excess`` entry."""
     runs = [(w, c, json.loads((folder / f"{w}-{c}.json").read_text())) for w, names in PLAN.items() for c in names
@@ -228,6 +260,8 @@ def main(argv=None) -> int:
         print(table(args.output))
         print()
         print(excess_table(args.output))
+        print()
+        print(seeds_table(args.output))
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else \

@@ -201,13 +201,19 @@ class Margined:
 
 class BestRecent:
     """Several margined forecasters side by side; the answer is the one with the smallest mean absolute relative
-    error over its resolved forecasts (ties and the start go to the first listed)."""
+    error over its resolved forecasts (ties and the start go to the first listed). With ``switch`` > 0 the chosen
+    one is kept until another errs less by more than that share of its error: forecasters whose errors are close
+    would otherwise alternate from cycle to cycle, and their forecasts (a trend extrapolated or not) differ by
+    more than the errors that chose them."""
 
-    def __init__(self, forecasters: list[Margined]):
+    def __init__(self, forecasters: list[Margined], switch: float = 0.0):
         if not forecasters:
             raise ValueError("BestRecent needs at least one forecaster")
+        if not 0.0 <= switch < 1.0:
+            raise ValueError(f"switch: must be in [0, 1), got {switch!r}")
         self.forecasters = forecasters
         self.chosen = forecasters[0]
+        self.switch = float(switch)
 
     @property
     def name(self) -> str:
@@ -225,8 +231,13 @@ class BestRecent:
         for f in self.forecasters:
             f.update(time, value)
         scores = [f.tracker.mean_abs() for f in self.forecasters]
-        self.chosen = self.forecasters[int(np.argmin(scores))] if any(math.isfinite(s) for s in scores) \
-            else self.forecasters[0]
+        if not any(math.isfinite(s) for s in scores):
+            self.chosen = self.forecasters[0]
+            return
+        best = self.forecasters[int(np.argmin(scores))]
+        current = scores[self.forecasters.index(self.chosen)]
+        if not math.isfinite(current) or min(scores) < (1.0 - self.switch) * current:
+            self.chosen = best
 
     def predict(self, horizon: float | None = None) -> float:
         return self.chosen.predict(horizon)
@@ -234,10 +245,11 @@ class BestRecent:
 
 def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.15,
                     half_life: float = 60.0, season: int = 0, at_least_last: bool = False,
-                    level_shift: float = 0.0) -> Margined | BestRecent | None:
+                    level_shift: float = 0.0, switch: float = 0.0) -> Margined | BestRecent | None:
     """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin;
     ``at_least_last``: no forecast below the last observed value (a smoother lags a rise by its half-life);
-    ``level_shift``: no forecast above (1 + this) x the last observed value (0: no bound)."""
+    ``level_shift``: no forecast above (1 + this) x the last observed value (0: no bound); ``switch``: the
+    hysteresis of ``auto``'s choice (:class:`BestRecent`)."""
     if kind == "none":
         return None
     q = margin_quantile if margin_quantile is not None else 0.0
@@ -245,7 +257,7 @@ def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None 
     builders = {"last": LastValue, "ewma": lambda: Ewma(half_life), "holt-winters": lambda: HoltWinters(season=season)}
     if kind == "auto":
         return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin, at_least_last=at_least_last,
-                                    level_shift=level_shift) for k in builders])
+                                    level_shift=level_shift) for k in builders], switch)
     if kind not in builders:
         raise ValueError(f"unknown forecaster {kind!r}; known: none, {', '.join(FORECASTERS)}")
     return Margined(builders[kind](), horizon, q, max_margin=max_margin, at_least_last=at_least_last,

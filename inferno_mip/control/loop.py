@@ -38,6 +38,7 @@ class LoopConfig:
     max_margin: float = 0.15  # the margin never adds more than this share of the forecast
     at_least_last: bool = True  # never size for less than the load just observed
     at_most_shift: float = 0.5  # never size for more than (1 + this) x the load just observed (0: no bound)
+    forecast_switch: float = 0.2  # auto keeps its forecaster until another errs less by more than this share
     stability: StabilityOptions = field(default_factory=StabilityOptions)
     churn: ChurnCosts | None = DEFAULT_CHURN
     solver: str | None = "highs"
@@ -259,7 +260,8 @@ class ControlLoop:
                                                              margin_quantile=self.config.margin_quantile,
                                                              max_margin=self.config.max_margin,
                                                              at_least_last=self.config.at_least_last,
-                                                             level_shift=self.config.at_most_shift)
+                                                             level_shift=self.config.at_most_shift,
+                                                             switch=self.config.forecast_switch)
             if f is None:
                 demand[name] = raw[name] = float(s.arrival_rate)
                 continue
