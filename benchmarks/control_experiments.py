@@ -206,7 +206,7 @@ def table(folder: Path) -> str:
     return "\n".join(rows)
 
 
-def seeds_table(folder: Path, names=("full", "inferno", "no-tuner", "clairvoyant", "informed-q70")) -> str:
+def seeds_table(folder: Path, names=("full", "inferno", "clairvoyant", "informed-q70", "informed-q90")) -> str:
     """Markdown table over the seeds present in `folder` per workload and configuration: each seed's value
     (seed 0 first), the mean and the worst (lowest share, highest reversals and cost ratio)."""
     import statistics
