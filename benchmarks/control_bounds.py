@@ -212,7 +212,8 @@ def main(argv=None) -> int:
         for kind in args.kinds.split(","):
             s = run_bound(w, kind, rates, args.output, seed)
             counted = s["card_hours"] / s["oracle_counted"]["card_hours"]
-            print(f"{w:8s} {kind:14s} seed {seed} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} reversals "
+            print(f"{w:8s} {kind:14s} seed {seed} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} "
+                  f"reversals "
                   f"{s['reversals']:3d} cost x{s['cost_ratio']:.2f} (x{counted:.2f} counted) "
                   f"floor x{s['oracle']['startup_floor']:.3f} (x{s['oracle_counted']['startup_floor']:.3f} counted) "
                   f"cpu {s['cpu_seconds']:.0f}s", flush=True)
