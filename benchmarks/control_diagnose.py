@@ -104,30 +104,43 @@ def diagnose(records, system, exclude, period: float, horizon: float):
     return causes, rows
 
 
-def extra_replicas(records, system) -> dict[str, float]:
+def extra_replicas(records, system, oracle_counts=None) -> dict[str, float]:
     """Replica-cycles above need(the cycle's own rate), as a share of the needed ones, split by why: kept by a
-    stability rule above the recommendation (``stability``), recommended above what the raw forecast needs
-    (forecast margin and SLO feedback: ``margins``), the raw forecast above the rate that came (``forecast``)."""
+    stability rule above the recommendation (``stability:<first rule>``), recommended above what the raw forecast
+    needs (forecast margin and SLO feedback: ``margins``), the raw forecast above the rate that came
+    (``forecast``: ordering for the load one reaction time ahead). With `oracle_counts` (the oracle's replicas
+    per server and record) the split is signed, exact and against the oracle: the four parts sum to the run's
+    replica-cycles minus the oracle's, the last (``counted-vs-oracle``) being need(counted rate) - oracle (the
+    window's Poisson count against the true load, and the greedy's unlimited sizing against HiGHS)."""
     need = needs(system)
     split = Counter()
     base = 0
-    for r in records:
+    for i, r in enumerate(records):
         for s in r["servers"]:
             n = need(s["name"], s["rpm"])
-            base += n
             have = s["replicas"]
-            if have <= n:
-                continue
             raw = (s.get("forecastRpm") or 0.0) / max(s.get("sloFactor") or 1.0, 1e-9) / (1 + s.get("margin", 0.0))
             rec = (s.get("recommended") or {}).get("replicas", have)
+            rule = "stability:" + ((s.get("rules") or ["none"])[0])
+            if oracle_counts is not None:
+                o = oracle_counts[i].get(s["name"], 0)
+                base += o
+                split[rule] += have - rec
+                split["margins"] += rec - need(s["name"], raw)
+                split["forecast"] += need(s["name"], raw) - n
+                split["counted-vs-oracle"] += n - o
+                continue
+            base += n
+            if have <= n:
+                continue
             stability = max(have - rec, 0)
             margins = max(min(rec, have) - max(need(s["name"], raw), n), 0)
             forecast = max(min(need(s["name"], raw), have) - n, 0)
-            split["stability"] += stability
+            split[rule] += stability
             split["margins"] += margins
             split["forecast"] += forecast
             split["rest"] += have - n - stability - margins - forecast
-    return {k: v / base for k, v in split.items()} if base else {}
+    return {k: v / base for k, v in sorted(split.items()) if v} if base else {}
 
 
 def main(argv=None) -> int:

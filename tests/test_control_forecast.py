@@ -84,6 +84,19 @@ def test_margin_never_negative_and_bounded():
     assert g.margin == 0.5
 
 
+def test_level_shift_follows_a_fall_at_once():
+    """A smoother lags a fall by its half-life; with level_shift the forecast is at most (1 + it) x the value
+    just seen, so sizing follows a surge's end in one cycle."""
+    plain = make_forecaster("ewma", horizon=3 * PERIOD, margin_quantile=None)
+    bounded = make_forecaster("ewma", horizon=3 * PERIOD, margin_quantile=None, level_shift=0.5)
+    series = [5.0] * 20 + [1.0]
+    feed(plain, series)
+    feed(bounded, series)
+    assert plain.predict() > 2.5 and bounded.predict() == pytest.approx(1.5)
+    feed(bounded, [5.0] * 20 + [4.0])  # within the band: the smoother's own answer
+    assert bounded.predict() > 4.0
+
+
 def test_best_recent_picks_the_trend_model_on_a_ramp_and_smoothing_on_noise():
     ramp = make_forecaster("auto", horizon=2 * PERIOD)
     feed(ramp, 1.0 + 0.2 * np.arange(40))
@@ -94,6 +107,49 @@ def test_best_recent_picks_the_trend_model_on_a_ramp_and_smoothing_on_noise():
     assert noise.name in ("ewma", "holt-winters")  # either smooths; the raw last value is worst on white noise
     errors = {f.name: f.tracker.mean_abs() for f in noise.forecasters}
     assert errors["last"] > min(errors.values())
+
+
+class _Scored:
+    """A stand-in forecaster whose recent mean absolute error is set by the test."""
+
+    def __init__(self, name):
+        self.name, self.error = name, math.inf
+        self.tracker = self
+
+    def update(self, time, value):
+        pass
+
+    def mean_abs(self):
+        return self.error
+
+
+def _choices(switch, errors):
+    a, b = _Scored("a"), _Scored("b")
+    best = BestRecent([a, b], switch=switch)
+    out = []
+    for t, (ea, eb) in enumerate(errors):
+        a.error, b.error = ea, eb
+        best.update(float(t), 1.0)
+        out.append(best.name)
+    return out
+
+
+def test_best_recent_switches_only_for_a_clear_gain():
+    errors = [(1.0, 0.95), (1.0, 0.7), (0.65, 0.7), (0.5, 0.7)]
+    assert _choices(0.0, errors) == ["b", "b", "a", "a"]
+    assert _choices(0.2, errors) == ["a", "b", "b", "a"]  # 0.95 and 0.65 are within 20 %; 0.7 and 0.5 are not
+    with pytest.raises(ValueError, match="switch"):
+        BestRecent([_Scored("a")], switch=1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 10)), min_size=1, max_size=12), st.floats(0, 0.9))
+def test_best_recent_keeps_a_choice_within_the_switch_share_of_the_best(errors, switch):
+    chosen = _choices(switch, errors)
+    for (ea, eb), name in zip(errors, chosen):
+        mine, other = (ea, eb) if name == "a" else (eb, ea)
+        assert other >= (1.0 - switch) * mine - 1e-12  # never kept when another is clearly better
+    assert _choices(0.0, errors) == ["b" if eb < ea else "a" for ea, eb in errors]
 
 
 def test_make_forecaster_names():

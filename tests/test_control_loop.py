@@ -290,6 +290,26 @@ def test_slo_feedback_rises_on_a_model_miss_but_not_while_a_backlog_drains(syste
     assert factors == pytest.approx([1.0, 1.0, 1.0, 1.15, 1.15 ** 2, 1.15 ** 3, 1.15 ** 4])
 
 
+def test_slo_feedback_waits_for_a_start_up_backlog_to_clear(system):
+    from inferno_mip.control.loop import SloFeedback
+    from inferno_mip.control.protocols import FleetObservation, ServerObservation
+
+    def seen(t, ready, starting, itl):  # no queue reported: only the settling rule can tell a backlog
+        return FleetObservation(t, {GRANITE: ServerObservation(GRANITE, "granite_8b", "Premium", "H100", 128, ready,
+                                                               starting, arrival_rate=1.0, itl=itl, ttft=100.0)})
+
+    fb = SloFeedback(system, settle=3)
+    fb.recommended[GRANITE] = 4
+    factors = []
+    for t, ready, starting, itl in [(30, 2, 2, 40), (60, 2, 2, 40), (90, 4, 0, 40), (120, 4, 0, 40),
+                                    (150, 4, 0, 40), (180, 4, 0, 40), (210, 3, 0, 40), (240, 4, 0, 40)]:
+        fb.apply(seen(t, ready, starting, itl), {GRANITE: 1.0}, {})
+        factors.append(fb.factor[GRANITE])
+    # starting, then the first two cycles with all four ready: the old replicas' queue; from the third on the
+    # miss is the model's; a short cycle (3 of 4 ready) starts the count again
+    assert factors == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.15, 1.15 ** 2, 1.15 ** 2, 1.15 ** 2])
+
+
 def test_windows_that_are_not_steady_are_kept_from_the_tuner(system):
     class Recording(ScriptedTuner):
         def __init__(self):
@@ -304,5 +324,7 @@ def test_windows_that_are_not_steady_are_kept_from_the_tuner(system):
     fleet, loop = make(system, tuner=tuner, rates={GRANITE: lambda t: 1.0 if t < 300 else 3.0, LLAMA: lambda t: 0.5})
     records = list(run(loop, fleet, 420, 30))
     assert tuner.seen[0] == []  # nothing to compare the first window with
-    assert GRANITE not in tuner.seen[9] and any("not steady" in n for n in records[9]["tuner"])  # the step
-    assert LLAMA in tuner.seen[9]
+    assert GRANITE in tuner.seen[8] and LLAMA in tuner.seen[8]  # calm load, no replica change
+    # the window (300, 330] has the step
+    assert GRANITE not in tuner.seen[10] and any("not steady" in n for n in records[10]["tuner"])
+    assert LLAMA in tuner.seen[10]

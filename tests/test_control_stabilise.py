@@ -42,6 +42,17 @@ def test_scale_down_window_keeps_the_highest_recent_recommendation():
     assert one(stab, 200, T(4), T(3)).target == T(3)  # window now holds only 3s
 
 
+def test_a_level_change_is_not_held_by_the_window():
+    """Recommendations sized for more than (1 + level_shift) x today's demand are a past level, not noise."""
+    stab = Stabiliser(StabilityOptions(scale_down_window=120, deadband=0, level_shift=0.5))
+    assert one(stab, 0, T(12), T(12), demand=5.0).target == T(12)
+    d = one(stab, 30, T(12), T(10), demand=4.0)  # 5 <= 1.5 x 4: noise, the 12 holds
+    assert d.target == T(12) and WINDOW in d.rules
+    d = one(stab, 60, T(12), T(3), demand=1.0)  # the load left: 5 and 4 are past 1.5 x 1
+    assert d.target == T(3) and WINDOW not in d.rules
+    assert one(stab, 90, T(3), T(2), demand=0.9).target == T(3)  # the new level's own noise is held again
+
+
 def test_scale_up_is_never_delayed_by_the_window():
     stab = Stabiliser()
     one(stab, 0, T(5), T(2))
@@ -101,6 +112,7 @@ def fleets(draw):
                                     demand=draw(st.floats(0, 10)), starting=draw(st.integers(0, 3)),
                                     priority=draw(st.integers(1, 3)))
     options = StabilityOptions(scale_down_window=draw(st.sampled_from([0, 60, 300])),
+                               level_shift=draw(st.sampled_from([0, 0.5])),
                                deadband=draw(st.sampled_from([0, 0.1, 0.5])), starting_aware=draw(st.booleans()),
                                max_replica_change=draw(st.none() | st.integers(1, 3)))
     return servers, {"H100": cap}, size, options
@@ -164,8 +176,9 @@ def test_a_steady_recommendation_is_reached(current, recommended, window):
 def test_parse_options():
     assert StabilityOptions.parse("on") == StabilityOptions()
     assert StabilityOptions.parse("off") == StabilityOptions.off()
-    o = StabilityOptions.parse("window=60,deadband=0.2,step=3,starting=off")
-    assert (o.scale_down_window, o.deadband, o.max_replica_change, o.starting_aware) == (60, 0.2, 3, False)
+    o = StabilityOptions.parse("window=60,deadband=0.2,step=3,starting=off,shift=0.4")
+    assert (o.scale_down_window, o.deadband, o.max_replica_change, o.starting_aware, o.level_shift) == \
+        (60, 0.2, 3, False, 0.4)
     with pytest.raises(ValueError, match="unknown setting"):
         StabilityOptions.parse("windw=60")
     with pytest.raises(ValueError, match="deadband must be >= 0"):

@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--max-margin", type=float, default=None,
                    help="the margin never adds more than this share of the forecast (default 0.15)")
     p.add_argument("--stability", default=None,
-                   help="on, off, or key=value,... (window=120, deadband=0.1, starting=on, step=N, floor=1)")
+                   help="on, off, or key=value,... (window=120, shift=0.5, deadband=0.1, starting=on, step=N, "
+                        "floor=1)")
     p.add_argument("--churn", default=None,
                    help="on, off, or added=2,removed=4,accelerator=20,batch=5 (cost units per change)")
     p.add_argument("--solver", default=None, help="solver name (default highs; inferno mode greedy)")

@@ -166,12 +166,14 @@ class ErrorTracker:
 
 class Margined:
     """A forecaster plus a safety margin: its relative under-forecast at quantile ``q`` over the last ``keep``
-    resolved forecasts (never negative, at most ``max_margin``), times the forecast."""
+    resolved forecasts (never negative, at most ``max_margin``), times the forecast. The forecast itself is kept
+    within [value just seen, (1 + ``level_shift``) x it] when those bounds are switched on."""
 
     def __init__(self, inner: Forecaster, horizon: float, q: float = 0.9, keep: int = 12, max_margin: float = 1.0,
-                 floor: float = 1e-3, at_least_last: bool = False):
+                 floor: float = 1e-3, at_least_last: bool = False, level_shift: float = 0.0):
         self.inner, self.horizon, self.q, self.max_margin, self.floor = inner, float(horizon), q, max_margin, floor
         self.at_least_last = at_least_last  # never forecast below the value just seen (load that is already here)
+        self.level_shift = level_shift  # never forecast above (1 + this) x the value just seen (0: no bound)
         self.tracker = ErrorTracker(keep)
         self.name = getattr(inner, "name", type(inner).__name__)
         self.last_time = math.nan
@@ -185,6 +187,10 @@ class Margined:
         self.raw = self.inner.predict(self.horizon)
         if self.at_least_last and math.isfinite(self.raw):
             self.raw = max(self.raw, float(value))
+        if self.level_shift > 0 and math.isfinite(self.raw):
+            # a value this far under the forecast is the load leaving its level, which a smoother follows only
+            # over its half-life (a fall is no trend to extrapolate)
+            self.raw = min(self.raw, (1.0 + self.level_shift) * float(value))
         self.tracker.expect(time + self.horizon, self.raw)
 
     def predict(self, horizon: float | None = None) -> float:
@@ -195,13 +201,19 @@ class Margined:
 
 class BestRecent:
     """Several margined forecasters side by side; the answer is the one with the smallest mean absolute relative
-    error over its resolved forecasts (ties and the start go to the first listed)."""
+    error over its resolved forecasts (ties and the start go to the first listed). With ``switch`` > 0 the chosen
+    one is kept until another errs less by more than that share of its error: forecasters whose errors are close
+    would otherwise alternate from cycle to cycle, and their forecasts (a trend extrapolated or not) differ by
+    more than the errors that chose them."""
 
-    def __init__(self, forecasters: list[Margined]):
+    def __init__(self, forecasters: list[Margined], switch: float = 0.0):
         if not forecasters:
             raise ValueError("BestRecent needs at least one forecaster")
+        if not 0.0 <= switch < 1.0:
+            raise ValueError(f"switch: must be in [0, 1), got {switch!r}")
         self.forecasters = forecasters
         self.chosen = forecasters[0]
+        self.switch = float(switch)
 
     @property
     def name(self) -> str:
@@ -219,26 +231,34 @@ class BestRecent:
         for f in self.forecasters:
             f.update(time, value)
         scores = [f.tracker.mean_abs() for f in self.forecasters]
-        self.chosen = self.forecasters[int(np.argmin(scores))] if any(math.isfinite(s) for s in scores) \
-            else self.forecasters[0]
+        if not any(math.isfinite(s) for s in scores):
+            self.chosen = self.forecasters[0]
+            return
+        best = self.forecasters[int(np.argmin(scores))]
+        current = scores[self.forecasters.index(self.chosen)]
+        if not math.isfinite(current) or min(scores) < (1.0 - self.switch) * current:
+            self.chosen = best
 
     def predict(self, horizon: float | None = None) -> float:
         return self.chosen.predict(horizon)
 
 
 def make_forecaster(kind: str, horizon: float, *, margin_quantile: float | None = 0.9, max_margin: float = 0.15,
-                    half_life: float = 60.0, season: int = 0, at_least_last: bool = False
-                    ) -> Margined | BestRecent | None:
+                    half_life: float = 60.0, season: int = 0, at_least_last: bool = False,
+                    level_shift: float = 0.0, switch: float = 0.0) -> Margined | BestRecent | None:
     """A forecaster by name (``none`` gives None: use the observed value); ``margin_quantile`` None: no margin;
-    ``at_least_last``: no forecast below the last observed value (a smoother lags a rise by its half-life)."""
+    ``at_least_last``: no forecast below the last observed value (a smoother lags a rise by its half-life);
+    ``level_shift``: no forecast above (1 + this) x the last observed value (0: no bound); ``switch``: the
+    hysteresis of ``auto``'s choice (:class:`BestRecent`)."""
     if kind == "none":
         return None
     q = margin_quantile if margin_quantile is not None else 0.0
     max_margin = max_margin if margin_quantile is not None else 0.0
     builders = {"last": LastValue, "ewma": lambda: Ewma(half_life), "holt-winters": lambda: HoltWinters(season=season)}
     if kind == "auto":
-        return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin, at_least_last=at_least_last)
-                           for k in builders])
+        return BestRecent([Margined(builders[k](), horizon, q, max_margin=max_margin, at_least_last=at_least_last,
+                                    level_shift=level_shift) for k in builders], switch)
     if kind not in builders:
         raise ValueError(f"unknown forecaster {kind!r}; known: none, {', '.join(FORECASTERS)}")
-    return Margined(builders[kind](), horizon, q, max_margin=max_margin, at_least_last=at_least_last)
+    return Margined(builders[kind](), horizon, q, max_margin=max_margin, at_least_last=at_least_last,
+                    level_shift=level_shift)

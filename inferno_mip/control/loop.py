@@ -37,6 +37,8 @@ class LoopConfig:
     margin_quantile: float | None = 0.9  # safety margin from this forecast-error quantile; None: no margin
     max_margin: float = 0.15  # the margin never adds more than this share of the forecast
     at_least_last: bool = True  # never size for less than the load just observed
+    at_most_shift: float = 0.5  # never size for more than (1 + this) x the load just observed (0: no bound)
+    forecast_switch: float = 0.2  # auto keeps its forecaster until another errs less by more than this share
     stability: StabilityOptions = field(default_factory=StabilityOptions)
     churn: ChurnCosts | None = DEFAULT_CHURN
     solver: str | None = "highs"
@@ -257,7 +259,9 @@ class ControlLoop:
                 f = self.forecasters[name] = make_forecaster(self.config.forecast, self.config.horizon,
                                                              margin_quantile=self.config.margin_quantile,
                                                              max_margin=self.config.max_margin,
-                                                             at_least_last=self.config.at_least_last)
+                                                             at_least_last=self.config.at_least_last,
+                                                             level_shift=self.config.at_most_shift,
+                                                             switch=self.config.forecast_switch)
             if f is None:
                 demand[name] = raw[name] = float(s.arrival_rate)
                 continue
@@ -351,13 +355,17 @@ def _short(outcome) -> int:
 
 class SloFeedback:
     """Integral correction of the perf model's error from what the fleet measures: a per-server factor on the
-    demand, raised by ``up`` each cycle the server's cycle-average ITL or TTFT exceeds its SLO while it runs at
-    least what was last recommended with no replica starting (so the miss is the model's, not a capacity
-    shortage's or a start-up's), lowered by ``down`` while both are under ``relax`` of their SLO; within
-    [1, ``cap``]. The solver then sizes for load it would otherwise underestimate."""
+    demand, raised by ``up`` each cycle the server's cycle-average ITL or TTFT exceeds its SLO while it has run
+    at least what was last recommended, with no replica starting, for ``settle`` cycles in a row and no queue
+    drains (so the miss is the model's, not a capacity shortage's, a start-up's or the backlog they left: the
+    requests queued at the old replicas stay there when new ones come up), lowered by ``down`` while both are
+    under ``relax`` of their SLO; within [1, ``cap``]. The solver then sizes for load it would otherwise
+    underestimate."""
 
-    def __init__(self, system: System, up: float = 1.15, down: float = 0.97, relax: float = 0.7, cap: float = 3.0):
-        self.up, self.down, self.relax, self.cap = up, down, relax, cap
+    def __init__(self, system: System, up: float = 1.15, down: float = 0.97, relax: float = 0.7, cap: float = 3.0,
+                 settle: int = 4):
+        self.up, self.down, self.relax, self.cap, self.settle = up, down, relax, cap, settle
+        self.settled: dict[str, int] = {}  # cycles in a row each server has run what was recommended
         self.slo = slo_by_server(system)
         self.factor: dict[str, float] = {}
         self.recommended: dict[str, int] = {}  # last recommendation per server (set by the loop)
@@ -380,8 +388,10 @@ class SloFeedback:
             waiting = _waiting(s)
             draining = waiting is not None and 1.0 <= waiting < self.waiting.get(name, math.inf)
             self.waiting[name] = waiting if waiting is not None else math.inf
+            settled = self.settled[name] = self.settled.get(name, 0) + 1 \
+                if got_it and s.replicas_starting == 0 else 0
             if e is not None and s.replicas_starting == 0:
-                if e > 1.0 and got_it and not draining:
+                if e > 1.0 and settled >= self.settle and not draining:
                     f = min(f * self.up, self.cap)
                 elif e < self.relax:
                     f = max(f * self.down, 1.0)

@@ -3,10 +3,12 @@
 Per server, in this order: hold on failure (any upstream fault: the last allocation stays, never zero for missing
 data); floor (``min_replicas``: the solver may answer 0 for a server it could not place, the loop never scales a
 running server to zero); scale-down window (a scale-down goes only to the highest recommendation of the last
-``scale_down_window`` seconds, as Kubernetes' HPA); deadband (scale-downs smaller than ``deadband`` of the current
-count are skipped); replicas starting (no second scale-up for the same demand, no scale-down while replicas
-start); step limit (``max_replica_change`` per cycle). Then for the fleet: never above capacity (what stability
-added above the recommendation goes first, then scale-ups, lowest priority first; as a last resort anything).
+``scale_down_window`` seconds, as Kubernetes' HPA, leaving out those sized for a demand more than ``level_shift``
+above today's: the load has left that level, which is no noise to ride out); deadband (scale-downs smaller
+than ``deadband`` of the current count are skipped); replicas starting (no second scale-up for the same demand,
+no scale-down while replicas start); step limit (``max_replica_change`` per cycle). Then for the fleet: never
+above capacity (what stability added above the recommendation goes first, then scale-ups, lowest priority first;
+as a last resort anything).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class StabilityOptions:
     """Switches of the rules above; ``off()`` keeps only the safety rules (hold, floor, capacity)."""
 
     scale_down_window: float = 120.0  # seconds; 0: off
+    level_shift: float = 0.5  # a recommendation sized for more than (1 + this) x today's demand is past a level
+    # change, not noise, and does not hold a scale-down (0: off)
     deadband: float = 0.1  # fraction of the current replicas; 0: off
     starting_aware: bool = True
     starting_tolerance: float = 0.05  # demand growth over the pending scale-up's that allows another one
@@ -48,8 +52,9 @@ class StabilityOptions:
             return cls()
         if text == "off":
             return cls.off()
-        aliases = {"window": "scale_down_window", "step": "max_replica_change", "starting": "starting_aware",
-                   "hold": "hold_on_failure", "floor": "min_replicas", "capacity": "capacity_guard"}
+        aliases = {"window": "scale_down_window", "shift": "level_shift", "step": "max_replica_change",
+                   "starting": "starting_aware", "hold": "hold_on_failure", "floor": "min_replicas",
+                   "capacity": "capacity_guard"}
         kw: dict = {}
         for item in text.split(","):
             key, sep, value = item.partition("=")
@@ -100,7 +105,7 @@ class Decision:
 
 @dataclass
 class _History:
-    recommendations: deque = field(default_factory=deque)  # (time, Target)
+    recommendations: deque = field(default_factory=deque)  # (time, Target, demand it was sized for)
     scale_up_demand: float = math.nan  # demand when the last scale-up was ordered
 
 
@@ -138,11 +143,13 @@ class Stabiliser:
             rules.append(FLOOR)
             notes.append(f"recommended {target.replicas} raised to the floor {opt.min_replicas}")
             target = replace(target, replicas=opt.min_replicas)
-        self._remember(time, hist, target)
+        self._remember(time, hist, target, s.demand)
         if cur is None or cur.accelerator != target.accelerator:
             return self._finish(hist, s, target, rules, notes)
         if target.replicas < cur.replicas and opt.scale_down_window > 0:
-            held = max(t.replicas for _, t in hist.recommendations if t.accelerator == target.accelerator)
+            shift = opt.level_shift
+            held = max(t.replicas for _, t, d in hist.recommendations if t.accelerator == target.accelerator
+                       and not (shift > 0 and d > (1 + shift) * s.demand))
             if held > target.replicas:
                 rules.append(WINDOW)
                 notes.append(f"scale-down to {target.replicas} limited to {min(held, cur.replicas)}, the highest "
@@ -172,8 +179,8 @@ class Stabiliser:
             target = replace(target, replicas=max(step, 0))
         return self._finish(hist, s, target, rules, notes)
 
-    def _remember(self, time: float, hist: _History, target: Target) -> None:
-        hist.recommendations.append((time, target))
+    def _remember(self, time: float, hist: _History, target: Target, demand: float) -> None:
+        hist.recommendations.append((time, target, demand))
         while hist.recommendations and hist.recommendations[0][0] < time - self.options.scale_down_window:
             hist.recommendations.popleft()
 

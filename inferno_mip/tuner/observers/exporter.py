@@ -2,7 +2,10 @@
 
 Each operating point (a ``model_name`` label) serves counters that grow linearly in wall time at its request
 rate, with latency sums = count * latency from the perf model at the truth parameters, so that PromQL
-``rate()`` ratios recover the operating point exactly.
+``rate()`` ratios recover the operating point exactly. Every sample carries the timestamp of the instant its
+counters were computed: Prometheus honours exposed timestamps by default, and without them it stamps a sample at
+the scrape's start, so a response delayed by a loaded machine would skew ``rate()`` over a short window by the
+delay's variation over the window.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class VllmExporter:
 
         self.truth = dict(zip(("alpha", "beta", "gamma"), (float(v) for v in truth)))
         self.points, self.namespace, self.max_queue, self._clock = list(points), namespace, max_queue, clock
-        self._t0 = clock()
+        self._t0, self._wall0 = clock(), time.time()  # counters grow in `clock`; samples are stamped in wall time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self._server = self._thread = None
@@ -48,7 +51,8 @@ class VllmExporter:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-        elapsed = self._clock() - self._t0 + 1.0
+        now = self._clock() - self._t0
+        elapsed, stamp = now + 1.0, self._wall0 + now
         labels = ["namespace", "model_name", "pod"]
         fam = {
             "success": CounterMetricFamily("vllm:request_success", "finished requests", labels=labels),
@@ -63,13 +67,13 @@ class VllmExporter:
             for r in range(p.replicas):
                 lab = [self.namespace, p.model_name, f"{p.model_name}-{r}"]
                 n = p.rpm / 60.0 * elapsed  # requests per replica so far
-                fam["success"].add_metric(lab, n)
-                fam["gen"].add_metric(lab, n * p.out_tokens)
-                fam["prompt"].add_metric(lab, n * p.in_tokens)
-                fam["running"].add_metric(lab, m.num_in_service)
+                fam["success"].add_metric(lab, n, timestamp=stamp)
+                fam["gen"].add_metric(lab, n * p.out_tokens, timestamp=stamp)
+                fam["prompt"].add_metric(lab, n * p.in_tokens, timestamp=stamp)
+                fam["running"].add_metric(lab, m.num_in_service, timestamp=stamp)
                 for k, v in (("time_to_first_token", m.ttft), ("time_per_output_token", m.itl),
                              ("request_queue_time", m.wait_time)):
-                    sums[k].add_metric(lab, count_value=n, sum_value=n * v / 1000.0)
+                    sums[k].add_metric(lab, count_value=n, sum_value=n * v / 1000.0, timestamp=stamp)
         yield from fam.values()
         yield from sums.values()
 
