@@ -186,6 +186,8 @@ def _variants(args) -> list[tuple[str, dict]]:
         return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "default", "all")]
     if args.compare:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
+    if args.against:
+        return [(f"before ({args.against})", {"speedups": args.against}), ("after", {"speedups": args.speedups})]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
 
 
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--speedups", default="default")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
+        p.add_argument("--against", help="also run this set of speed-ups (a comma list), "
+                       "interleaved: before and after in one run")
         p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
     for name in ("cycles", "stages"):
         cyc = sub.choices[name]
