@@ -81,8 +81,8 @@ def aggregate_stage(form: Formulation, problem, min_group: int = 2) -> StageAggr
     keep[owner[(lb > 0) & (owner >= 0)]] = True
     keep_cols_mask = (owner < 0) | keep[np.maximum(owner, 0)]
     m_form = form.A.shape[0]
-    glob = np.r_[info["capacity_rows"], np.arange(m_form, A.shape[0])]  # capacity rows, then the kept rows
-    fixed = np.arange(m_form, A.shape[0])
+    fixed = np.arange(m_form, A.shape[0])  # the rows that keep earlier stages at their optimum
+    glob = np.r_[info["capacity_rows"], fixed]
     cap_row = np.full(n, -1, dtype=np.int64)
     cap_coef = np.zeros(n)
     cap = A[info["capacity_rows"], :].tocoo()
@@ -148,8 +148,10 @@ def aggregate_stage(form: Formulation, problem, min_group: int = 2) -> StageAggr
                                                               np.arange(len(kept_cols), n_new))),
                                shape=(n_groups, n_new))
     top = sp.hstack([Ar[local_rows][:, kept_cols], sp.csr_matrix((len(local_rows), n_new - len(kept_cols)))])
-    middle = sp.hstack([Ar[glob][:, kept_cols], Ar[glob][:, rep_cols]])
-    A_new = sp.vstack([top, middle, group_rows], format="csr")
+    caps = info["capacity_rows"]
+    middle = sp.hstack([Ar[caps][:, kept_cols], Ar[caps][:, rep_cols]])
+    bottom = sp.hstack([Ar[fixed][:, kept_cols], Ar[fixed][:, rep_cols]])  # last, as MipProblem.fixed_rows says
+    A_new = sp.vstack([top, middle, group_rows, bottom], format="csr")
     size_per_col = np.repeat(np.array(sizes, dtype=np.float64), counts)
     start = None
     if problem.warm_start is not None:
@@ -168,11 +170,12 @@ def aggregate_stage(form: Formulation, problem, min_group: int = 2) -> StageAggr
                 start[option_cols[g][index[option]]] += 1
     agg_problem = MipProblem(
         A=A_new,
-        row_lb=np.r_[problem.row_lb[local_rows], problem.row_lb[glob], sizes],
-        row_ub=np.r_[problem.row_ub[local_rows], problem.row_ub[glob], sizes],
+        row_lb=np.r_[problem.row_lb[local_rows], problem.row_lb[caps], sizes, problem.row_lb[fixed]],
+        row_ub=np.r_[problem.row_ub[local_rows], problem.row_ub[caps], sizes, problem.row_ub[fixed]],
         lb=np.r_[lb[kept_cols], np.zeros(n_new - len(kept_cols))],
         ub=np.r_[ub[kept_cols], size_per_col],
         integer=np.r_[problem.integer[kept_cols], np.ones(n_new - len(kept_cols), dtype=bool)],
-        c=np.r_[c[kept_cols], c[rep_cols]], maximize=problem.maximize, warm_start=start, fixed_rows=0)
+        c=np.r_[c[kept_cols], c[rep_cols]], maximize=problem.maximize, warm_start=start,
+        fixed_rows=problem.fixed_rows)
     return StageAggregation(agg_problem, n, kept_cols, tuple(member_cols), tuple(unserved_cols),
                             tuple(option_cols), np.array(left_cols, dtype=np.int64))
