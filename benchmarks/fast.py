@@ -13,8 +13,9 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
 ``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
-``--compare`` runs none and the chosen set in one process, interleaved; ``--ablation`` runs none, each speed-up
-alone, the default set and all. Times are CPU seconds of this process (``time.process_time``: the machine is
+``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
+chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
+all. Times are CPU seconds of this process (``time.process_time``: the machine is
 shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
 """
 
