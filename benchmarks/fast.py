@@ -13,8 +13,9 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
 ``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
-``--compare`` runs none and the chosen set in one process, interleaved; ``--ablation`` runs none, each speed-up
-alone, the default set and all. Times are CPU seconds of this process (``time.process_time``: the machine is
+``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
+chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
+all. Times are CPU seconds of this process (``time.process_time``: the machine is
 shared, so wall time would measure the neighbours), medians; the greedy's time in the same run is the yardstick.
 """
 
@@ -186,6 +187,8 @@ def _variants(args) -> list[tuple[str, dict]]:
         return [(name, {"speedups": name}) for name in ("none", *SPEEDUPS, "default", "all")]
     if args.compare:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
+    if args.against:
+        return [(f"before ({args.against})", {"speedups": args.against}), ("after", {"speedups": args.speedups})]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
 
 
@@ -223,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--speedups", default="default")
         p.add_argument("--compare", action="store_true", help="also run --speedups none, interleaved")
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
+        p.add_argument("--against", help="also run this set of speed-ups (a comma list), "
+                       "interleaved: before and after in one run")
         p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
     for name in ("cycles", "stages"):
         cyc = sub.choices[name]

@@ -214,7 +214,9 @@ def build(table: CandidateTable, options: MipOptions = MipOptions()) -> Formulat
     info: dict = {"replicas": table.replicas[kept]}
     assign = _multi_assign if options.heterogeneous else _single_assign
     parts, unserved = assign(b, table, kept, served_rows, options, info)
+    first_capacity_row = len(b.row_lb)
     _capacity_rows(b, table, *parts.capacity)
+    info["capacity_rows"] = np.arange(first_capacity_row, len(b.row_lb), dtype=np.int64)
     dominator = None
     if options.dominance and not options.heterogeneous:
         dominator = dominated(table, kept)

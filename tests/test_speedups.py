@@ -399,3 +399,46 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     assert unserved_by_priority(fast) == unserved_by_priority(plain)
     assert sum(unserved_by_priority(plain).values()) > 0  # capacity binds: every stage runs
     assert fast.objective == pytest.approx(plain.objective, rel=1e-9)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.0),
+       speedups=st.sampled_from(["aggregate-stages", "aggregate-stages,idle-partial", "default"]))
+def test_aggregated_stages_match_plain_staged_path(seed, tightness, speedups):
+    """Best-effort and value stages on aggregated servers: every stage's optimum and status as the plain path."""
+    from inferno_mip.models.lexicographic import SolveOptions, solve_lexicographic
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(generate(servers=20, accelerators=6, classes=3, seed=seed, tightness=tightness), Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
+    plain = solve_lexicographic(form, highs.solve_stage, SolveOptions(60, speedups=frozenset()), start)
+    names = parse_speedups(speedups) | {"aggregate-stages"}
+    fast = solve_lexicographic(form, highs.solve_stage, SolveOptions(60, speedups=names), start)
+    assert fast.status == plain.status == "optimal"
+    for stage in form.stages:
+        assert float(stage.c @ fast.x) == pytest.approx(float(stage.c @ plain.x), rel=1e-7, abs=1e-6), stage.name
+
+
+def test_aggregated_stage_disaggregates_to_a_plan_of_the_original_stage():
+    """Groups form, and an aggregated point maps back to a feasible point of the original MIP, same objective."""
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions, _feasible
+    from inferno_mip.models.stage_aggregate import aggregate_stage
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(generate(servers=40, accelerators=6, classes=2, seed=3, tightness=0.8), Settings())
+    form = build(table, MipOptions(best_effort=False))
+    start = form.vector(greedy.solve(table).counts, table)
+    value = form.stages[-1]
+    problem = MipProblem(A=form.A, row_lb=form.row_lb, row_ub=form.row_ub, lb=form.lb, ub=form.ub,
+                         integer=form.integer, c=value.c, maximize=False, warm_start=start)
+    agg = aggregate_stage(form, problem)
+    assert agg is not None and agg.problem.A.shape[1] < form.n_vars
+    assert float(agg.problem.c @ agg.problem.warm_start) == pytest.approx(float(value.c @ start))
+    assert np.all(agg.problem.A @ agg.problem.warm_start <= agg.problem.row_ub + 1e-9)
+    plain = highs.solve_stage(problem, SolveOptions())
+    small = highs.solve_stage(agg.problem, SolveOptions())
+    x = agg.disaggregate(small.x)
+    assert _feasible(form, x)
+    assert float(value.c @ x) == pytest.approx(small.objective, rel=1e-12)
+    assert small.objective == pytest.approx(plain.objective, rel=1e-7)
