@@ -46,6 +46,7 @@ def configs():
         "margin-25": (replace(full, max_margin=0.25, name="margin-25"), False, 0.0),
         "switch-20": (replace(full, forecast_switch=0.2, name="switch-20"), False, 0.0),
         "switch-50": (replace(full, forecast_switch=0.5, name="switch-50"), False, 0.0),
+        **{f"q{q:.0f}": (replace(full, margin_quantile=q / 100, name=f"q{q:.0f}"), False, 0.0) for q in (70, 75, 90)},
     }
 
 
