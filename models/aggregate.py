@@ -32,13 +32,20 @@ class Aggregation:
         """A solution vector of `full` (full service only) with the same counts per type and group."""
         x = np.zeros(full.n_vars)
         for rows, opts, cols in zip(self.members, self.options, self.option_cols):
-            taken = 0
-            for choice, col in zip(opts, cols):
-                n = int(round(v[col]))
-                x[full.full_cols[choice[taken:taken + n]]] = 1.0
-                taken += n
-            x[full.unserved_cols[rows[taken:]]] = 1.0
+            give_in_order(x, [full.full_cols[choice] for choice in opts], v[cols], full.unserved_cols[rows])
         return x
+
+
+def give_in_order(x: np.ndarray, option_cols: list[np.ndarray], counts: np.ndarray, unserved: np.ndarray) -> None:
+    """Set in `x` one group's plan from its option counts: the members, in table order, take the options in order
+    (as many as each count; ``option_cols[k][i]`` is member i's column for option k), the rest are unserved
+    (``unserved[i]``)."""
+    taken = 0
+    for member_cols, count in zip(option_cols, counts):
+        n = int(round(count))
+        x[member_cols[taken:taken + n]] = 1.0
+        taken += n
+    x[unserved[taken:]] = 1.0
 
 
 def aggregate(table, full: Formulation) -> Aggregation | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .aggregate import give_in_order
 from .allocation import Formulation
 
 
@@ -40,19 +41,13 @@ class StageAggregation:
     member_cols: tuple[np.ndarray, ...]  # per group: (options x members) original full-service columns
     unserved_cols: tuple[np.ndarray, ...]  # per group: its members' u columns, in table order
     option_cols: tuple[np.ndarray, ...]  # per group: the aggregated column of each option
-    left_cols: np.ndarray  # per group: the aggregated column of its unserved count
 
     def disaggregate(self, v: np.ndarray) -> np.ndarray:
         """A solution of the original MIP with the same objective and rows as the aggregated `v`."""
         x = np.zeros(self.n_vars)
         x[self.kept_cols] = v[:len(self.kept_cols)]
         for members, unserved, cols in zip(self.member_cols, self.unserved_cols, self.option_cols):
-            taken = 0
-            for k, col in enumerate(cols):
-                n = int(round(v[col]))
-                x[members[k, taken:taken + n]] = 1.0
-                taken += n
-            x[unserved[taken:]] = 1.0
+            give_in_order(x, members, v[cols], unserved)
         return x
 
 
@@ -187,4 +182,4 @@ def aggregate_stage(form: Formulation, problem, min_group: int = 2) -> StageAggr
         c=np.r_[c[kept_cols], c[rep_cols]], maximize=problem.maximize, warm_start=start,
         fixed_rows=problem.fixed_rows)
     return StageAggregation(agg_problem, n, kept_cols, tuple(member_cols), tuple(unserved_cols),
-                            tuple(option_cols), np.array(left_cols, dtype=np.int64))
+                            tuple(option_cols))
