@@ -109,16 +109,14 @@ def startup_floor(counts: list[dict[str, int]], delay_cycles: int) -> int:
 
 def offered_rates(workload: str, seed: int = 0) -> dict[str, dict[float, float]]:
     """Per server, window end time -> offered req/s (from an inferno-like run: arrivals are the same in all)."""
-    from control_experiments import PERIOD, SCENARIO, STARTUP, WORKLOADS
+    from control_experiments import PERIOD, SCENARIO, STARTUP, fleet_for
 
     from inferno_mip import load_scenario
     from inferno_mip.control.cli import simulate
     from inferno_mip.control.loop import LoopConfig
-    from inferno_mip.sim import Fleet, Workload
 
     system = load_scenario(SCENARIO)
-    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)
+    _, fleet = fleet_for(system, workload, seed)
     records = simulate(system, fleet, LoopConfig.inferno(period=PERIOD, startup_delay=STARTUP), duration=3600.0,
                        tuner=False)
     out: dict[str, dict[float, float]] = {}
@@ -129,22 +127,18 @@ def offered_rates(workload: str, seed: int = 0) -> dict[str, dict[float, float]]
 
 
 def run_bound(workload: str, kind: str, rates, out: Path, seed: int = 0) -> dict:
-    from control_experiments import DURATION, PERIOD, SCENARIO, STARTUP, WORKLOADS, oracles, run_name
+    from control_experiments import DURATION, PERIOD, SCENARIO, STARTUP, fleet_for, measured, run_name
 
     from inferno_mip import load_scenario
     from inferno_mip.control.loop import ControlLoop, LoopConfig
-    from inferno_mip.control.metrics import summarize
     from inferno_mip.control.record import write_record
-    from inferno_mip.control.scenario_steps import step_windows
     from inferno_mip.control.simulated import SimActuator, SimCollector, run
     from inferno_mip.control.stabilise import StabilityOptions
-    from inferno_mip.sim import Fleet, Workload
 
     delay = 0.0 if kind == "oracle-replay" else STARTUP
     ahead = int(math.ceil((PERIOD + delay) / PERIOD - 1e-9))
     system = load_scenario(SCENARIO)
-    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=delay, seed=seed)
+    wl, fleet = fleet_for(system, workload, seed, startup_delay=delay)
     stem = run_name(workload, kind, seed)
     config = LoopConfig(period=PERIOD, startup_delay=delay, margin_quantile=None, stability=StabilityOptions.off(),
                         churn=None, slo_feedback=False, name=kind)
@@ -161,11 +155,7 @@ def run_bound(workload: str, kind: str, rates, out: Path, seed: int = 0) -> dict
             records.append(r)
             write_record(r, f)
     cpu = time.process_time() - cpu
-    # the SLO shares leave out the same step windows as the other runs (the full loop's start-up delay)
-    summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
-    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload, seed)
-    summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
-    summary["seed"] = seed
+    summary = measured(records, system, wl, workload, seed)  # the same step windows as the loop's runs
     for o in (summary["oracle"], summary["oracle_counted"]):  # the floor of a clairvoyant with the start-up delay
         counts = o.pop("replicas")
         o["startup_floor"] = startup_floor(counts, int(round(STARTUP / PERIOD))) / max(
@@ -213,8 +203,7 @@ def main(argv=None) -> int:
             s = run_bound(w, kind, rates, args.output, seed)
             counted = s["card_hours"] / s["oracle_counted"]["card_hours"]
             print(f"{w:8s} {kind:14s} seed {seed} both-SLO {s['both_slo']:.3f} request {s['request_slo']:.3f} "
-                  f"reversals "
-                  f"{s['reversals']:3d} cost x{s['cost_ratio']:.2f} (x{counted:.2f} counted) "
+                  f"reversals {s['reversals']:3d} cost x{s['cost_ratio']:.2f} (x{counted:.2f} counted) "
                   f"floor x{s['oracle']['startup_floor']:.3f} (x{s['oracle_counted']['startup_floor']:.3f} counted) "
                   f"cpu {s['cpu_seconds']:.0f}s", flush=True)
     return 0

@@ -144,11 +144,10 @@ def extra_replicas(records, system, oracle_counts=None) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    from control_experiments import PERIOD, SCENARIO, STARTUP, WORKLOADS
+    from control_experiments import PERIOD, SCENARIO, STARTUP, workload_spec
 
     from inferno_mip import load_scenario
     from inferno_mip.control.scenario_steps import step_windows
-    from inferno_mip.sim import Workload
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("records", nargs="+", type=Path, help="cycle records <workload>-<config>.jsonl")
@@ -158,9 +157,9 @@ def main(argv=None) -> int:
     system = load_scenario(SCENARIO)
     for path in args.records:
         workload = path.name.split("-")[0]
-        wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        causes, rows = diagnose(records, system, step_windows(wl, STARTUP + PERIOD), PERIOD, PERIOD + STARTUP)
+        causes, rows = diagnose(records, system, step_windows(workload_spec(workload), STARTUP + PERIOD), PERIOD,
+                                PERIOD + STARTUP)
         total = sum(1 for r in records for s in r["servers"] if s.get("itl") is not None and s.get("completed"))
         print(f"{path.name}: {sum(causes.values())} misses: "
               + ", ".join(f"{c} {n}" for c, n in causes.most_common()))

@@ -80,10 +80,7 @@ def true_rates(system, workload: str, times, seed: int = 0) -> list[dict[str, fl
     arrivals at the rate it is given)."""
     import numpy as np
 
-    from inferno_mip.sim import Fleet, Workload
-
-    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)  # the run's streams, noise and all
+    _, fleet = fleet_for(system, workload, seed)  # the run's streams, noise and all
     out = []
     for t in times:
         rates = {}
@@ -106,6 +103,34 @@ def oracles(system, records, workload: str, seed: int = 0) -> tuple[dict, dict]:
             oracle(system, records))
 
 
+def workload_spec(workload: str):
+    """The shipped workload of that name (ramp, surge, diurnal)."""
+    from inferno_mip.sim import Workload
+
+    return Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
+
+
+def fleet_for(system, workload: str, seed: int = 0, startup_delay: float = STARTUP):
+    """The workload's spec and a fleet of `system` under it (arrivals and noise depend only on the seed)."""
+    from inferno_mip.sim import Fleet
+
+    wl = workload_spec(workload)
+    return wl, Fleet.from_system(system, wl, startup_delay=startup_delay, seed=seed)
+
+
+def measured(records, system, wl, workload: str, seed: int) -> dict:
+    """A run's summary as every experiment reports it: the simulator's SLO shares outside the step windows (the
+    full loop's start-up delay after each step), both oracles and the cost ratio against the true-load one."""
+    from inferno_mip.control.metrics import summarize
+    from inferno_mip.control.scenario_steps import step_windows
+
+    summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
+    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload, seed)
+    summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
+    summary["seed"] = seed
+    return summary
+
+
 def run_name(workload: str, name: str, seed: int) -> str:
     """File stem of a run: seed 0 (the default runs) carries no suffix."""
     return f"{workload}-{name}" + (f"-s{seed}" if seed else "")
@@ -114,31 +139,24 @@ def run_name(workload: str, name: str, seed: int) -> str:
 def run_one(workload: str, name: str, out: Path, seed: int = 0) -> dict:
     from inferno_mip import load_scenario
     from inferno_mip.control.cli import perturbed, simulate
-    from inferno_mip.control.metrics import summarize
     from inferno_mip.control.plot import plot_cycles
-    from inferno_mip.control.scenario_steps import step_windows
-    from inferno_mip.sim import Fleet, Workload
 
     config, tuner, error = configs()[name]
     system = load_scenario(SCENARIO)
-    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    fleet = Fleet.from_system(system, wl, startup_delay=STARTUP, seed=seed)
+    wl, fleet = fleet_for(system, workload, seed)
     stem = run_name(workload, name, seed)
     cpu = time.process_time()
     records = simulate(system, fleet, config, duration=DURATION, tuner=tuner,
                        controller_system=perturbed(system, error), record=out / f"{stem}.jsonl")
     cpu = time.process_time() - cpu
-    summary = summarize(records, step_windows(wl, STARTUP + PERIOD), PERIOD)
+    summary = measured(records, system, wl, workload, seed)
     summary["misses"] = misses(records, workload)
-    summary["oracle"], summary["oracle_counted"] = oracles(system, records, workload, seed)
-    summary["cost_ratio"] = summary["card_hours"] / summary["oracle"]["card_hours"]
     summary["excess"] = excess(records, system, summary["oracle"]["replicas"])
     for o in (summary["oracle"], summary["oracle_counted"]):
         o.pop("replicas")
     summary["cpu_seconds"] = cpu
     summary["solve_ms_median"] = sorted(r["timing"]["optimizeMs"] for r in records)[len(records) // 2]
     summary["cycle_ms_median"] = sorted(r["timing"]["totalMs"] for r in records)[len(records) // 2]
-    summary["seed"] = seed
     if not seed:
         plot_cycles(records, out / f"{stem}.png", f"{WORKLOADS[workload]}: {name}")
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -151,11 +169,9 @@ def misses(records, workload: str) -> dict:
 
     from inferno_mip import load_scenario
     from inferno_mip.control.scenario_steps import step_windows
-    from inferno_mip.sim import Workload
 
-    wl = Workload.from_yaml(ROOT / "scenarios" / "workloads" / WORKLOADS[workload])
-    causes, _ = diagnose(records, load_scenario(SCENARIO), step_windows(wl, STARTUP + PERIOD), PERIOD,
-                         PERIOD + STARTUP)
+    windows = step_windows(workload_spec(workload), STARTUP + PERIOD)
+    causes, _ = diagnose(records, load_scenario(SCENARIO), windows, PERIOD, PERIOD + STARTUP)
     return dict(causes.most_common())
 
 
