@@ -151,13 +151,16 @@ def score(row: dict, s: dict) -> dict:
 SIM_METRICS = ("ttft", "itl", "thr", "running", "wait")
 
 
+def run_metrics(s: dict, batch: int, geometric: bool, rate: float, completions: int, seed: int) -> dict:
+    """One simulator run's values of SIM_METRICS (ms, req/s, requests)."""
+    res = simulate(s, batch, geometric, rate, completions, seed)
+    return dict(ttft=res.ttft_mean, itl=res.itl_mean, thr=res.throughput, running=res.running_mean,
+                wait=1000.0 * float(np.mean(res.sample.done_wait)))
+
+
 def simulate_point(s: dict, batch: int, geometric: bool, rate: float, completions: int, seeds) -> dict:
     """Simulator means over independent seeds at one point, with their standard errors (NaN for one seed)."""
-    runs = []
-    for seed in seeds:
-        res = simulate(s, batch, geometric, rate, completions, seed)
-        runs.append(dict(ttft=res.ttft_mean, itl=res.itl_mean, thr=res.throughput, running=res.running_mean,
-                         wait=1000.0 * float(np.mean(res.sample.done_wait))))
+    runs = [run_metrics(s, batch, geometric, rate, completions, seed) for seed in seeds]
     out = {}
     for k in SIM_METRICS:
         v = np.array([r[k] for r in runs])
@@ -197,10 +200,8 @@ def refine_point(row: dict, s: dict, target: float, cpu_cap: float, step: int = 
         if enough or time.process_time() - t0 >= cpu_cap:
             break
         for _ in range(step):
-            res = simulate(s, batch, geometric, rate, completions, seed)
+            vals = run_metrics(s, batch, geometric, rate, completions, seed)
             seed += 1
-            vals = dict(ttft=res.ttft_mean, itl=res.itl_mean, thr=res.throughput, running=res.running_mean,
-                        wait=1000.0 * float(np.mean(res.sample.done_wait)))
             for k, v in vals.items():
                 acc[k][0] += 1
                 acc[k][1] += v
