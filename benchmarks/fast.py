@@ -50,11 +50,17 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def cycles(args) -> None:
+def cycle_loads(args) -> tuple[dict, list]:
+    """The family's generator options and the systems of args.cycles + 1 controller cycles (the first warms up):
+    one generated fleet with its loads perturbed log-normally per cycle."""
     family = FAMILIES[args.family] | ({"tightness": args.tightness} if args.tightness is not None else {})
     base = generate(servers=args.servers, seed=args.seed, **family)
     rng = np.random.default_rng(args.seed)
-    loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
+    return family, [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
+
+
+def cycles(args) -> None:
+    family, loads = cycle_loads(args)
     variants = _variants(args)
     if args.incremental:  # the same variants through a Solver object kept across cycles (sizing reused)
         variants += [(f"{name}, Solver.update", {**options, "incremental": True}) for name, options in variants]
@@ -104,10 +110,7 @@ def stages(args) -> None:
     import inferno_mip.models.lexicographic as lexicographic
     import inferno_mip.solvers.exact as exact
 
-    family = FAMILIES[args.family] | ({"tightness": args.tightness} if args.tightness is not None else {})
-    base = generate(servers=args.servers, seed=args.seed, **family)
-    rng = np.random.default_rng(args.seed)
-    loads = [perturbed(base, rng, args.sigma) for _ in range(args.cycles + 1)]
+    family, loads = cycle_loads(args)
     cpu_clock = types.SimpleNamespace(perf_counter=time.process_time)
     saved = lexicographic.time, exact.time
     lexicographic.time = exact.time = cpu_clock
