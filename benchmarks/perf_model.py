@@ -19,11 +19,8 @@ and perf-model-vs-sim.png under --out.
    resolved or used --cpu-cap CPU seconds, in --shard parts (parallel processes); --merge puts the refined rows
    back into the grid (then --rescore it). Refine one grid in shards of one call: different calls reuse seed
    numbers, so a merge keeps the refinement with more seeds and does not pool them.
-2. Real data (../shared/reference/data/vllm-runs/observations.csv): per (run, server), alpha/beta/gamma fitted
-   on the odd cycles (least squares on log TTFT and log ITL, as the tuner's objective) and used to predict the
-   even cycles' ITL, TTFT, throughput and occupancy, then the other way round; run16 deployment rows with one
-   observation and run18's pod rows (per-replica rates). A variant with a fourth, TTFT-only parameter is
-   fitted alongside (REAL_MODELS).
+2. Real data (../shared/reference/data/vllm-runs/observations.csv): benchmarks/perf_model_real.py, fit on half of
+   the control cycles and predict the other half (run alone: python -m benchmarks.perf_model_real).
 """
 
 from __future__ import annotations
@@ -41,8 +38,9 @@ from inferno_mip.queueing import iteration, make_perf_model
 from inferno_mip.queueing.errors import QueueingError
 from inferno_mip.sim import LengthDist, ReplicaConfig, simulate_replica
 
+from .perf_model_real import run_real, write_details
+
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT.parent / "shared" / "reference" / "data" / "vllm-runs" / "observations.csv"
 SCENARIOS = ROOT.parent / "shared" / "reference" / "golden" / "queue-analysis" / "scenarios.json"
 LARGE = ROOT / "scenarios" / "inferno-large"
 BATCHES = (8, 32, 128)
@@ -390,114 +388,6 @@ def plot_grid(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- real vLLM data
-def real_rows() -> list[dict]:
-    with REAL.open() as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for r in rows:
-        if not ((r["run"] == "run16" and r["level"] == "deployment" and r["n_obs"] == "1")
-                or (r["run"] == "run18" and r["level"] == "pod")):
-            continue
-        server = "vllm-qwen-14b" if r["run"] == "run18" else r["server"]
-        out.append(dict(run=r["run"], group=f"{r['run']} {server}", cycle=int(r["cycle"]), N=int(r["N"]),
-                        Q=int(r["Q"]), n=float(r["n"]), m=float(r["m"]), rate=float(r["offered_rpm"]) / 60.0,
-                        thr=float(r["obs_thr_rpm"]) / 60.0, itl=float(r["obs_itl"]), ttft=float(r["obs_ttft"]),
-                        occ=float(r["obs_occ"]) if r["obs_occ"] else math.nan,
-                        x0=(float(r["alpha"]), float(r["beta"]), float(r["gamma"]))))
-    return out
-
-
-def _predict(kind: str, x, r: dict):
-    pm = make_perf_model(kind, dict(alpha=x[0], beta=x[1], gamma=x[2]), in_tokens=r["n"], out_tokens=r["m"],
-                         max_batch=r["N"], max_queue=r["Q"])
-    return pm.analyze(r["rate"])
-
-
-REAL_MODELS = ("iteration", "new", "iteration + TTFT lag")  # the last: a tried variant, not kept (RESULTS.md)
-
-
-def _real_metrics(kind: str, x, r: dict) -> dict:
-    """ITL, TTFT, throughput and occupancy of a fitted model at an observation. "iteration + TTFT lag" adds a
-    fourth parameter x[3] (ms per request in service) to TTFT only: a batch-dependent term that real vLLM
-    TTFTs suggest (they grow faster with the batch than the model's) and the simulator does not have."""
-    m = _predict(kind.split(" ")[0], x, r)
-    lag = x[3] * m.num_in_service if len(x) > 3 else 0.0
-    return dict(itl=m.itl, ttft=m.ttft + lag, thr=m.throughput, occ=m.num_in_service)
-
-
-def fit(kind: str, rows: list[dict]) -> np.ndarray:
-    """alpha, beta, gamma (and the lag of the TTFT-lag variant) minimising squared log errors of TTFT and ITL over
-    rows (log-parameter search; the lag is searched on a linear scale, it may be 0 or below)."""
-    from scipy.optimize import least_squares
-
-    extra = kind.endswith("lag")
-    x0 = np.log(np.median(np.array([r["x0"] for r in rows]), axis=0))
-
-    def params(z):
-        return np.r_[np.exp(z[:3]), z[3:]]
-
-    def residuals(z):
-        out = []
-        for r in rows:
-            try:
-                m = _real_metrics(kind, params(z), r)
-                out += [math.log(m["ttft"] / r["ttft"]), math.log(m["itl"] / r["itl"])]
-            except (QueueingError, ValueError):
-                out += [10.0, 10.0]
-        return np.array(out)
-
-    return params(least_squares(residuals, np.r_[x0, 0.0] if extra else x0, x_scale=1.0, max_nfev=200).x)
-
-
-REAL_METRICS = ("itl", "ttft", "thr", "occ")
-
-
-def run_real() -> tuple[list[str], list[dict]]:
-    """Per group, fit on the odd cycles and predict the even ones, then the other way round; mean absolute errors
-    per split and model, and a bootstrap 95 % interval of iteration's minus new's (over held-out rows)."""
-    rows = real_rows()
-    details, fits, lines = [], [], []
-    split_names = {1: "fit odd, predict even", 0: "fit even, predict odd"}
-    table = ["| split | model | ITL | TTFT | throughput | occupancy |", "|---|---|---:|---:|---:|---:|"]
-    diffs = ["| split | ITL | TTFT | throughput | occupancy |", "|---|---:|---:|---:|---:|"]
-    rng = np.random.default_rng(0)
-    for parity, split in split_names.items():
-        errors = {kind: [] for kind in REAL_MODELS}
-        for group in sorted({r["group"] for r in rows}):
-            sel = [r for r in rows if r["group"] == group]
-            train = [r for r in sel if r["cycle"] % 2 == parity]
-            test = [r for r in sel if r["cycle"] % 2 != parity]
-            for kind in REAL_MODELS:
-                x = fit(kind, train)
-                cells = " | ".join(f"{v:.4g}" for v in x[:3])
-                fits.append(f"| {split} | {group} | {kind} | {len(train)} / {len(test)} | {cells} | "
-                            f"{x[3]:.3g} |" if len(x) > 3 else f"| {split} | {group} | {kind} | {len(train)} / "
-                            f"{len(test)} | {cells} | |")
-                for r in test:
-                    pred = _real_metrics(kind, x, r)
-                    errors[kind].append([abs(pred[k] - r[k]) / r[k] for k in REAL_METRICS])
-                    details.append(dict(split=split, group=group, cycle=r["cycle"], model=kind,
-                                        **{f"obs_{k}": r[k] for k in pred},
-                                        **{f"pred_{k}": v for k, v in pred.items()}))
-        for kind in REAL_MODELS:
-            e = np.array(errors[kind])
-            cells = [f"{100 * np.nanmean(e[:, j]):.2f} % (n = {int(np.isfinite(e[:, j]).sum())})"
-                     for j in range(len(REAL_METRICS))]
-            table.append(f"| {split} | {kind} | {' | '.join(cells)} |")
-        d = np.array(errors["iteration"]) - np.array(errors["new"])
-        boots = np.array([np.nanmean(d[rng.integers(0, len(d), len(d))], axis=0) for _ in range(2000)])
-        lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
-        diffs.append(f"| {split} | " + " | ".join(f"{100 * np.nanmean(d[:, j]):+.2f} ({100 * lo[j]:+.2f} to "
-                                                  f"{100 * hi[j]:+.2f})" for j in range(len(REAL_METRICS))) + " |")
-    lines += table + ["", "iteration minus new, points of mean absolute error (bootstrap 95 % interval over the "
-                      "held-out rows):", "", *diffs, "",
-                      "Fitted parameters (fit / predict rows; lag in ms per request in service):", "",
-                      "| split | group | model | rows | alpha | beta | gamma | lag |",
-                      "|---|---|---|---|---:|---:|---:|---:|", *fits]
-    return lines, details
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 parameter sets, shorter runs (a smoke test)")
@@ -546,10 +436,7 @@ def main(argv=None) -> int:
     t1 = time.process_time()
     real, details = run_real()
     t_real = time.process_time() - t1
-    with (out / "perf-model-real.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(details[0]))
-        w.writeheader()
-        w.writerows(details)
+    write_details(details, out / "perf-model-real.csv")
     print("## Perf model vs measurements\n")
     print(f"`python -m benchmarks.perf_model` ({len(rows)} simulator points, {t_grid:.0f} s CPU; real-data fits "
           f"{t_real:.0f} s CPU; a shared 2-core machine). Errors are (model - measured)/measured.\n")
@@ -557,7 +444,6 @@ def main(argv=None) -> int:
     print("\n".join(grid_tables(rows)))
     print("\n![perf models vs simulator](results/perf-model/perf-model-vs-sim.png)\n")
     print("### Real vLLM runs: fit on half of the cycles, predict the other half\n")
-    print("Mean absolute error (held-out rows):\n")
     print("\n".join(real))
     return 0
 
