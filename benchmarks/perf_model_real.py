@@ -21,6 +21,10 @@ Models: "new", "iteration", and two TTFT-only variants of "iteration" (not in th
   engine core's timestamps, so API-server work per request in flight delays TTFT only;
 - "iteration + joined prefills": TTFT + X ITL w_p, no fitted term: the arrivals of the preceding iteration
   (X ITL of them) are prefilled in the same iteration as the request's.
+--ideas also scores TTFT + lag x X (per arrival rate), + lag x L_s/ITL (per token rate), + lag x L_s + constant,
+and two staged procedures: "staged" (alpha, beta, gamma by "robust" without the TTFT term, then its parameters
+on TTFT alone) and "engine first" (alpha, beta, gamma on ITL and occupancy, the engine's own measurements, then
+the TTFT term on TTFT alone).
 """
 
 from __future__ import annotations
@@ -40,8 +44,17 @@ REAL = ROOT.parent / "shared" / "reference" / "data" / "vllm-runs" / "observatio
 METRICS = ("itl", "ttft", "thr", "occ")
 NAMES = {"itl": "ITL", "ttft": "TTFT", "thr": "throughput", "occ": "occupancy"}
 LAG, JOINED = "iteration + TTFT lag", "iteration + joined prefills"
+TOKENS, RATE, LAG_CONST = "iteration + lag per token rate", "iteration + lag per arrival rate", \
+    "iteration + lag and constant"
 MODELS = ("new", "iteration", LAG, JOINED)
-PROCEDURES = {"tuner": (("ttft", "itl"), "linear"), "robust": (("ttft", "itl", "occ"), "soft_l1")}
+IDEAS = (TOKENS, RATE, LAG_CONST)  # scored with --ideas
+EXTRA = {LAG: 1, TOKENS: 1, RATE: 1, LAG_CONST: 2}  # fitted TTFT-only parameters, all >= 0
+# keys: log errors fitted for alpha/beta/gamma; then: what the TTFT-only parameters are fitted to afterwards,
+# alpha/beta/gamma fixed (None: all parameters at once)
+PROCEDURES = {"tuner": dict(keys=("ttft", "itl"), loss="linear", then=None),
+              "robust": dict(keys=("ttft", "itl", "occ"), loss="soft_l1", then=None)}
+IDEA_PROCEDURES = {"staged": dict(keys=("ttft", "itl", "occ"), loss="soft_l1", then=("ttft",)),
+                   "engine first": dict(keys=("itl", "occ"), loss="soft_l1", then=("ttft",))}
 ROBUST_SCALE = 0.05  # log-error where the robust loss turns linear: about the replicate noise
 SPLITS = {1: "fit odd, predict even", 0: "fit even, predict odd"}
 FAILED = 10.0  # log-error residual of a parameter set the model cannot evaluate
@@ -73,27 +86,31 @@ def predict(kind: str, x, r: dict) -> dict:
                          max_batch=r["N"], max_queue=r["Q"])
     m = pm.analyze(r["rate"])
     ttft = m.ttft
-    if kind == LAG:
-        ttft += x[3] * m.num_in_service
+    if kind in (LAG, LAG_CONST):
+        ttft += x[3] * m.num_in_service + (x[4] if kind == LAG_CONST else 0.0)
+    elif kind == TOKENS:  # per token per ms emitted
+        ttft += x[3] * m.num_in_service / m.itl
+    elif kind == RATE:  # per request per second
+        ttft += x[3] * m.throughput
     elif kind == JOINED:
         ttft += m.throughput * m.itl / 1000.0 * (x[1] + x[2]) * r["n"]
     return dict(itl=m.itl, ttft=ttft, thr=m.throughput, occ=m.num_in_service)
 
 
 def fit(kind: str, rows: list[dict], procedure: str = "tuner") -> np.ndarray:
-    """Parameters of kind fitted on rows by procedure (PROCEDURES): alpha, beta, gamma searched in logs from the
-    rows' median in-use values, the TTFT lag on a linear scale from 0.1 ms, bounded below by 0."""
+    """Parameters of kind fitted on rows by procedure (PROCEDURES, IDEA_PROCEDURES): alpha, beta, gamma searched
+    in logs from the rows' median in-use values, TTFT-only parameters on a linear scale from 0.1, bounded below
+    by 0. A procedure with `then` fits alpha, beta, gamma first (TTFT-only parameters at 0), then those."""
     from scipy.optimize import least_squares
 
-    keys, loss = PROCEDURES[procedure]
-    n_extra = 1 if kind == LAG else 0
+    how = {**PROCEDURES, **IDEA_PROCEDURES}[procedure]
+    n_extra = EXTRA.get(kind, 0)
     z0 = np.r_[np.log(np.median(np.array([r["x0"] for r in rows]), axis=0)), [0.1] * n_extra]
-    lower = np.r_[[-np.inf] * 3, [0.0] * n_extra]
 
     def params(z):
         return np.r_[np.exp(z[:3]), z[3:]]
 
-    def residuals(z):
+    def residuals(z, keys):
         out = []
         for r in rows:
             want = [k for k in keys if math.isfinite(r[k])]
@@ -104,20 +121,26 @@ def fit(kind: str, rows: list[dict], procedure: str = "tuner") -> np.ndarray:
                 out += [FAILED] * len(want)
         return np.array(out)
 
-    res = least_squares(residuals, z0, bounds=(lower, np.inf), loss=loss, f_scale=ROBUST_SCALE, x_scale=1.0,
-                        max_nfev=200)
-    return params(res.x)
+    def solve(fun, start, lower):
+        return least_squares(fun, start, bounds=(lower, np.inf), loss=how["loss"], f_scale=ROBUST_SCALE,
+                             x_scale=1.0, max_nfev=200).x
+
+    if how["then"] is None or n_extra == 0:
+        return params(solve(lambda z: residuals(z, how["keys"]), z0, np.r_[[-np.inf] * 3, [0.0] * n_extra]))
+    base = solve(lambda z: residuals(np.r_[z, [0.0] * n_extra], how["keys"]), z0[:3], -np.inf)
+    extra = solve(lambda e: residuals(np.r_[base, e], how["then"]), z0[3:], 0.0)
+    return params(np.r_[base, extra])
 
 
-def held_out(rows: list[dict], parity: int, procedure: str) -> tuple[dict, list[list], list[dict]]:
+def held_out(rows: list[dict], parity: int, procedure: str, models=MODELS) -> tuple[dict, list[list], list[dict]]:
     """Fit every model per group on the cycles of this parity, predict the others: relative absolute errors per
     model (held-out rows x METRICS, NaN where not measured), the fitted parameters and per-row predictions."""
-    errors, fits, details = {kind: [] for kind in MODELS}, [], []
+    errors, fits, details = {kind: [] for kind in models}, [], []
     for group in sorted({r["group"] for r in rows}):
         sel = [r for r in rows if r["group"] == group]
         train = [r for r in sel if r["cycle"] % 2 == parity]
         test = [r for r in sel if r["cycle"] % 2 != parity]
-        for kind in MODELS:
+        for kind in models:
             x = fit(kind, train, procedure)
             fits.append([SPLITS[parity], procedure, group, kind, f"{len(train)} / {len(test)}", *x])
             for r in test:
@@ -141,36 +164,40 @@ def _cell(mean, lo, hi) -> str:
     return f"{100 * mean:+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
 
 
-def run_real(rows: list[dict] | None = None) -> tuple[list[str], list[dict]]:
-    """Both splits, both procedures: the tables of RESULTS.md (lines) and the per-row predictions."""
+def run_real(rows: list[dict] | None = None, ideas: bool = False) -> tuple[list[str], list[dict]]:
+    """Both splits, both procedures: the tables of RESULTS.md (lines) and the per-row predictions; ideas: also
+    the other TTFT terms and the staged procedures."""
     rows = real_rows() if rows is None else rows
+    models = MODELS + IDEAS if ideas else MODELS
+    procedures = {**PROCEDURES, **IDEA_PROCEDURES} if ideas else PROCEDURES
     rng = np.random.default_rng(0)
     head = " | ".join(NAMES[k] for k in METRICS)
     lines, details, fits = [], [], []
-    for procedure in PROCEDURES:
+    for procedure in procedures:
         table = [f"| split | model | {head} |", "|---|---|---:|---:|---:|---:|"]
         diffs = [f"| split | model | {head} |", "|---|---|---:|---:|---:|---:|"]
         for parity, split in SPLITS.items():
-            errors, f, d = held_out(rows, parity, procedure)
+            errors, f, d = held_out(rows, parity, procedure, models)
             fits += f
             details += d
-            for kind in MODELS:
+            for kind in models:
                 e = errors[kind]
                 cells = [f"{100 * np.nanmean(e[:, j]):.2f} % (n = {int(np.isfinite(e[:, j]).sum())})"
                          for j in range(len(METRICS))]
                 table.append(f"| {split} | {kind} | {' | '.join(cells)} |")
-            for kind in MODELS[1:]:
+            for kind in models[1:]:
                 mean, lo, hi = paired_difference(errors[kind], errors["new"], rng)
                 diffs.append(f"| {split} | {kind} | " + " | ".join(_cell(mean[j], lo[j], hi[j])
                                                                    for j in range(len(METRICS))) + " |")
         lines += [f"Procedure \"{procedure}\": mean absolute error of the held-out rows", "", *table, "",
                   "minus `new` (same procedure), points of mean absolute error, bootstrap 95 % interval over the "
                   "held-out rows:", "", *diffs, ""]
-    lines += ["Fitted parameters (fit / predict rows; lag in ms per request in service):", "",
-              "| split | procedure | group | model | rows | alpha | beta | gamma | lag |",
+    lines += ["Fitted parameters (fit / predict rows; TTFT-only terms: lag in ms per request in service, per token "
+              "rate in ms per token/ms emitted, per arrival rate in ms per request/s, constant in ms):", "",
+              "| split | procedure | group | model | rows | alpha | beta | gamma | TTFT terms |",
               "|---|---|---|---|---|---:|---:|---:|---:|"]
     for f in fits:
-        lag = f"{f[8]:.3g}" if len(f) > 8 else ""
+        lag = ", ".join(f"{v:.3g}" for v in f[8:])
         lines.append("| " + " | ".join(f[:5]) + " | " + " | ".join(f"{v:.4g}" for v in f[5:8]) + f" | {lag} |")
     return lines, details
 
@@ -185,11 +212,13 @@ def write_details(details: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "perf-model"))
+    ap.add_argument("--ideas", action="store_true", help="also the TTFT terms and fit procedures tried and not "
+                    "kept (RESULTS.md); writes perf-model-real-ideas.csv")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines, details = run_real()
-    write_details(details, out / "perf-model-real.csv")
+    lines, details = run_real(ideas=args.ideas)
+    write_details(details, out / ("perf-model-real-ideas.csv" if args.ideas else "perf-model-real.csv"))
     print("\n".join(lines))
     return 0
 
