@@ -10,6 +10,9 @@ twice: with its own mu(k) = k/(I alpha + k W), and with mu(k) from the measured 
 (I alpha + k W scaled by the measured cost share); both go through the model's queueing factor and boundary wait.
 If the second matches the simulator's P(batch full), wait and TTFT where the first does not, the error is in the
 chain's per-state service rate (the composition of a full batch), not in the queueing factor.
+
+A third solve takes the per-state iteration time from `composition_ratio`, a prediction without simulation (an
+age balance per occupancy state, for memoryless output lengths), to show how far the mechanism is predictable.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inferno_mip.queueing import iteration
 from inferno_mip.queueing.chain import BirthDeathChain
 from inferno_mip.sim import LengthDist, ReplicaConfig
 from inferno_mip.sim.replica import Replica, Request
@@ -81,6 +85,43 @@ def measure(s: dict, batch: int, geometric: bool, rate: float, completions: int,
                 ttfts=np.array(ttfts))
 
 
+def composition_ratio(s: dict, batch: int, rate: float, var_age: float, q: int = QUEUE,
+                      sweeps: int = 400) -> np.ndarray:
+    """Predicted mean iteration time with k requests decoding over the mean field alpha + k (c0 + gamma m), k = 0..N,
+    for memoryless output lengths (a departing request is a random resident), at `rate` req/s.
+
+    In iteration time, arrivals join at rate lambda T per iteration, T = alpha + k c0 + gamma X (X: the sum of the
+    residents' ages, c0 = beta + gamma n) and each resident leaves with probability 1/m per iteration. Balancing
+    the expected age sum a_k = E[X | k] per state (ageing, arrivals carrying X in, departures taking a random
+    resident out) gives the mean field a_k = k m exactly at first order; the bias is second order: arrivals come
+    in proportion to T, so the age sum they carry from state k - 1 is larger by gamma Var(X | k - 1)/T(k - 1), and
+    those leaving state k take gamma Var(X | k) more. Var(X | k) = k var_age (independent ages). States N..N+Q
+    (full batch, queue) are one block, where a departure lets a new request in at age 0.
+    """
+    alpha, beta, gamma, n, m = (s[x] for x in ("alpha", "beta", "gamma", "n", "m"))
+    lam, c0 = rate / 1000.0, beta + gamma * n
+    k = np.arange(batch + 1, dtype=np.float64)
+    var = k * var_age
+    a = k * m
+    for _ in range(sweeps):
+        t = alpha + k * c0 + gamma * a
+        mat, rhs = np.zeros((batch + 1, batch + 1)), np.zeros(batch + 1)
+        mat[0, 0] = 1.0
+        for j in range(1, batch):
+            mat[j, j - 1:j + 2] = -j / m, j / m + lam * t[j], -lam * t[j] * j / (j + 1)
+            rhs[j] = j + (j / m) * gamma * var[j - 1] / t[j - 1] - lam * gamma * var[j]
+        r = lam * t[batch] * m / batch
+        g = float(np.sum(r ** np.arange(q + 1)))  # P(block) / P(exactly N), in iteration time
+        mat[batch, batch - 1:] = -batch, batch + g - 1.0
+        rhs[batch] = batch * g * m + batch * gamma * var[batch - 1] / t[batch - 1]
+        new = np.linalg.solve(mat, rhs)
+        done = np.max(np.abs(new - a)) <= 1e-9 * (1.0 + np.max(np.abs(a)))
+        a = new if done else 0.5 * (a + new)
+        if done:
+            break
+    return (alpha + k * c0 + gamma * a) / (alpha + k * (c0 + gamma * m))
+
+
 def chain_metrics(service, log_mu: np.ndarray, rate: float) -> dict:
     """P(full), wait and TTFT (ms) of the iteration model with the chain's log mu(1..N) replaced."""
     n = service.max_batch
@@ -105,24 +146,33 @@ def check_point(row: dict, s: dict, seeds) -> dict:
     tau = iters * s["alpha"] + k[1:] * float(service.w_tot[-1]) * scale
     own = chain_metrics(service, service.log_mu, rate)
     measured = chain_metrics(service, np.log(k[1:] / tau), rate)
+    predicted = np.ones(batch + 1)
+    if geometric:  # the age balance assumes memoryless lengths; equal lengths: measured ratio 1.00 (RESULTS.md)
+        var_age = iteration.decode_cost_variance(s["gamma"], s["n"], s["m"], 0.0, cv) / s["gamma"] ** 2
+        predicted = composition_ratio(s, batch, rate, var_age)
+    theory = chain_metrics(service, service.log_mu - np.log(predicted[1:]), rate)
     se = lambda v: 2.0 * float(v.std(ddof=1)) / math.sqrt(v.size)  # noqa: E731
     return dict(set=row["set"], batch=batch, lengths=row["lengths"], load=float(row["load"]), seeds=len(seeds),
-                ratio_full=float(ratio[batch]), ratio_half=float(ratio[max(batch // 2, 1)]),
+                ratio_full=float(ratio[batch]), predicted_full=float(predicted[batch]),
                 sim_p_full=float(got["occupancy"][batch:].sum()), chain_p_full=own["p_full"],
-                measured_p_full=measured["p_full"], sim_wait=float(got["waits"].mean()), sim_wait_2se=se(got["waits"]),
+                measured_p_full=measured["p_full"], predicted_p_full=theory["p_full"],
+                sim_wait=float(got["waits"].mean()), sim_wait_2se=se(got["waits"]),
                 model_wait=own["wait"], measured_wait=measured["wait"], sim_ttft=float(got["ttfts"].mean()),
-                sim_ttft_2se=se(got["ttfts"]), model_ttft=own["ttft"], measured_ttft=measured["ttft"])
+                sim_ttft_2se=se(got["ttfts"]), model_ttft=own["ttft"], measured_ttft=measured["ttft"],
+                predicted_ttft=theory["ttft"])
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| point | seeds | T(N) / mean field | P(full) sim / chain / measured | wait sim (2 s.e.) / model / "
-             "measured, ms | TTFT sim (2 s.e.) / model / measured, ms |", "|---|---:|---:|---|---|---|"]
+    lines = ["| point | seeds | T(N) / mean field, measured / predicted | P(full) sim / chain / measured / predicted | "
+             "wait sim (2 s.e.) / model / measured, ms | TTFT sim (2 s.e.) / model / measured / predicted, ms |",
+             "|---|---:|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} M = {r['batch']} {r['lengths']} {100 * r['load']:.0f} % | {r['seeds']} | "
-                     f"{r['ratio_full']:.2f} | {r['sim_p_full']:.4f} / {r['chain_p_full']:.4f} / "
-                     f"{r['measured_p_full']:.4f} | {r['sim_wait']:,.0f} ({r['sim_wait_2se']:,.0f}) / "
-                     f"{r['model_wait']:,.0f} / {r['measured_wait']:,.0f} | {r['sim_ttft']:,.0f} "
-                     f"({r['sim_ttft_2se']:,.0f}) / {r['model_ttft']:,.0f} / {r['measured_ttft']:,.0f} |")
+                     f"{r['ratio_full']:.2f} / {r['predicted_full']:.2f} | {r['sim_p_full']:.4f} / "
+                     f"{r['chain_p_full']:.4f} / {r['measured_p_full']:.4f} / {r['predicted_p_full']:.4f} | "
+                     f"{r['sim_wait']:,.0f} ({r['sim_wait_2se']:,.0f}) / {r['model_wait']:,.0f} / "
+                     f"{r['measured_wait']:,.0f} | {r['sim_ttft']:,.0f} ({r['sim_ttft_2se']:,.0f}) / "
+                     f"{r['model_ttft']:,.0f} / {r['measured_ttft']:,.0f} / {r['predicted_ttft']:,.0f} |")
     return lines
 
 
