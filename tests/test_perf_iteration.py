@@ -243,8 +243,8 @@ GRID = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf
 def test_stored_simulator_grid_is_matched():
     """The model against the stored simulator grid of benchmarks/perf_model.py (396 points, seeds added where the
     mean was unresolved; no simulation here). Floors a little under the values RESULTS.md reports (TTFT within
-    10 % at 97 % of the resolved points, ITL at 99 % of all, throughput at all), so a model change that loses
-    accuracy against the simulator fails here."""
+    10 % at 95 % of the 319 resolved points and 82 % of all, ITL at 99 % of all, throughput at all), so a model
+    change that loses accuracy against the simulator fails here."""
     with GRID.open() as f:
         rows = list(csv.DictReader(f))
     ttft_ok, resolved, itl_ok, thr_ok = [], [], [], []
@@ -259,9 +259,9 @@ def test_stored_simulator_grid_is_matched():
         itl_ok.append(abs(m.itl / v["sim_itl"] - 1) <= 0.10)
         thr_ok.append(abs(m.throughput / v["sim_thr"] - 1) <= 0.10)
     ttft_ok, resolved = np.array(ttft_ok), np.array(resolved)
-    assert len(rows) == 396 and resolved.sum() >= 300
-    assert ttft_ok[resolved].mean() >= 0.95
-    assert ttft_ok.mean() >= 0.78  # all points, unresolved ones too (80 % measured)
+    assert len(rows) == 396 and resolved.sum() >= 315
+    assert ttft_ok[resolved].mean() >= 0.93  # 95.3 % measured
+    assert ttft_ok.mean() >= 0.80  # all points, unresolved ones too (81.6 % measured)
     assert np.mean(itl_ok) >= 0.97 and all(thr_ok)
 
 
