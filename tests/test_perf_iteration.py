@@ -243,8 +243,8 @@ GRID = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf
 def test_stored_simulator_grid_is_matched():
     """The model against the stored simulator grid of benchmarks/perf_model.py (396 points, seeds added where the
     mean was unresolved; no simulation here). Floors a little under the values RESULTS.md reports (TTFT within
-    10 % at 97 % of the resolved points, ITL at 99 % of all, throughput at all), so a model change that loses
-    accuracy against the simulator fails here."""
+    10 % at 95 % of the 319 resolved points and 82 % of all, ITL at 99 % of all, throughput at all), so a model
+    change that loses accuracy against the simulator fails here."""
     with GRID.open() as f:
         rows = list(csv.DictReader(f))
     ttft_ok, resolved, itl_ok, thr_ok = [], [], [], []
@@ -259,7 +259,25 @@ def test_stored_simulator_grid_is_matched():
         itl_ok.append(abs(m.itl / v["sim_itl"] - 1) <= 0.10)
         thr_ok.append(abs(m.throughput / v["sim_thr"] - 1) <= 0.10)
     ttft_ok, resolved = np.array(ttft_ok), np.array(resolved)
-    assert len(rows) == 396 and resolved.sum() >= 300
-    assert ttft_ok[resolved].mean() >= 0.95
-    assert ttft_ok.mean() >= 0.78  # all points, unresolved ones too (80 % measured)
+    assert len(rows) == 396 and resolved.sum() >= 315
+    assert ttft_ok[resolved].mean() >= 0.93  # 95.3 % measured
+    assert ttft_ok.mean() >= 0.80  # all points, unresolved ones too (81.6 % measured)
     assert np.mean(itl_ok) >= 0.97 and all(thr_ok)
+
+
+def test_full_batch_composition_age_balance():
+    """benchmarks/perf_model_occupancy.composition_ratio, the predicted mean iteration time per occupancy over the
+    chain's mean field: exactly the mean field when the residents' ages do not vary (the first-order age balance
+    has it as its solution), and at llama_70b/H100, M = 8, geometric lengths, 50 % load (grid row 188) rising with
+    the occupancy to the simulator's measured full-batch ratio (1.21 over 24 seeds, RESULTS.md) within 0.06."""
+    from benchmarks.perf_model_occupancy import composition_ratio
+
+    s = dict(alpha=16.32, beta=0.421, gamma=0.01315625, n=128.0, m=1024.0)
+    rate = 0.5 * 0.05587756680755869  # half the simulated capacity (req/s) at M = 8, geometric lengths
+    flat = composition_ratio(s, 8, rate, var_age=0.0)
+    assert np.allclose(flat, 1.0, atol=1e-9)
+    cv = math.sqrt(1.0 - 1.0 / s["m"])
+    var_age = decode_cost_variance(s["gamma"], s["n"], s["m"], 0.0, cv) / s["gamma"] ** 2
+    ratio = composition_ratio(s, 8, rate, var_age=var_age)
+    assert np.all(np.diff(ratio[1:]) > 0)
+    assert ratio[8] == pytest.approx(1.21, abs=0.06)
