@@ -172,7 +172,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 problem = replace(problem, warm_start=start)
         if "lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None:
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
-            rounded = None if lp is None else round_and_repair(form, problem, lp.x)
+            rounded = None if lp is None else round_and_repair(form, problem, lp.x, start)
             _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
                       lp.objective), _show(float(stage.c @ start)), _show(None if rounded is None else
                                                                           float(stage.c @ rounded)))

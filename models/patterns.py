@@ -24,11 +24,14 @@ A server whose patterns exceed ``PATTERN_LIMIT`` keeps the compact form (the two
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 PATTERN_LIMIT = 400  # non-dominated patterns per server above which the server keeps the compact form
 ENUMERATION_LIMIT = 500  # minimal covers looked at per server before giving up on patterns
 MIX_LIMIT = 100  # replica mixes of one type per server above which the server keeps the compact form
+EVICTION_TRIES = 5  # options of a server of an earlier level tried by pushing out others (LP rounding)
 COVER_RTOL = 1e-9  # as tables.CEIL_RTOL: R_c replicas of c alone always cover
 
 
@@ -278,11 +281,13 @@ _NO_PATTERNS = {"cols": np.zeros(0, dtype=np.int64), "server": np.zeros(0, dtype
                 "rows": np.zeros(0, dtype=np.int64)}
 
 
-def round_and_repair(form, problem, lp_x: np.ndarray) -> np.ndarray | None:
+def round_and_repair(form, problem, lp_x: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
     """A count-stage start of a multi-assign formulation from an LP optimum (exactness does not depend on it: it
     only replaces the stage's start when better). Every server starts unserved, then takes its first option that
-    fits the capacity still free, in one of two orders (the better plan is kept): the servers the LP serves whole
-    first (their LP plans fit together), or the most important priority first; then the most served by the LP.
+    fits the capacity still free, in one of four ways (the best plan is kept): the servers the LP serves whole
+    first (their LP plans fit together), or the most important priority first, or the earlier levels' servers
+    (held at their optimal counts) first and then the whole ones, each then the most served by the LP first; or
+    as the first but with the servers of earlier levels that `start` serves keeping its plan.
     Options of a pattern server: the pattern the LP gives it whole, then its patterns (fewest cards first); of a
     server in the compact form: the LP's replicas, rounded down and completed to a cover (``_cover_from``), then
     R_c replicas of one candidate (fewest cards first). Levels below the stage's come last. None when neither
@@ -305,23 +310,43 @@ def round_and_repair(form, problem, lp_x: np.ndarray) -> np.ndarray | None:
     counted = priority[todo][problem.c[unserved[todo]] > 0]
     later = priority[todo] > (counted.max() if len(counted) else np.inf)  # levels no row or objective counts yet
     best = None
-    for key in ((~whole[todo], priority[todo]), (priority[todo], ~whole[todo])):
+    keep = np.zeros(n_rows, dtype=bool)
+    if start is not None and len(counted):  # third plan: earlier levels keep the start's (it meets their rows)
+        keep[todo] = (priority[todo] < counted.min()) & (start[unserved[todo]] < 0.5)
+    earlier = priority[todo] < (counted.min() if len(counted) else -np.inf)  # levels held at their optimum
+    for key, base in (((~whole[todo], priority[todo]), None), ((priority[todo], ~whole[todo]), None),
+                      ((~earlier, ~whole[todo], priority[todo]), None),
+                      ((~whole[todo], priority[todo]), start if keep.any() else None)):
         order = todo[np.lexsort((todo, -served_lp[todo], *key[::-1], later))]
-        x = _fill(form, problem, order, lp_x, whole, cap, rows, server, cols)
+        if base is not None:
+            order = order[~keep[order]]
+        x = _fill(form, problem, order, lp_x, whole, cap, rows, server, cols, priority,
+                  counted.min() if len(counted) else -np.inf, base, keep)
         if x is not None and (best is None or problem.c @ x < problem.c @ best):
             best = x
     return best
 
 
-def _fill(form, problem, order, lp_x, whole, cap, rows, server, cols):
-    """round_and_repair's plan with the servers taking their options in `order`; None if it breaks a row."""
+def _fill(form, problem, order, lp_x, whole, cap, rows, server, cols, priority, protect, base=None, keep=None):
+    """round_and_repair's plan with the servers taking their options in `order`, the servers in `keep` holding
+    their plan in `base`; servers with a priority below `protect` may push out the others. None if it breaks a
+    row."""
     from .allocation import SHARE_STEPS
 
     unserved = form.unserved_cols
-    x = np.zeros(form.n_vars)
-    x[unserved[unserved >= 0]] = 1.0
-    free = problem.row_ub[form.info["capacity_rows"]].astype(np.float64).copy()
     full_server = form.info["server_of_full"]
+    share = form.info["share_cols"]
+    if base is None:
+        x = np.zeros(form.n_vars)
+        x[unserved[unserved >= 0]] = 1.0
+    else:
+        x = base.copy()
+        x[cols[~keep[server]]] = 0.0
+        x[form.full_cols[~keep[full_server]]] = 0.0
+        others = np.flatnonzero((unserved >= 0) & ~keep)
+        x[share[others]] = 0.0
+        x[unserved[others]] = 1.0
+    free = problem.row_ub[form.info["capacity_rows"]] - cap @ x
     p_first = np.searchsorted(server, order)
     p_last = np.searchsorted(server, order, side="right")
     c_first = np.searchsorted(full_server, order)
@@ -329,31 +354,65 @@ def _fill(form, problem, order, lp_x, whole, cap, rows, server, cols):
     units = np.asarray(abs(cap).sum(axis=0)).ravel()
     is_pattern = np.zeros(len(unserved), dtype=bool)
     is_pattern[rows] = True
-    share = form.info["share_cols"]
-    for i, pa, pb, ca, cb in zip(order.tolist(), p_first.tolist(), p_last.tolist(), c_first.tolist(),
-                                 c_last.tolist()):
+    def options_of(i, pa, pb, ca, cb):
         if is_pattern[i]:
-            options = [([j], [1.0]) for j in cols[pa:pb].tolist()]
+            out = [([j], [1.0]) for j in cols[pa:pb].tolist()]
             if whole[i]:
-                options.insert(0, ([int(cols[pa + np.argmax(lp_x[cols[pa:pb]])])], [1.0]))
+                out.insert(0, ([int(cols[pa + np.argmax(lp_x[cols[pa:pb]])])], [1.0]))
         else:
             own = form.full_cols[ca:cb]
             single = own[np.argsort(units[own] * form.ub[own], kind="stable")]
-            options = [([j], [form.ub[j]]) for j in single.tolist()]
+            out = [([j], [form.ub[j]]) for j in single.tolist()]
             if whole[i]:
-                options.insert(0, (own.tolist(), _cover_from(lp_x[own], form, ca, cb, i).tolist()))
-        for js, vs in options:
+                out.insert(0, (own.tolist(), _cover_from(lp_x[own], form, ca, cb, i).tolist()))
+        for js, vs in out:
             need = np.zeros(len(free))
             for j, v in zip(js, vs):
                 lo, hi = cap.indptr[j], cap.indptr[j + 1]
                 need[cap.indices[lo:hi]] += v * cap.data[lo:hi]
+            yield js, vs, need
+
+    def place(i, js, vs, need):
+        nonlocal free
+        free = free - need
+        x[js] = vs
+        x[unserved[i]] = 0.0
+        if not is_pattern[i]:
+            x[share[i]] = SHARE_STEPS
+        placed[i] = (js, vs, need)
+
+    def evict(j):
+        nonlocal free
+        js, _, need = placed.pop(j)
+        free = free + need
+        x[js] = 0.0
+        x[unserved[j]] = 1.0
+        x[share[j]] = 0.0
+
+    placed: dict[int, tuple] = {}
+    spans = dict(zip(order.tolist(), zip(p_first.tolist(), p_last.tolist(), c_first.tolist(), c_last.tolist())))
+    for i in order.tolist():
+        for js, vs, need in options_of(i, *spans[i]):
             if (need <= free + 1e-9).all():
-                free -= need
-                x[js] = vs
-                x[unserved[i]] = 0.0
-                if not is_pattern[i]:
-                    x[share[i]] = SHARE_STEPS
+                place(i, js, vs, need)
                 break
+    # Servers of levels held at their optimum that found no room push out servers of the stage's level and
+    # below (the lowest priority first, those using the short types most first).
+    for i in [i for i in order.tolist() if i not in placed and priority[i] < protect]:
+        for js, vs, need in itertools.islice(options_of(i, *spans[i]), EVICTION_TRIES):
+            short = np.maximum(need - free, 0.0)
+            victims = sorted((j for j in placed if priority[j] >= protect and (placed[j][2] @ short) > 0),
+                             key=lambda j: (-priority[j], -(placed[j][2] @ short), j))
+            gone = []
+            while (need > free + 1e-9).any() and victims:
+                j = victims.pop(0)
+                gone.append((j, placed[j]))
+                evict(j)
+            if (need <= free + 1e-9).all():
+                place(i, js, vs, need)
+                break
+            for j, plan in gone:  # undo
+                place(j, *plan)
     ax = problem.A @ x
     ok = (np.all(ax >= problem.row_lb - 1e-6) and np.all(ax <= problem.row_ub + 1e-6)
           and np.all(x >= problem.lb - 1e-9) and np.all(x <= problem.ub + 1e-9))
