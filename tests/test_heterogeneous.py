@@ -110,13 +110,19 @@ def assert_same_optimum(a, b):
 def test_patterns_covers_and_rounding_keep_the_lexicographic_optimum(seed, tightness):
     """Against the compact form (the speed-ups before these), on fleets with two accelerators of some types."""
     system = generate(servers=5, accelerators=12, classes=2, seed=seed, tightness=tightness)
-    assert_same_optimum(_staged(system, BEFORE), _staged(system, "default"))
+    assert_same_optimum(_staged(system, BEFORE), _staged(system, f"{BEFORE},{','.join(NEW)}"))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cpsat_on_patterns_agrees_with_highs_on_the_compact_form(seed):
     system = generate(servers=4, accelerators=12, classes=2, seed=seed, tightness=0.6)
     assert_same_optimum(_staged(system, "none"), _staged(system, "patterns,covers", solver="cpsat"))
+
+
+def test_default_speedups_include_lp_rounding_only():
+    from inferno_mip.models.lexicographic import parse_speedups
+
+    assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round"}
 
 
 def test_each_new_speedup_is_switchable():
