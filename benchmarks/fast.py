@@ -14,7 +14,8 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
-``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
+patterns and covers, ``all`` every speed-up, or a comma list of names from
+``inferno_mip.models.lexicographic.SPEEDUPS``.
 ``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
 chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
 all. Times are CPU seconds of this process (``time.process_time``: the machine is

@@ -45,9 +45,9 @@ FIX_RTOL = 1e-9
 #                     into groups of interchangeable ones (models.stage_aggregate), then disaggregated
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers")
-# On by default ("default"): all but rc-fix, patterns and covers. With rc-fix, HiGHS 1.14 was seen to stop a value stage at "optimal"
-# 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed (reproduced in
-# tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
+# On by default ("default"): all but rc-fix, patterns and covers. With rc-fix, HiGHS 1.14 was seen to stop a value
+# stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
+# (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
 # patterns and covers are exact but not faster on the multi-assign fleets measured (benchmarks/RESULTS.md,
 # "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
 # 3.6 s there; they stay available by name.
