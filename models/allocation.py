@@ -8,6 +8,8 @@ Single-assign (one accelerator per server; spec optimizer.md §3.7), for server 
 Multi-assign (``heterogeneous``): n_c ∈ [0, R_c] replicas of candidate c, the load split in proportion to rate:
     Σ_c (S rate_c / λ_i) n_c ≥ w_i,   w_i ∈ [0, S] served share in 1/S steps,   w_i + S u_i ≥ S
     capacity per type k:  Σ_c units_c n_c ≤ U_k
+    (``MipOptions.patterns``: full service as a choice among covering patterns, models.patterns;
+    ``MipOptions.covers``: disaggregated cover rows, ``_cover_cuts``)
 Objectives, lexicographic (see ``stages``): unserved servers per priority level, highest first; then the rate
 served by best effort per level; then inferno's transition value (cost when nothing is running).
 """

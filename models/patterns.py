@@ -19,7 +19,9 @@ by q keeps every row and no stage gets worse. Within one accelerator type the sa
 cards, only the replica mixes with the highest rate and least value. Partial service is the compact form's,
 restricted to unserved servers (a served server's extra replicas only cost capacity and value).
 
-A server whose patterns exceed ``PATTERN_LIMIT`` keeps the compact form (the two mix in one formulation).
+A server whose patterns exceed ``PATTERN_LIMIT`` keeps the compact form (the two mix in one formulation), as do
+all servers under a max replica change. ``round_and_repair`` builds count-stage starts from an LP optimum for
+either form (speed-up ``lp-round``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def server_patterns(rate: np.ndarray, upr: np.ndarray, typ: np.ndarray, value: n
     offers more than `mix_limit` replica mixes.
 
     `rate`, `upr` (cards per replica), `typ`, `value` (per replica) and `replicas` (R_c) are per candidate; the
-    server needs `need` req/s and at least `min_replicas` replicas (the compact form's m_i).
+    server needs `need` req/s and at least `min_replicas` replicas (its minNumReplicas; the rest of the compact
+    form's m_i, ceil(λ_i / best rate), follows from covering, and the caller checks it).
     """
     target = need * (1 - COVER_RTOL)
     by_type = [np.flatnonzero(typ == k) for k in np.unique(typ)]
