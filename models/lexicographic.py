@@ -173,7 +173,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if improved is not None:
                 start = improved
                 problem = replace(problem, warm_start=start)
-        if "lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None:
+        if ("lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None
+                and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
             rounded = None if lp is None else round_and_repair(form, problem, lp.x, start)
             _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
