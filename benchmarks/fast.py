@@ -8,11 +8,14 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py stages --servers 50 --cycles 20           # where a binding cycle's CPU goes
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
-    python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous
+    python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10
+    python benchmarks/fast.py fleet --servers 50 --seeds 0,1,2 --heterogeneous --time-limit 60 \
+        --variants "$BEFORE;+covers;+lp-round;+patterns;default"     # each multi-assign technique alone
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
-``all`` every speed-up, or a comma list of names from ``inferno_mip.models.lexicographic.SPEEDUPS``.
+patterns and covers, ``all`` every speed-up, or a comma list of names from
+``inferno_mip.models.lexicographic.SPEEDUPS``.
 ``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
 chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
 all. Times are CPU seconds of this process (``time.process_time``: the machine is
@@ -144,15 +147,25 @@ def stages(args) -> None:
 def fleet(args) -> None:
     import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
 
+    if args.cpu_clock:  # time limits in CPU seconds of this process, as in `stages`
+        import types
+
+        import inferno_mip.models.lexicographic as lexicographic
+        import inferno_mip.solvers.exact as exact
+
+        lexicographic.time = exact.time = types.SimpleNamespace(perf_counter=time.process_time)
+
     print(f"{machine()}; {args.family} {args.servers} x {FAMILIES[args.family]['accelerators']}"
           f"{' multi-assign' if args.heterogeneous else ''}; gap {args.gap:g}; CPU s end to end (sizing included)\n")
-    print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages |")
-    print("|---:|---|---:|---|---:|---|---:|---|")
+    print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages (wall s) | "
+          "stages stopped early |")
+    print("|---:|---|---:|---|---:|---|---:|---|---|")
     outcome: dict[str, list] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         system = generate(servers=args.servers, seed=seed, **FAMILIES[args.family])
         seconds, greedy = cpu(lambda: solve(system, solver="greedy"))
-        print(f"| {seed} | greedy | {seconds:.2f} | heuristic | - | {_unserved(greedy)} | {greedy.objective:.1f} | - |")
+        print(f"| {seed} | greedy | {seconds:.2f} | heuristic | - | {_unserved(greedy)} | {greedy.objective:.1f} | - | "
+              "- |")
         for name, options in _variants(args):
             seconds, s = cpu(lambda: solve(system, solver="highs", heterogeneous=args.heterogeneous,
                                            mip_gap=args.gap, time_limit=args.time_limit, **options))
@@ -160,8 +173,9 @@ def fleet(args) -> None:
             stages = sorted(((k[6:], v) for k, v in s.timings.items() if k.startswith("stage ")), key=lambda kv: -kv[1])
             slow = "; ".join(f"{k} {v:.1f}" for k, v in stages[:3]) or "-"
             gap = "-" if s.gap is None else f"{s.gap:.1e}"
+            early = s.message.replace("|", "/") if s.status != "optimal" else ""
             print(f"| {seed} | {name} | {seconds:.2f} | {s.status} | {gap} | {_unserved(s)} | {s.objective:.1f} | "
-                  f"{slow} |", flush=True)
+                  f"{slow} | {early or '-'} |", flush=True)
     _same_answers(outcome)
 
 
@@ -192,6 +206,11 @@ def _variants(args) -> list[tuple[str, dict]]:
         return [("plain", {"speedups": "none"}), ("fast", {"speedups": args.speedups})]
     if args.against:
         return [(f"before ({args.against})", {"speedups": args.against}), ("after", {"speedups": args.speedups})]
+    if args.variants:  # several sets, each a comma list, separated by ";" ("+name" adds to the first set)
+        sets = args.variants.split(";")
+        first = sets[0]
+        return [(v if not v.startswith("+") else f"first{v}", {"speedups": first + "," + v[1:] if v.startswith("+")
+                 else v}) for v in sets]
     return [(f"speedups={args.speedups}", {"speedups": args.speedups})]
 
 
@@ -231,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ablation", action="store_true", help="none, each speed-up alone and all, interleaved")
         p.add_argument("--against", help="also run this set of speed-ups (a comma list), "
                        "interleaved: before and after in one run")
+        p.add_argument("--variants", help="speed-up sets separated by ';' (each a comma list; '+a,b' means the "
+                       "first set plus a and b), run interleaved")
         p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
     for name in ("cycles", "stages"):
         cyc = sub.choices[name]
@@ -245,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     fl.add_argument("--seeds", default="0,1,2")
     fl.add_argument("--gap", type=float, default=1e-4)
     fl.add_argument("--heterogeneous", action="store_true")
+    fl.add_argument("--cpu-clock", action="store_true", help="the staged solve's time limit counts this process's "
+                    "CPU seconds (HiGHS's own limit per stage stays wall time): fairer on a shared machine")
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -8,6 +8,8 @@ Single-assign (one accelerator per server; spec optimizer.md §3.7), for server 
 Multi-assign (``heterogeneous``): n_c ∈ [0, R_c] replicas of candidate c, the load split in proportion to rate:
     Σ_c (S rate_c / λ_i) n_c ≥ w_i,   w_i ∈ [0, S] served share in 1/S steps,   w_i + S u_i ≥ S
     capacity per type k:  Σ_c units_c n_c ≤ U_k
+    (``MipOptions.patterns``: full service as a choice among covering patterns, models.patterns;
+    ``MipOptions.covers``: disaggregated cover rows, ``_cover_cuts``)
 Objectives, lexicographic (see ``stages``): unserved servers per priority level, highest first; then the rate
 served by best effort per level; then inferno's transition value (cost when nothing is running).
 """
@@ -30,6 +32,8 @@ class MipOptions:
     best_effort: bool = True  # partial service for servers that cannot be fully served
     max_replica_change: int | None = None  # per server, against its current replica count
     dominance: bool = False  # drop full service by dominated candidates (see ``dominated``)
+    patterns: bool = False  # multi-assign full service as a choice among covering patterns (models.patterns)
+    covers: bool = False  # multi-assign compact form: disaggregated cover rows (see ``_cover_cuts``)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class Formulation:
         full = np.rint(v[self.full_cols]).astype(np.int64)
         if self.heterogeneous:
             counts[self.candidates] = full
+            if "pattern_counts" in self.info:  # replicas of the chosen patterns (models.patterns)
+                counts[self.candidates] += np.rint(self.info["pattern_counts"] @ v).astype(np.int64)
         else:
             counts[self.candidates] = full * self._replicas
             has = self.partial_cols >= 0
@@ -88,6 +94,10 @@ class Formulation:
         """A solution vector for given replicas per candidate (e.g. the greedy answer, as a warm start)."""
         v = np.zeros(self.n_vars)
         k = counts[self.candidates]
+        if self.heterogeneous and "pattern_counts" in self.info:
+            from .patterns import pattern_vector
+
+            return pattern_vector(self, counts, table)
         if self.heterogeneous:
             v[self.full_cols] = k
             rate = np.bincount(table.server[self.candidates], weights=table.rate_star[self.candidates] * k,
@@ -299,7 +309,8 @@ def _single_assign(b: _Builder, table: CandidateTable, kept, served_rows, option
 
 
 def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options: MipOptions, info: dict):
-    """n_c ∈ [0, R_c], u_i, served share w_i ∈ [0, S] covering the load in proportion to rate."""
+    """n_c ∈ [0, R_c], u_i, served share w_i ∈ [0, S] covering the load in proportion to rate; with
+    ``options.patterns`` full service of the servers that allow it as a choice among patterns (models.patterns)."""
     srv = table.server[kept]
     unserved = np.full(len(table.rows), -1, dtype=np.int64)
     full = b.columns(len(kept), 0, table.replicas[kept].astype(float), True)
@@ -307,42 +318,106 @@ def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options
     share = np.full(len(table.rows), -1, dtype=np.int64)
     share[served_rows] = b.columns(len(served_rows), 0, SHARE_STEPS, True)
     need = np.array([row.total_rate for row in table.rows])
+    info["share_cols"] = share
+    value = _per_replica_value(table, kept, True)
+    # what models.patterns.round_and_repair needs to build plans
+    info.update(rate_of_full=table.rate_star[kept], upr_of_full=table.unit_per_replica[kept].astype(float),
+                need=need, fewest=fewest_replicas(table, kept), server_of_full=srv,
+                priority=np.array([row.priority for row in table.rows]))
+    patterns = {}
+    if options.patterns and options.max_replica_change is None:
+        from .patterns import server_patterns_of
+
+        patterns = server_patterns_of(table, kept, served_rows, value)
+    compact_rows = served_rows[~np.isin(served_rows, np.array(sorted(patterns), dtype=np.int64))]
+    parts = _compact_multi_assign(b, table, kept, compact_rows, full, unserved, share, need, value, options)
+    if patterns:
+        from .patterns import add_pattern_servers
+
+        add_pattern_servers(b, table, kept, patterns, full, unserved, share, need, value, options.best_effort,
+                            parts, info)
+    return parts, unserved
+
+
+def _compact_multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, full, unserved, share, need, value,
+                          options: MipOptions) -> _Parts:
+    """The rows of the compact multi-assign form for the servers `served_rows` (see the module docstring)."""
+    in_rows = np.isin(table.server[kept], served_rows)
+    cand = np.flatnonzero(in_rows)
+    srv = table.server[kept][cand]
     local = np.searchsorted(served_rows, srv)
     # Σ_c (S rate_c / λ_i) n_c - w_i >= 0: scaled by S/λ_i so that w_i has coefficient -1 (well conditioned,
     # and exact for CP-SAT's integer rows). A server without load needs no covering row.
     loaded = need[srv] > 0
     covering = np.flatnonzero(need[served_rows] > 0)
     rank = np.searchsorted(covering, local[loaded])
-    b.rows_of(np.r_[rank, np.arange(len(covering))], np.r_[full[loaded], share[served_rows[covering]]],
-              np.r_[table.rate_star[kept][loaded] * SHARE_STEPS / need[srv][loaded], -np.ones(len(covering))],
+    b.rows_of(np.r_[rank, np.arange(len(covering))], np.r_[full[cand][loaded], share[served_rows[covering]]],
+              np.r_[table.rate_star[kept][cand][loaded] * SHARE_STEPS / need[srv][loaded], -np.ones(len(covering))],
               0.0, np.inf)
     # w_i + S u_i >= S; without best effort a server is all or nothing: w_i + S u_i = S
     b.rows_of(np.r_[np.arange(len(served_rows)), np.arange(len(served_rows))],
               np.r_[share[served_rows], unserved[served_rows]],
               np.r_[np.ones(len(served_rows)), np.full(len(served_rows), SHARE_STEPS)], SHARE_STEPS,
               np.inf if options.best_effort else SHARE_STEPS)
-    info["share_cols"] = share
     # Σ_c n_c + m_i u_i >= m_i with m_i = max(minNumReplicas, ceil(λ_i / best rate)): a fully served server
     # needs at least that many replicas. Valid for integer n, and it cuts off the fractional covers of the LP.
-    best_rate = np.zeros(len(table.rows))
-    np.maximum.at(best_rate, srv, table.rate_star[kept])
-    fewest = np.where(need > 0, np.ceil(need / np.where(best_rate > 0, best_rate, np.inf) - 1e-9), 0.0)
-    mins = np.maximum(np.array([table.rows[i].server.min_num_replicas for i in served_rows], dtype=float),
-                      fewest[served_rows])
+    mins = fewest_replicas(table, kept)[served_rows]
     has_min = np.flatnonzero(mins > 0)
     if len(has_min):
         sel = np.isin(local, has_min)
         rank = np.searchsorted(has_min, local[sel])
-        b.rows_of(np.r_[rank, np.arange(len(has_min))], np.r_[full[sel], unserved[served_rows[has_min]]],
+        b.rows_of(np.r_[rank, np.arange(len(has_min))], np.r_[full[cand][sel], unserved[served_rows[has_min]]],
                   np.r_[np.ones(sel.sum()), mins[has_min]], mins[has_min], np.inf)
+    if options.covers:
+        _cover_cuts(b, table, kept, cand, served_rows, full, unserved, need)
     if options.max_replica_change is not None:
-        _replica_change_rows(b, table, served_rows, local, full, options.max_replica_change)
-    parts = _Parts(
+        _replica_change_rows(b, table, served_rows, local, full[cand], options.max_replica_change)
+    return _Parts(
         full=full, partial=np.full(len(kept), -1, dtype=np.int64),
         capacity=(full, table.unit_per_replica[kept].astype(float), table.type[kept]),
-        value=(full, _per_replica_value(table, kept, True)),
+        value=(full, value),
         rate=(share[served_rows], need[served_rows] / SHARE_STEPS, served_rows))
-    return parts, unserved
+
+
+def _cover_cuts(b: _Builder, table: CandidateTable, kept, cand, served_rows, full, unserved, need) -> None:
+    """Disaggregated covers, per loaded server i and candidate a with K = ceil(λ_i / rate_a) > 1:
+    Σ_c min(ceil(rate_c / rate_a), K) n_c + K u_i >= K. Valid: divide the covering row by rate_a and round up
+    (every n_c is an integer); then a coefficient above K can be K (one such replica alone meets the row). With
+    only candidate a in use it says n_a >= K = R_a, which the covering row leaves fractional in the LP."""
+    srv = table.server[kept][cand]
+    rate = table.rate_star[kept][cand]
+    start = np.searchsorted(srv, served_rows)
+    stop = np.searchsorted(srv, served_rows, side="right")
+    row_ids, col_ids, vals, rhs = [], [], [], []
+    for i, a, z in zip(served_rows.tolist(), start.tolist(), stop.tolist()):
+        if need[i] <= 0 or z - a < 1:
+            continue
+        r = rate[a:z]
+        K = np.ceil(need[i] * (1 - 1e-9) / r)
+        for q, k in zip(np.unique(r).tolist(), np.ceil(need[i] * (1 - 1e-9) / np.unique(r)).tolist()):
+            if k <= 1:
+                continue
+            coef = np.minimum(np.ceil(r / q), k)
+            if np.all(coef == 1) and k <= K.min():  # the min-replica row already says this
+                continue
+            row = len(rhs)
+            row_ids.append(np.full(z - a + 1, row))
+            col_ids.append(np.r_[full[cand[a:z]], unserved[i]])
+            vals.append(np.r_[coef, k])
+            rhs.append(k)
+    if rhs:
+        b.rows_of(np.concatenate(row_ids), np.concatenate(col_ids), np.concatenate(vals), np.array(rhs), np.inf)
+
+
+def fewest_replicas(table: CandidateTable, kept: np.ndarray) -> np.ndarray:
+    """Per server row, the replicas full service needs at least (multi-assign): max(minNumReplicas,
+    ceil(λ_i / best rate of its kept candidates)); 0 for a server without load or candidates."""
+    srv = table.server[kept]
+    need = np.array([row.total_rate for row in table.rows])
+    best_rate = np.zeros(len(table.rows))
+    np.maximum.at(best_rate, srv, table.rate_star[kept])
+    fewest = np.where(need > 0, np.ceil(need / np.where(best_rate > 0, best_rate, np.inf) - 1e-9), 0.0)
+    return np.maximum(np.array([row.server.min_num_replicas for row in table.rows], dtype=float), fewest)
 
 
 def _per_replica_value(table: CandidateTable, kept: np.ndarray, multi: bool) -> np.ndarray:

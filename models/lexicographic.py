@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .allocation import Formulation, Stage
+from .patterns import round_and_repair
 from .relaxation import lp_optimum, reduced_cost_fixing
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
@@ -34,14 +35,23 @@ FIX_RTOL = 1e-9
 #              (``separable_optimum``; checked by the exact driver before it even computes a warm start)
 #   weighted-counts  the count stages as one MIP with mixed-radix weights when they fit (``weighted_counts``)
 #   idle-partial     partial service of a best-effort level proven to be 0 is held at 0 later (``idle_columns``)
+#   patterns   multi-assign full service as one binary per non-dominated minimal covering pattern of a server
+#              (models.patterns): the LP covers no server with fractions of replicas
+#   covers     multi-assign servers in the compact form get disaggregated cover rows (models.allocation._cover_cuts)
+#   lp-round   multi-assign count stages start from their LP optimum rounded and repaired
+#              (models.patterns.round_and_repair) when that is better than the start (and skip their MIP when it
+#              meets the LP bound)
 #   aggregate-stages  best-effort and value MIPs with the servers whose partial service is held at 0 aggregated
 #                     into groups of interchangeable ones (models.stage_aggregate), then disaggregated
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
-            "aggregate-stages")
-# On by default ("default"): all but rc-fix. With rc-fix, HiGHS 1.14 was seen to stop a value stage at "optimal"
-# 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed (reproduced in
-# tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
-DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s != "rc-fix")
+            "aggregate-stages", "patterns", "lp-round", "covers")
+# On by default ("default"): all but rc-fix, patterns and covers. With rc-fix, HiGHS 1.14 was seen to stop a value
+# stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
+# (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
+# patterns and covers are exact but not faster on the multi-assign fleets measured (benchmarks/RESULTS.md,
+# "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
+# 3.6 s there; they stay available by name.
+DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
@@ -162,6 +172,16 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             improved = partial_fill(form, problem, start)  # a better start: no LP can prove this one optimal
             if improved is not None:
                 start = improved
+                problem = replace(problem, warm_start=start)
+        if ("lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None
+                and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
+            rounded = None if lp is None else round_and_repair(form, problem, lp.x, start)
+            _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
+                      lp.objective), _show(float(stage.c @ start)), _show(None if rounded is None else
+                                                                          float(stage.c @ rounded)))
+            if rounded is not None and float(stage.c @ rounded) < float(stage.c @ start):
+                start = rounded
                 problem = replace(problem, warm_start=start)
         if start is not None and not stage.integral and not forced_zero and (
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):

@@ -35,7 +35,8 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
         best_effort = saturation_policy != "None"
     started = time.perf_counter()
     form = build(table, MipOptions(heterogeneous=heterogeneous, best_effort=best_effort,
-                                   max_replica_change=max_replica_change, dominance="dominance" in speedups))
+                                   max_replica_change=max_replica_change, dominance="dominance" in speedups,
+                                   patterns="patterns" in speedups, covers="covers" in speedups))
     timings = {"build": time.perf_counter() - started}
     if "slack" in speedups:  # before the greedy warm start: when capacity does not bind, no MIP is needed at all
         separable = separable_optimum(form)

@@ -1,0 +1,137 @@
+"""Multi-assign formulations: covering patterns, disaggregated covers and LP rounding keep the lexicographic optimum."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferno_mip import solve
+from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.patterns import COVER_RTOL, server_patterns
+from inferno_mip.scenarios import generate
+from inferno_mip.tables import Settings, build_table
+
+from test_mip import unserved_by_priority
+
+NEW = ("patterns", "covers", "lp-round")
+BEFORE = "skip,abs-gap,dominance,aggregate,slack,weighted-counts,idle-partial,aggregate-stages"
+
+
+def _brute_force_covers(rate, replicas, need, least):
+    """Every minimal cover: n <= R, Σ rate n >= need (COVER_RTOL), Σ n >= least, no replica can go."""
+    out = []
+    for n in itertools.product(*[range(int(r) + 1) for r in replicas]):
+        n = np.array(n)
+        if not (rate @ n >= need * (1 - COVER_RTOL) and n.sum() >= least):
+            continue
+        if all(not (rate @ n - rate[c] >= need * (1 - COVER_RTOL) and n.sum() - 1 >= least)
+               for c in np.flatnonzero(n)):
+            out.append(n)
+    return out
+
+
+@st.composite
+def servers(draw):
+    k = draw(st.integers(1, 4))
+    typ = np.array(draw(st.lists(st.integers(0, 2), min_size=k, max_size=k)))
+    rate = np.array(draw(st.lists(st.floats(0.5, 4.0), min_size=k, max_size=k)))
+    upr = np.array(draw(st.lists(st.integers(1, 4), min_size=k, max_size=k)), dtype=float)
+    value = np.array(draw(st.lists(st.floats(1.0, 20.0), min_size=k, max_size=k)))
+    need = draw(st.floats(0.0, 9.0))
+    least = draw(st.integers(0, 2))
+    replicas = np.maximum(np.ceil(need * (1 - COVER_RTOL) / rate), least).astype(np.int64)
+    return rate, upr, typ, value, replicas, need, least
+
+
+@settings(max_examples=60, deadline=None)
+@given(servers())
+def test_patterns_are_minimal_covers_dominating_every_minimal_cover(server):
+    rate, upr, typ, value, replicas, need, least = server
+    found = server_patterns(rate, upr, typ, value, replicas, need, least, limit=10**6, mix_limit=10**6)
+    assert found is not None
+    covers = _brute_force_covers(rate, replicas, need, least)
+
+    def key(n):
+        return np.array([(n * upr)[typ == t].sum() for t in range(3)]), float(value @ n)
+
+    as_tuples = {tuple(c) for c in covers}
+    assert all(tuple(p) in as_tuples for p in found)  # each pattern is a minimal cover
+    for c in covers:  # and every minimal cover is dominated by one: no more cards of any type, no more value
+        cards, worth = key(c)
+        assert any((key(p)[0] <= cards + 1e-9).all() and key(p)[1] <= worth + 1e-9 for p in found), c
+    for a, b in itertools.permutations(range(len(found)), 2):  # none dominates another
+        (ca, va), (cb, vb) = key(found[a]), key(found[b])
+        assert not ((ca <= cb).all() and va <= vb)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_cover_rows_keep_every_integer_plan(seed, data):
+    """Disaggregated covers cut no integer point of the compact form: any replica counts within R_c, as a
+    vector of the form without them, satisfy every row of the form with them (unlimited capacity)."""
+    system = generate(servers=4, accelerators=12, classes=2, seed=seed, tightness=None)
+    table = build_table(system, Settings())
+    plain = build(table, MipOptions(heterogeneous=True))
+    covered = build(table, MipOptions(heterogeneous=True, covers=True))
+    counts = np.zeros(len(table), dtype=np.int64)
+    counts[plain.candidates] = [data.draw(st.integers(0, int(r))) for r in table.replicas[plain.candidates]]
+    v = plain.vector(counts, table)
+    assert covered.A.shape[1] == plain.A.shape[1]
+    ax = covered.A @ v
+    assert np.all(ax >= covered.row_lb - 1e-6) and np.all(ax <= covered.row_ub + 1e-6)
+
+
+def _staged(system, speedups, solver="highs"):
+    return solve(system, solver=solver, heterogeneous=True, best_effort=True, speedups=speedups, mip_gap=1e-9,
+                 time_limit=120)
+
+
+def served_by_priority(solution) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for a in solution.allocations:
+        out[a.priority] = out.get(a.priority, 0.0) + min(a.served_rate, a.total_rate)
+    return out
+
+
+def assert_same_optimum(a, b):
+    """Same statuses, unserved counts, best-effort rate per priority and value."""
+    assert a.status == b.status == "optimal", (a.status, a.message, b.status, b.message)
+    assert unserved_by_priority(a) == unserved_by_priority(b)
+    assert served_by_priority(a) == pytest.approx(served_by_priority(b), rel=1e-5, abs=1e-3)
+    assert a.objective == pytest.approx(b.objective, rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.2))
+def test_patterns_covers_and_rounding_keep_the_lexicographic_optimum(seed, tightness):
+    """Against the compact form (the speed-ups before these), on fleets with two accelerators of some types."""
+    system = generate(servers=5, accelerators=12, classes=2, seed=seed, tightness=tightness)
+    assert_same_optimum(_staged(system, BEFORE), _staged(system, f"{BEFORE},{','.join(NEW)}"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpsat_on_patterns_agrees_with_highs_on_the_compact_form(seed):
+    system = generate(servers=4, accelerators=12, classes=2, seed=seed, tightness=0.6)
+    assert_same_optimum(_staged(system, "none"), _staged(system, "patterns,covers", solver="cpsat"))
+
+
+def test_default_speedups_include_lp_rounding_only():
+    from inferno_mip.models.lexicographic import parse_speedups
+
+    assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round"}
+
+
+def test_each_new_speedup_is_switchable():
+    system = generate(servers=4, accelerators=12, classes=2, seed=3, tightness=0.6)
+    table = build_table(system, Settings())
+    plain = build(table, MipOptions(heterogeneous=True))
+    with_patterns = build(table, MipOptions(heterogeneous=True, patterns=True))
+    assert "patterns" not in plain.info and "patterns" in with_patterns.info
+    assert with_patterns.n_vars > plain.n_vars  # one binary per pattern
+    reference = _staged(system, BEFORE)
+    for name in NEW:
+        assert_same_optimum(reference, _staged(system, f"{BEFORE},{name}"))
