@@ -175,7 +175,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 problem = replace(problem, warm_start=start)
         if ("lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None
                 and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
-            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
+                            time_limit=remaining * EARLY_STAGE_SHARE)
             rounded = None if lp is None else round_and_repair(form, problem, lp.x, start)
             _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
                       lp.objective), _show(float(stage.c @ start)), _show(None if rounded is None else

@@ -20,14 +20,17 @@ class LpSolution:
 
 
 def lp_optimum(A: sp.csr_matrix, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.ndarray, ub: np.ndarray,
-               c: np.ndarray, maximize: bool) -> LpSolution | None:
-    """The LP relaxation's optimum over ``row_lb <= A v <= row_ub``, ``lb <= v <= ub``, or None if it fails."""
+               c: np.ndarray, maximize: bool, time_limit: float | None = None) -> LpSolution | None:
+    """The LP relaxation's optimum over ``row_lb <= A v <= row_ub``, ``lb <= v <= ub``, or None if it fails or
+    does not end within ``time_limit`` seconds."""
     import highspy  # HiGHS's simplex directly: scipy.optimize would cost 0.4 s to import
 
     inf = highspy.kHighsInf
     sign = -1.0 if maximize else 1.0
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", max(float(time_limit), 0.0))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(lb), A.shape[0]
     lp.col_cost_ = sign * np.asarray(c, dtype=np.float64)
