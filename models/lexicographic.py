@@ -95,19 +95,19 @@ class SolveOptions:
 
 
 def parse_speedups(value) -> frozenset:
-    """'default' (DEFAULT_SPEEDUPS), 'all', 'none', a comma-separated list or an iterable of names from SPEEDUPS."""
-    if value is None or value == "default":
+    """'default' (DEFAULT_SPEEDUPS), 'all', 'none', or a comma-separated list (or iterable) of names from SPEEDUPS
+    in which 'default' and 'all' stand for their sets (e.g. 'default,patterns')."""
+    if value is None:
         return frozenset(DEFAULT_SPEEDUPS)
-    if value == "all":
-        return frozenset(SPEEDUPS)
     if value == "none" or value == "":
         return frozenset()
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    unknown = sorted(set(names) - set(SPEEDUPS))
+    sets = {"default": DEFAULT_SPEEDUPS, "all": SPEEDUPS}
+    unknown = sorted(set(names) - set(SPEEDUPS) - set(sets))
     if unknown:
         raise ValueError(f"unknown speedup(s) {', '.join(unknown)}; known: {', '.join(SPEEDUPS)}, default, all, "
                          "none")
-    return frozenset(names)
+    return frozenset(n for name in names for n in sets.get(name, (name,)))
 
 
 Backend = Callable[[MipProblem, SolveOptions], MipResult]

@@ -128,6 +128,9 @@ def test_dominated_candidates_have_a_dominator_of_the_same_type(seed):
 def test_parse_speedups():
     assert parse_speedups("all") == frozenset(SPEEDUPS) and parse_speedups("none") == frozenset()
     assert parse_speedups("skip,abs-gap") == {"skip", "abs-gap"}
+    assert parse_speedups("default") == parse_speedups(None) == frozenset(DEFAULT_SPEEDUPS)
+    assert parse_speedups("default,patterns") == frozenset(DEFAULT_SPEEDUPS) | {"patterns"}
+    assert parse_speedups(["all", "skip"]) == frozenset(SPEEDUPS)
     with pytest.raises(ValueError, match="unknown speedup"):
         parse_speedups("skip,warp")
 
