@@ -81,13 +81,18 @@ def perf_model(kind: str, s: dict, batch: int, out_cv: float):
                            max_num_tokens=NO_BUDGET, out_tokens_cv=out_cv if kind == "iteration" else None)
 
 
-def simulate(s: dict, batch: int, geometric: bool, rate: float, completions: int, seed: int):
+def run_setup(s: dict, batch: int, geometric: bool, rate: float, completions: int):
+    """(replica configuration, output-length distribution, warm-up s, duration s) of one simulator run at a point."""
     cfg = ReplicaConfig(alpha=s["alpha"], beta=s["beta"], gamma=s["gamma"], max_batch=batch, max_queue=QUEUE)
     out = LengthDist.geometric(s["m"]) if geometric else LengthDist.fixed(s["m"])
     residence = s["m"] * (s["alpha"] + batch * (s["beta"] + s["gamma"] * (s["n"] + s["m"]))) / 1000.0
     warmup = max(5.0 * residence, 0.1 * completions / rate)
-    return simulate_replica(cfg, rate, LengthDist.fixed(s["n"]), out, duration=warmup + completions / rate,
-                            warmup=warmup, seed=seed)
+    return cfg, out, warmup, warmup + completions / rate
+
+
+def simulate(s: dict, batch: int, geometric: bool, rate: float, completions: int, seed: int):
+    cfg, out, warmup, duration = run_setup(s, batch, geometric, rate, completions)
+    return simulate_replica(cfg, rate, LengthDist.fixed(s["n"]), out, duration=duration, warmup=warmup, seed=seed)
 
 
 # --------------------------------------------------------------------------- queueing-delay variants
@@ -428,10 +433,7 @@ def main(argv=None) -> int:
     else:
         rows = run_grid(args.quick, args.seeds, args.sets, args.batches, args.loads)
     t_grid = time.process_time() - t0
-    with (out / "perf-model-grid.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_details(rows, out / "perf-model-grid.csv")
     plot_grid(rows, out / "perf-model-vs-sim.png")
     t1 = time.process_time()
     real, details = run_real()

@@ -27,33 +27,19 @@ import numpy as np
 
 from inferno_mip.queueing import iteration
 from inferno_mip.queueing.chain import BirthDeathChain
-from inferno_mip.sim import LengthDist, ReplicaConfig
-from inferno_mip.sim.replica import Replica, Request
-from inferno_mip.sim.single import poisson_arrivals
+from inferno_mip.sim import LengthDist
+from inferno_mip.sim.single import run_replica
 
-from .perf_model import QUEUE, ROOT, parameter_sets, perf_model
+from .perf_model import QUEUE, ROOT, parameter_sets, perf_model, run_setup
 
 GRID = ROOT / "benchmarks" / "results" / "perf-model" / "perf-model-grid.csv"
 
 
 def replica_run(s: dict, batch: int, geometric: bool, rate: float, completions: int, seed: int):
-    """(replica advanced to the end, warmup s): the run `perf_model.simulate` makes (same streams as
-    `simulate_replica`), with the replica kept for its iteration log."""
-    cfg = ReplicaConfig(alpha=s["alpha"], beta=s["beta"], gamma=s["gamma"], max_batch=batch, max_queue=QUEUE)
-    out = LengthDist.geometric(s["m"]) if geometric else LengthDist.fixed(s["m"])
-    residence = s["m"] * (s["alpha"] + batch * (s["beta"] + s["gamma"] * (s["n"] + s["m"]))) / 1000.0
-    warmup = max(5.0 * residence, 0.1 * completions / rate)
-    duration = warmup + completions / rate
-    arrival_rng, in_rng, out_rng = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(3))
-    times = poisson_arrivals(arrival_rng, rate, duration)
-    n_in = LengthDist.fixed(s["n"]).sample(in_rng, len(times)).tolist()
-    n_out = out.sample(out_rng, len(times)).tolist()
-    replica = Replica(cfg)
-    for t, n, m in zip(times.tolist(), n_in, n_out):
-        replica.advance(t)
-        replica.arrive(Request(t, n, m), t)
-    replica.advance(duration)
-    return replica, warmup
+    """(replica advanced to the end, warmup s): the run `perf_model.simulate` makes, with the replica kept for its
+    iteration log."""
+    cfg, out, warmup, duration = run_setup(s, batch, geometric, rate, completions)
+    return run_replica(cfg, rate, LengthDist.fixed(s["n"]), out, duration, seed), warmup
 
 
 def measure(s: dict, batch: int, geometric: bool, rate: float, completions: int, seeds) -> dict:

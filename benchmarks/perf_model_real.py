@@ -203,6 +203,7 @@ def run_real(rows: list[dict] | None = None, ideas: bool = False) -> tuple[list[
 
 
 def write_details(details: list[dict], path: Path) -> None:
+    """Rows of dicts as a CSV file, the first row's keys as its header."""
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(details[0]))
         w.writeheader()

@@ -74,6 +74,18 @@ def simulate_replica(cfg: ReplicaConfig, rate: float, in_tokens: LengthDist, out
     ``seed``, so changing a length distribution keeps the arrival times.
     """
     _check(rate, duration, warmup)
+    replica = run_replica(cfg, rate, in_tokens, out_tokens, duration, seed)
+    s = replica_sample(replica, warmup, duration)
+    m = s.summary()
+    return ReplicaResult(m["ttft_mean"], m["ttft_p95"], m["itl_mean"], m["itl_p95"], m["completed_rate"],
+                         m["offered_rate"], m["running_mean"], m["waiting_mean"], m["completed"], m["rejected"],
+                         s.offered, m["in_tokens_mean"], m["out_tokens_mean"], s, request_table(replica))
+
+
+def run_replica(cfg: ReplicaConfig, rate: float, in_tokens: LengthDist, out_tokens: LengthDist, duration: float,
+                seed: int) -> Replica:
+    """The replica ``simulate_replica`` measures, fed and advanced to ``duration`` (its log and requests kept):
+    arrival times and token lengths from independent streams of ``seed``."""
     arrival_rng, in_rng, out_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     times = poisson_arrivals(arrival_rng, rate, duration)
     n_in = in_tokens.sample(in_rng, len(times)).tolist()
@@ -84,11 +96,7 @@ def simulate_replica(cfg: ReplicaConfig, rate: float, in_tokens: LengthDist, out
         advance(t)
         arrive(Request(t, n, m), t)
     replica.advance(duration)
-    s = replica_sample(replica, warmup, duration)
-    m = s.summary()
-    return ReplicaResult(m["ttft_mean"], m["ttft_p95"], m["itl_mean"], m["itl_p95"], m["completed_rate"],
-                         m["offered_rate"], m["running_mean"], m["waiting_mean"], m["completed"], m["rejected"],
-                         s.offered, m["in_tokens_mean"], m["out_tokens_mean"], s, request_table(replica))
+    return replica
 
 
 def request_table(replica: Replica) -> dict[str, np.ndarray]:
