@@ -25,6 +25,7 @@ shared, so wall time would measure the neighbours), medians; the greedy's time i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -102,22 +103,28 @@ def cycles(args) -> None:
     _same_answers(outcome)
 
 
-def stages(args) -> None:
-    """Where a warm controller cycle's CPU goes, stage by stage (Solver.update, the chosen speed-ups).
-
-    The staged solve's clock is pointed at this process's CPU time for the run, so each stage's entry in a
-    solution's timings is its CPU time (its time limits then count CPU seconds too).
-    """
+@contextlib.contextmanager
+def cpu_clock():
+    """Within it, the staged solve's clock is this process's CPU time: each stage's entry in a solution's timings
+    is its CPU time, and its time limits count CPU seconds (HiGHS's own limit per stage stays wall time)."""
     import types
 
     import inferno_mip.models.lexicographic as lexicographic
     import inferno_mip.solvers.exact as exact
 
-    family, loads = cycle_loads(args)
-    cpu_clock = types.SimpleNamespace(perf_counter=time.process_time)
     saved = lexicographic.time, exact.time
-    lexicographic.time = exact.time = cpu_clock
+    lexicographic.time = exact.time = types.SimpleNamespace(perf_counter=time.process_time)
     try:
+        yield
+    finally:
+        lexicographic.time, exact.time = saved
+
+
+def stages(args) -> None:
+    """Where a warm controller cycle's CPU goes, stage by stage (Solver.update, the chosen speed-ups), on the CPU
+    clock (``cpu_clock``)."""
+    family, loads = cycle_loads(args)
+    with cpu_clock():
         solver = Solver(loads[0], solver="highs", time_limit=args.time_limit, speedups=args.speedups)
         solver.solve()
         per_stage: dict[str, list[float]] = {}
@@ -128,8 +135,6 @@ def stages(args) -> None:
             for name, value in solution.timings.items():
                 if name.startswith("stage ") or name == "build":
                     per_stage.setdefault(name.removeprefix("stage "), []).append(value)
-    finally:
-        lexicographic.time, exact.time = saved
     print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
           f"cycles, speedups={args.speedups}, Solver.update; CPU ms per cycle\n")
     print("| stage | cycles run | median ms (when run) | mean ms per cycle | share of the cycle |")
@@ -147,14 +152,12 @@ def stages(args) -> None:
 def fleet(args) -> None:
     import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
 
-    if args.cpu_clock:  # time limits in CPU seconds of this process, as in `stages`
-        import types
+    with cpu_clock() if args.cpu_clock else contextlib.nullcontext():  # time limits in CPU s, as in `stages`
+        _fleet(args)
 
-        import inferno_mip.models.lexicographic as lexicographic
-        import inferno_mip.solvers.exact as exact
 
-        lexicographic.time = exact.time = types.SimpleNamespace(perf_counter=time.process_time)
-
+def _fleet(args) -> None:
+    """Per seed, the greedy and each variant of one fleet instance, end to end."""
     print(f"{machine()}; {args.family} {args.servers} x {FAMILIES[args.family]['accelerators']}"
           f"{' multi-assign' if args.heterogeneous else ''}; gap {args.gap:g}; CPU s end to end (sizing included)\n")
     print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages (wall s) | "
