@@ -94,10 +94,6 @@ class Formulation:
         """A solution vector for given replicas per candidate (e.g. the greedy answer, as a warm start)."""
         v = np.zeros(self.n_vars)
         k = counts[self.candidates]
-        if self.heterogeneous and "pattern_counts" in self.info:
-            from .patterns import pattern_vector
-
-            return pattern_vector(self, counts, table)
         if self.heterogeneous:
             v[self.full_cols] = k
             rate = np.bincount(table.server[self.candidates], weights=table.rate_star[self.candidates] * k,
@@ -106,9 +102,13 @@ class Formulation:
                 if col < 0:
                     continue
                 need = table.rows[i].total_rate
-                share = SHARE_STEPS if need <= 0 else min(SHARE_STEPS, np.floor(rate[i] / need * SHARE_STEPS + 1e-9))
+                share = SHARE_STEPS if need <= 0 else served_share(rate[i], need)
                 v[self.info["share_cols"][i]] = share
                 v[col] = float(share < SHARE_STEPS)
+            if "pattern_counts" in self.info:
+                from .patterns import choose_patterns
+
+                choose_patterns(self, v, counts, table)
         else:
             full = k == self._replicas
             if self.dominator is not None and (full & (self.dominator >= 0)).any():
@@ -320,17 +320,17 @@ def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options
     need = np.array([row.total_rate for row in table.rows])
     info["share_cols"] = share
     value = _per_replica_value(table, kept, True)
+    fewest = fewest_replicas(table, kept)
     # what models.patterns.round_and_repair needs to build plans
     info.update(rate_of_full=table.rate_star[kept], upr_of_full=table.unit_per_replica[kept].astype(float),
-                need=need, fewest=fewest_replicas(table, kept), server_of_full=srv,
-                priority=np.array([row.priority for row in table.rows]))
+                need=need, fewest=fewest, server_of_full=srv, priority=np.array([row.priority for row in table.rows]))
     patterns = {}
     if options.patterns and options.max_replica_change is None:
         from .patterns import server_patterns_of
 
-        patterns = server_patterns_of(table, kept, served_rows, value)
+        patterns = server_patterns_of(table, kept, served_rows, value, fewest)
     compact_rows = served_rows[~np.isin(served_rows, np.array(sorted(patterns), dtype=np.int64))]
-    parts = _compact_multi_assign(b, table, kept, compact_rows, full, unserved, share, need, value, options)
+    parts = _compact_multi_assign(b, table, kept, compact_rows, full, unserved, share, need, value, fewest, options)
     if patterns:
         from .patterns import add_pattern_servers
 
@@ -340,7 +340,7 @@ def _multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, options
 
 
 def _compact_multi_assign(b: _Builder, table: CandidateTable, kept, served_rows, full, unserved, share, need, value,
-                          options: MipOptions) -> _Parts:
+                          fewest, options: MipOptions) -> _Parts:
     """The rows of the compact multi-assign form for the servers `served_rows` (see the module docstring)."""
     in_rows = np.isin(table.server[kept], served_rows)
     cand = np.flatnonzero(in_rows)
@@ -361,7 +361,7 @@ def _compact_multi_assign(b: _Builder, table: CandidateTable, kept, served_rows,
               np.inf if options.best_effort else SHARE_STEPS)
     # Σ_c n_c + m_i u_i >= m_i with m_i = max(minNumReplicas, ceil(λ_i / best rate)): a fully served server
     # needs at least that many replicas. Valid for integer n, and it cuts off the fractional covers of the LP.
-    mins = fewest_replicas(table, kept)[served_rows]
+    mins = fewest[served_rows]
     has_min = np.flatnonzero(mins > 0)
     if len(has_min):
         sel = np.isin(local, has_min)
@@ -407,6 +407,12 @@ def _cover_cuts(b: _Builder, table: CandidateTable, kept, cand, served_rows, ful
             rhs.append(k)
     if rhs:
         b.rows_of(np.concatenate(row_ids), np.concatenate(col_ids), np.concatenate(vals), np.array(rhs), np.inf)
+
+
+def served_share(rate: float, need: float) -> float:
+    """Multi-assign: the share w_i (in 1/SHARE_STEPS steps, at most SHARE_STEPS) that replicas serving `rate`
+    req/s cover of a load of `need` > 0 req/s."""
+    return min(SHARE_STEPS, np.floor(rate / need * SHARE_STEPS + 1e-9))
 
 
 def fewest_replicas(table: CandidateTable, kept: np.ndarray) -> np.ndarray:

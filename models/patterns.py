@@ -131,16 +131,15 @@ def _non_dominated(costs: np.ndarray, worth: np.ndarray) -> np.ndarray:
     return ~(better & strictly).any(axis=0)
 
 
-def server_patterns_of(table, kept: np.ndarray, served_rows: np.ndarray, value: np.ndarray) -> dict:
-    """Per server row that allows it, (positions of its candidates in `kept`, its patterns over them)."""
-    from .allocation import fewest_replicas
-
+def server_patterns_of(table, kept: np.ndarray, served_rows: np.ndarray, value: np.ndarray,
+                       mins: np.ndarray) -> dict:
+    """Per server row that allows it, (positions of its candidates in `kept`, its patterns over them); `mins`: per
+    server row, the replicas full service needs at least (``allocation.fewest_replicas``)."""
     srv = table.server[kept]
     start = np.searchsorted(srv, served_rows)
     stop = np.searchsorted(srv, served_rows, side="right")
     rate, upr = table.rate_star[kept], table.unit_per_replica[kept].astype(np.float64)
     typ, replicas = table.type[kept], table.replicas[kept].astype(np.int64)
-    mins = fewest_replicas(table, kept)
     out = {}
     for i, a, b in zip(served_rows.tolist(), start.tolist(), stop.tolist()):
         row = table.rows[i]
@@ -216,49 +215,36 @@ def add_pattern_servers(b, table, kept, patterns: dict, full, unserved, share, n
     info["patterns"] = {"cols": x, "server": pat_server, "cards": cards, "value": worth, "rows": rows}
 
 
-def pattern_vector(form, counts: np.ndarray, table) -> np.ndarray:
-    """A solution vector of a formulation with patterns for given replicas per candidate: a server whose replicas
-    cover it takes the first of its patterns that needs no more cards of any type and has no more value than a
-    minimal cover among them (one exists: the patterns kept dominate every minimal cover); the others are unserved
-    with their replicas as partial service."""
-    from .allocation import SHARE_STEPS, fewest_replicas
-
+def choose_patterns(form, v: np.ndarray, counts: np.ndarray, table) -> None:
+    """Turn `v`, the compact form's vector for replicas `counts` per candidate (``Formulation.vector``), into one
+    of a formulation with patterns: a pattern server whose replicas cover it takes the first of its patterns that
+    needs no more cards of any type and has no more value than a minimal cover among them (one exists: the
+    patterns kept dominate every minimal cover); the others are unserved with their replicas as partial service."""
     info = form.info
     pat = info["patterns"]
-    v = np.zeros(form.n_vars)
     k = counts[form.candidates].astype(np.float64)
     srv = table.server[form.candidates]
     rate = table.rate_star[form.candidates]
     upr = table.unit_per_replica[form.candidates].astype(np.float64)
     typ = table.type[form.candidates]
     worth = form.stages[-1].c[form.full_cols]
-    mins = fewest_replicas(table, form.candidates)
     share = info["share_cols"]
-    is_pattern = np.zeros(len(table.rows), dtype=bool)
-    is_pattern[pat["rows"]] = True
-    for i, col in enumerate(form.unserved_cols.tolist()):
-        if col < 0:
-            continue
+    for i in pat["rows"].tolist():
+        col = form.unserved_cols[i]
         own = np.flatnonzero(srv == i)
         n = k[own]
         need = table.rows[i].total_rate
-        covered = rate[own] @ n >= need * (1 - 1e-9) and n.sum() >= mins[i]
-        if not is_pattern[i]:
-            v[form.full_cols[own]] = n
-            got = SHARE_STEPS if need <= 0 else min(SHARE_STEPS, np.floor(rate[own] @ n / need * SHARE_STEPS + 1e-9))
-            v[share[i]] = got
-            v[col] = float(got < SHARE_STEPS)
-            continue
-        chosen = _dominating_pattern(pat, i, _minimal_cover(n, rate[own], need, mins[i]), upr[own], typ[own],
-                                     worth[own], len(table.types)) if covered else None
-        if chosen is None:
+        covered = rate[own] @ n >= need * (1 - 1e-9) and n.sum() >= info["fewest"][i]
+        chosen = _dominating_pattern(pat, i, _minimal_cover(n, rate[own], need, info["fewest"][i]), upr[own],
+                                     typ[own], worth[own], len(table.types)) if covered else None
+        if chosen is None:  # unserved, its replicas partial service (a server without load has no share)
             v[col] = 1.0
-            v[form.full_cols[own]] = n
-            if need > 0:
-                v[share[i]] = min(SHARE_STEPS, np.floor(rate[own] @ n / need * SHARE_STEPS + 1e-9))
+            if need <= 0:
+                v[share[i]] = 0.0
         else:
+            v[form.full_cols[own]] = 0.0
+            v[share[i]] = v[col] = 0.0
             v[chosen] = 1.0
-    return v
 
 
 def _minimal_cover(n: np.ndarray, rate: np.ndarray, need: float, least: float) -> np.ndarray:
