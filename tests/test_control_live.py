@@ -9,11 +9,14 @@ import pytest
 from inferno_mip import load_scenario
 from inferno_mip.control.live import InfernoActuator, InfernoCollector, PrometheusCollector, histogram_cv
 from inferno_mip.control.protocols import ActuationError, CollectError, Target
+from inferno_mip.control.tune import server_specs
 
 from conftest import SCENARIOS
 
-PODS = {"p1": {"success": 1.0, "prompt": 2048.0, "gen": 1024.0, "ttft_s": 0.08, "itl_s": 0.020, "run": 12.0},
-        "p2": {"success": 3.0, "prompt": 3 * 2048.0, "gen": 3 * 1024.0, "ttft_s": 0.3, "itl_s": 0.075, "run": 30.0}}
+PODS = {"p1": {"success": 1.0, "prompt": 2048.0, "gen": 1024.0, "ttft_s": 0.08, "itl_s": 0.020, "run": 12.0,
+               "queue_s": 0.01, "prefill_s": 0.05},
+        "p2": {"success": 3.0, "prompt": 3 * 2048.0, "gen": 3 * 1024.0, "ttft_s": 0.3, "itl_s": 0.075, "run": 30.0,
+               "queue_s": 0.1, "prefill_s": 0.15}}
 
 
 def prometheus(request: httpx.Request) -> httpx.Response:
@@ -26,7 +29,8 @@ def prometheus(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"status": "success", "data": {"result": result}})
     key = next((k for pat, k in (("success_total", "success"), ("prompt_tokens_total", "prompt"),
                                  ("generation_tokens_total", "gen"), ("first_token_seconds_sum", "ttft_s"),
-                                 ("output_token_seconds_sum", "itl_s"), ("_count", "success"),
+                                 ("output_token_seconds_sum", "itl_s"), ("queue_time_seconds_sum", "queue_s"),
+                                 ("prefill_time_seconds_sum", "prefill_s"), ("_count", "success"),
                                  ("num_requests_running", "run"), ("num_requests_waiting", None))
                 if pat in q), None)
     if key is None:
@@ -51,6 +55,11 @@ def test_prometheus_collector_aggregates_pods(system):
     assert (g.in_tokens, g.out_tokens) == (pytest.approx(2048.0), pytest.approx(1024.0))
     assert g.ttft == pytest.approx(1000 * (0.08 * 1 + 0.3 * 3) / 4)  # throughput-weighted over pods
     assert g.itl == pytest.approx(1000 * (0.02 * 1 + 0.075 * 3) / 4)
+    # the engine's TTFT: queue + prefill time, what the tuner fits (vLLM's TTFT adds the API server's delay)
+    assert g.engine_ttft == pytest.approx(1000 * ((0.01 + 0.05) * 1 + (0.1 + 0.15) * 3) / 4)
+    assert g.replicas["p1"]["engine_ttft"] == pytest.approx(60.0)
+    assert [s["currentAlloc"]["ttftAverage"] for s in server_specs(obs) if s["name"] in PODS] == [
+        pytest.approx(60.0), pytest.approx(250.0)]
     assert g.replicas_ready == 2 and g.running == pytest.approx(42.0)
     assert g.replicas["p2"]["itl"] == pytest.approx(75.0) and g.complete
     assert g.out_tokens_cv == pytest.approx(histogram_cv([(512, 0), (1024, 5), (2048, 10), (float("inf"), 10)]))

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferno_mip.control.tune import (InProcessTuner, ParameterGate, TuneResult, capacity, sizing_perf_model,
-                                      slo_targets)
+from inferno_mip.control.protocols import FleetObservation, ServerObservation
+from inferno_mip.control.tune import (InProcessTuner, ParameterGate, TuneResult, capacity, server_specs,
+                                      sizing_perf_model, slo_targets)
 from inferno_mip import load_scenario
 from inferno_mip.tuner import Observation
 
@@ -93,3 +94,14 @@ def test_a_rate_counted_over_a_short_window_shows_its_lower_confidence_bound():
     # a window at 1.1x the true capacity within the SLO is chance, not capacity: nothing moves
     params, notes = g.apply(TuneResult({KEY: flat}), {KEY: [seen(1.1 * cap(TRUE[KEY]))]})
     assert params[KEY] == TRUE[KEY] and "not identified" in notes[0]
+
+
+@pytest.mark.parametrize("engine_ttft", [None, 61.5])
+def test_the_tuner_fits_the_engines_ttft_where_it_was_measured(engine_ttft):
+    s = ServerObservation(name="s", model="granite_8b", service_class="Premium", accelerator="H100", max_batch=128,
+                          replicas_ready=2, arrival_rate=4.0, in_tokens=2048, out_tokens=1024, itl=20.0, ttft=90.0,
+                          engine_ttft=engine_ttft, running=10.0, waiting=0.0)
+    (spec,) = server_specs(FleetObservation(time=0.0, servers={"s": s}))
+    alloc = spec["currentAlloc"]
+    assert alloc["ttftAverage"] == (90.0 if engine_ttft is None else engine_ttft)  # a latency: not divided
+    assert alloc["load"]["arrivalRate"] == pytest.approx(120.0)  # per replica, in requests/minute

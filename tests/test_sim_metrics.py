@@ -54,6 +54,12 @@ def test_scraped_metrics_match_the_fleet_windows():
     assert 1000 * ttft == pytest.approx(w.ttft_mean, rel=1e-9)
     itl = total(got, "vllm:time_per_output_token_seconds_sum") / total(got, "vllm:time_per_output_token_seconds_count")
     assert 1000 * itl == pytest.approx(w.itl_mean, rel=1e-9)
+    # The engine's TTFT (queue + prefill time, per completed request) is the completed requests' TTFT.
+    queue, prefill = (total(got, f"vllm:request_{k}_time_seconds_sum") for k in ("queue", "prefill"))
+    count = total(got, "vllm:request_prefill_time_seconds_count")
+    assert count == total(got, "vllm:request_queue_time_seconds_count") == w.completed
+    assert queue > 0 and prefill > 0
+    assert 1000 * (queue + prefill) / count == pytest.approx(1000 * w.sample.done_ttft.mean(), rel=1e-9)
     # Buckets are cumulative and end at the count.
     for labels, count in got["vllm:time_to_first_token_seconds_count"].items():
         inf = dict(labels) | {"le": "+Inf"}

@@ -146,3 +146,31 @@ def test_prometheus_errors_are_clear(prometheus):
     with pytest.raises(Exception, match="prometheus"):
         obs.query("sum(rate(")  # PromQL syntax error -> TunerError naming Prometheus
     obs.close()
+
+
+@pytest.mark.parametrize("engine", [True, False])
+def test_online_observer_prefers_the_engines_ttft(engine):
+    """vLLM's TTFT (API server) holds the API server's delay; queue + prefill time (engine core) does not."""
+    means = {"time_to_first_token": 0.120, "time_per_output_token": 0.020, "request_queue_time": 0.030,
+             "request_prefill_time": 0.060}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        value = {"count(": 2.0, "prompt_tokens": 512.0, "generation_tokens": 256.0, "avg(avg_over_time": 12.0,
+                 "vllm:request_success_total": 1.0}  # token ratios name the success counter too: first match
+        found = next((v for k, v in means.items() if f"vllm:{k}_seconds_sum" in q), None)
+        if found is None:
+            found = next(v for k, v in value.items() if k in q)
+        if "prefill" in q and not engine:
+            return httpx.Response(200, json={"status": "success", "data": {"result": []}})
+        return httpx.Response(200, json={"status": "success", "data": {"result": [{"metric": {},
+                                                                                 "value": [0, str(found)]}]}})
+
+    client = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(answer))
+    obs = OnlineObserver(PrometheusConfig(address="http://127.0.0.1:9"), client=client)
+    o = obs.observe()
+    assert o.ttft == pytest.approx(90.0 if engine else 120.0)
+    assert o.itl == pytest.approx(20.0) and o.wait == pytest.approx(30.0)
+    assert obs.last_rates["api_ttft_ms"] == pytest.approx(120.0)
+    assert o.rpm == pytest.approx(30.0) and o.in_tokens == pytest.approx(512.0)
+    obs.close()

@@ -25,6 +25,8 @@ VLLM = {
     "waiting": "vllm:num_requests_waiting",
     "ttft": "vllm:time_to_first_token_seconds",
     "itl": "vllm:time_per_output_token_seconds",
+    "queue_time": "vllm:request_queue_time_seconds",
+    "prefill_time": "vllm:request_prefill_time_seconds",
 }
 
 
@@ -93,14 +95,17 @@ class PrometheusCollector:
             ratios = {k: _ratio(self._rate(num, sel), done) for k, num in
                       (("in_tokens", m["prompt_tokens"]), ("out_tokens", m["generation_tokens"]))}
             lat = {k: _ratio(self._rate(m[k] + "_sum", sel), self._rate(m[k] + "_count", sel), 1000.0)
-                   for k in ("ttft", "itl")}
+                   for k in ("ttft", "itl", "queue_time", "prefill_time")}
+            engine_ttft = {p: q + lat["prefill_time"][p] for p, q in lat["queue_time"].items()
+                           if p in lat["prefill_time"]}
             running = self.vector(f"sum by (pod) (avg_over_time({m['running']}{sel}[{self.window}]))")
             waiting = self.vector(f"sum by (pod) (avg_over_time({m['waiting']}{sel}[{self.window}]))")
             replicas = {}
             for pod in pods:
                 reading = {"arrival_rate": arrived.get(pod), "throughput": done.get(pod),
                            "in_tokens": ratios["in_tokens"].get(pod), "out_tokens": ratios["out_tokens"].get(pod),
-                           "itl": lat["itl"].get(pod), "ttft": lat["ttft"].get(pod), "running": running.get(pod),
+                           "itl": lat["itl"].get(pod), "ttft": lat["ttft"].get(pod),
+                           "engine_ttft": engine_ttft.get(pod), "running": running.get(pod),
                            "waiting": waiting.get(pod)}
                 replicas[pod] = {k: v for k, v in reading.items() if v is not None}
             if not pods:
@@ -112,6 +117,7 @@ class PrometheusCollector:
                 in_tokens=_weighted(ratios["in_tokens"], done), out_tokens=_weighted(ratios["out_tokens"], done),
                 in_tokens_cv=self._cv(m["prompt_hist"], sel), out_tokens_cv=self._cv(m["generation_hist"], sel),
                 itl=_weighted(lat["itl"], done), ttft=_weighted(lat["ttft"], done),
+                engine_ttft=_weighted(engine_ttft, done),
                 running=_sum(running, pods), waiting=_sum(waiting, pods), replicas=replicas)
         return FleetObservation(time=self.now, servers=servers, problems=tuple(problems))
 

@@ -36,6 +36,9 @@ class ServerObservation:
     ``arrival_rate`` is the offered load, ``throughput`` the completed request rate (both req/s); token
     counts are per request, with their coefficients of variation where the source has histograms; ``itl`` and
     ``ttft`` are window means in ms; ``running`` and ``waiting`` are request counts summed over replicas.
+    ``engine_ttft`` (ms) is the engine core's part of TTFT, queue time plus prefill time, where the source has
+    both: vLLM stamps ``ttft`` in its API server, so it also holds that process's own delay, which the perf model
+    does not describe; the tuner fits the engine's figure when there is one.
     """
 
     name: str
@@ -53,6 +56,7 @@ class ServerObservation:
     out_tokens_cv: float | None = None
     itl: float | None = None
     ttft: float | None = None
+    engine_ttft: float | None = None
     running: float | None = None
     waiting: float | None = None
     # Per-replica readings (replica name -> observation fields), for the tuner; empty when not available.

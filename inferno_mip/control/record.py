@@ -54,7 +54,8 @@ def cycle_record(*, cycle, system: System, observation, hold_all, params, tune_n
             "accelerator": final.accelerator if final else "", "replicas": final.replicas if final else 0,
             "maxBatch": final.max_batch if final else 0, "cost": cost,
             # additions
-            "replicasReady": s.replicas_ready, "replicasStarting": s.replicas_starting,
+            "engineTtft": _num(s.engine_ttft), "replicasReady": s.replicas_ready,
+            "replicasStarting": s.replicas_starting,
             "forecastRpm": _rpm(demand.get(name)), **forecasts.get(name, {}),
             "recommended": None if rec is None else {"accelerator": rec.accelerator, "replicas": rec.replicas,
                                                      "maxBatch": rec.max_batch},

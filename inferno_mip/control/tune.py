@@ -53,7 +53,8 @@ def saturated(reading: Mapping[str, float], max_batch: int) -> bool:
 def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | None = None) -> list[dict]:
     """inferno's per-replica ServerSpec list (what ``POST /tune`` takes) from an observation: one entry per
     reporting replica, or one for the server (its per-replica mean) when the collector gave no replica detail.
-    Saturated replicas are left out (see :func:`saturated`)."""
+    TTFT is the engine's (``engine_ttft``) where it was measured, the model's TTFT being the engine's; saturated
+    replicas are left out (see :func:`saturated`)."""
     specs = []
     for name in sorted(observation.servers):
         s = observation.servers[name]
@@ -61,7 +62,8 @@ def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | N
         replicas = s.replicas or ({f"{name}/all": _server_as_replica(s)} if s.complete else {})
         for rname in sorted(replicas):
             r = replicas[rname]
-            if not all(isinstance(r.get(k), (int, float)) for k in ("arrival_rate", "itl", "ttft")):
+            ttft = r.get("engine_ttft", r.get("ttft"))
+            if not all(isinstance(v, (int, float)) for v in (r.get("arrival_rate"), r.get("itl"), ttft)):
                 continue
             if saturated(r, s.max_batch):
                 continue
@@ -69,7 +71,7 @@ def server_specs(observation: FleetObservation, max_queue: Mapping[str, int] | N
                 "name": rname, "model": s.model, "class": s.service_class, "maxQueueSize": queue,
                 "currentAlloc": {
                     "accelerator": s.accelerator, "maxBatch": s.max_batch, "numReplicas": 1,
-                    "itlAverage": r["itl"], "ttftAverage": r["ttft"],
+                    "itlAverage": r["itl"], "ttftAverage": ttft,
                     "load": {"arrivalRate": 60.0 * r["arrival_rate"], "avgInTokens": r.get("in_tokens", s.in_tokens),
                              "avgOutTokens": r.get("out_tokens", s.out_tokens)}}})
     return specs
@@ -79,6 +81,8 @@ def _server_as_replica(s: ServerObservation) -> dict:
     n = max(s.replicas_ready, 1)
     out = {"arrival_rate": s.arrival_rate / n, "itl": s.itl, "ttft": s.ttft, "in_tokens": s.in_tokens,
            "out_tokens": s.out_tokens}
+    if s.engine_ttft is not None:
+        out["engine_ttft"] = s.engine_ttft
     for key in ("running", "waiting"):
         if getattr(s, key) is not None:
             out[key] = getattr(s, key) / n

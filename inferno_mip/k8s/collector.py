@@ -101,7 +101,7 @@ def _observation(dep: ManagedDeployment, ready: int, starting: int, p: Prometheu
         max_batch=dep.max_batch, replicas_ready=ready, replicas_starting=starting,
         arrival_rate=pick(p.arrival_rate, dep.load.arrival_rate), throughput=p.throughput,
         in_tokens=pick(p.in_tokens, dep.load.in_tokens), out_tokens=pick(p.out_tokens, dep.load.out_tokens),
-        itl=p.itl, ttft=p.ttft, running=p.running, waiting=p.waiting)
+        itl=p.itl, ttft=p.ttft, engine_ttft=p.engine_ttft, running=p.running, waiting=p.waiting)
 
 
 def _owned_by(pod, deployment: str) -> bool:

@@ -38,6 +38,7 @@ class PrometheusReading:
     out_tokens: float | None = None
     itl: float | None = None
     ttft: float | None = None
+    engine_ttft: float | None = None  # queue + prefill time: vLLM's TTFT without its API server's delay
     running: float | None = None
     waiting: float | None = None
     error: str = ""
@@ -68,6 +69,8 @@ class PrometheusJoin:
             "out_tokens": f"{rate(METRICS['generation_tokens'])} / {rate(METRICS['success'])}",
             "ttft": f"1000 * {rate(METRICS['ttft'] + '_sum')} / {rate(METRICS['ttft'] + '_count')}",
             "itl": f"1000 * {rate(METRICS['itl'] + '_sum')} / {rate(METRICS['itl'] + '_count')}",
+            "engine_ttft": " + ".join(f"1000 * {rate(METRICS[k] + '_sum')} / {rate(METRICS[k] + '_count')}"
+                                      for k in ("queue_time", "prefill_time")),
             "running": f"sum({METRICS['running']}{s})",
             "waiting": f"sum(vllm:num_requests_waiting{s})",
         }

@@ -4,8 +4,8 @@ Labels: ``model_name`` (the server's model), ``namespace``, ``pod`` (the replica
 exports them (and as the online tuner observer queries them): ``vllm:num_requests_running`` and
 ``vllm:num_requests_waiting`` (gauges), ``vllm:request_success_total``, ``vllm:prompt_tokens_total`` and
 ``vllm:generation_tokens_total`` (counters), histograms ``vllm:time_to_first_token_seconds``,
-``vllm:time_per_output_token_seconds``, ``vllm:request_queue_time_seconds`` and
-``vllm:e2e_request_latency_seconds``; plus ``inferno_sim_requests_arrived_total`` and
+``vllm:time_per_output_token_seconds``, ``vllm:request_queue_time_seconds``,
+``vllm:request_prefill_time_seconds`` and ``vllm:e2e_request_latency_seconds``; plus ``inferno_sim_requests_arrived_total`` and
 ``inferno_sim_requests_rejected_total`` (a gateway's view: offered load and rejections).
 Call ``update()`` after advancing the fleet; scrapes read the last update.
 """
@@ -31,6 +31,7 @@ HISTOGRAMS = {  # name -> (buckets, help)
     "vllm:time_to_first_token_seconds": (TTFT_BUCKETS, "Histogram of time to first token in seconds."),
     "vllm:time_per_output_token_seconds": (ITL_BUCKETS, "Histogram of time per output token in seconds."),
     "vllm:request_queue_time_seconds": (LATENCY_BUCKETS, "Histogram of time spent waiting in the queue."),
+    "vllm:request_prefill_time_seconds": (LATENCY_BUCKETS, "Histogram of time spent in PREFILL phase for request."),
     "vllm:e2e_request_latency_seconds": (LATENCY_BUCKETS, "Histogram of end to end request latency in seconds."),
 }
 COUNTERS = {
@@ -83,6 +84,7 @@ class _ReplicaSeries:
         h["vllm:time_to_first_token_seconds"].observe(s.ttft)
         h["vllm:time_per_output_token_seconds"].observe(s.gaps, s.gap_weights)
         h["vllm:request_queue_time_seconds"].observe(s.done_wait)
+        h["vllm:request_prefill_time_seconds"].observe(s.done_ttft - s.done_wait)
         resp = s.done_ttft + np.nan_to_num(s.done_itl) * (s.done_out - 1)
         h["vllm:e2e_request_latency_seconds"].observe(resp)
 

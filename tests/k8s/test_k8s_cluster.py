@@ -334,6 +334,7 @@ def test_prometheus_join_reads_vllm_metrics_per_deployment(cluster, vllm_fleet):
     assert llama.arrival_rate == pytest.approx(2 * 60 / 60, rel=0.05) == llama.throughput  # scrape jitter
     assert (llama.in_tokens, llama.out_tokens) == (pytest.approx(256, rel=rel), pytest.approx(512, rel=rel))
     assert (llama.itl, llama.ttft) == (pytest.approx(truth.itl, rel=rel), pytest.approx(truth.ttft, rel=rel))
+    assert llama.engine_ttft == pytest.approx(truth.ttft, rel=rel)  # queue + prefill: the exporter has no API delay
     assert llama.running == pytest.approx(2 * truth.num_in_service, rel=rel)
     quiet = fleet.servers["quiet"]
     assert quiet.arrival_rate == pytest.approx(0.5) and quiet.itl is None  # no series: the labels

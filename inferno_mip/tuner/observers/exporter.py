@@ -61,7 +61,8 @@ class VllmExporter:
             "running": GaugeMetricFamily("vllm:num_requests_running", "running requests", labels=labels),
         }
         sums = {k: SummaryMetricFamily(f"vllm:{k}_seconds", k, labels=labels)  # exposes _sum and _count
-                for k in ("time_to_first_token", "time_per_output_token", "request_queue_time")}
+                for k in ("time_to_first_token", "time_per_output_token", "request_queue_time",
+                          "request_prefill_time")}
         for p in self.points:
             m = self.metrics(p)
             for r in range(p.replicas):
@@ -72,7 +73,7 @@ class VllmExporter:
                 fam["prompt"].add_metric(lab, n * p.in_tokens, timestamp=stamp)
                 fam["running"].add_metric(lab, m.num_in_service, timestamp=stamp)
                 for k, v in (("time_to_first_token", m.ttft), ("time_per_output_token", m.itl),
-                             ("request_queue_time", m.wait_time)):
+                             ("request_queue_time", m.wait_time), ("request_prefill_time", m.ttft - m.wait_time)):
                     sums[k].add_metric(lab, count_value=n, sum_value=n * v / 1000.0, timestamp=stamp)
         yield from fam.values()
         yield from sums.values()

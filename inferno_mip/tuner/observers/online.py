@@ -7,6 +7,10 @@ the fleet sums by the number of replicas (series of ``vllm:num_requests_running`
 Rates: vLLM exports completions (``vllm:request_success_total``), i.e. *throughput*; it equals the offered
 (arrival) rate only for a stable server that drops nothing. ``arrival_metric`` names a counter of arriving
 requests (e.g. from a gateway) to use instead; ``last_rates`` reports both.
+
+TTFT: vLLM stamps ``vllm:time_to_first_token_seconds`` in its API server, so it holds that process's own delay
+too, which the perf model does not describe. Where the engine's queue and prefill times are exported, their sum
+(the engine's TTFT) is observed instead; ``last_rates`` keeps vLLM's figure as ``api_ttft_ms``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ METRICS = {  # vLLM metric names
     "prompt_tokens": "vllm:prompt_tokens_total",
     "running": "vllm:num_requests_running",
     "queue_time": "vllm:request_queue_time_seconds",
+    "prefill_time": "vllm:request_prefill_time_seconds",
     "ttft": "vllm:time_to_first_token_seconds",
     "itl": "vllm:time_per_output_token_seconds",
 }
@@ -115,16 +120,20 @@ class OnlineObserver:
         completion = self.query(f"sum(rate({m['success']}{s}[{w}]))") * 60.0
         arrival = self.query(f"sum(rate({c.arrival_metric}{s}[{w}]))") * 60.0 if c.arrival_metric else math.nan
         n = replicas if replicas and replicas > 0 else math.nan
-        self.last_rates = {"completion_rpm": completion, "arrival_rpm": arrival, "replicas": replicas}
+        mean = {k: 1000.0 * self._ratio(m[k] + "_sum", m[k] + "_count") for k in ("ttft", "queue_time",
+                                                                                    "prefill_time")}
+        engine_ttft = mean["queue_time"] + mean["prefill_time"]
+        self.last_rates = {"completion_rpm": completion, "arrival_rpm": arrival, "replicas": replicas,
+                           "api_ttft_ms": mean["ttft"]}
         rpm = (arrival if c.arrival_metric else completion) / n
         return Observation(
             rpm=rpm,
             in_tokens=self._ratio(m["prompt_tokens"], m["success"]),
             out_tokens=self._ratio(m["generation_tokens"], m["success"]),
             max_batch=c.max_batch, max_queue=c.max_queue,
-            ttft=1000.0 * self._ratio(m["ttft"] + "_sum", m["ttft"] + "_count"),
+            ttft=engine_ttft if math.isfinite(engine_ttft) else mean["ttft"],
             itl=1000.0 * self._ratio(m["itl"] + "_sum", m["itl"] + "_count"),
-            wait=_nan0(1000.0 * self._ratio(m["queue_time"] + "_sum", m["queue_time"] + "_count")),
+            wait=_nan0(mean["queue_time"]),
             batch_size=_nan0(self.query(f"avg(avg_over_time({m['running']}{s}[{w}]))")),
         )
 
