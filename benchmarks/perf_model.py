@@ -13,7 +13,8 @@ and perf-model-vs-sim.png under --out.
    evaluates the models again on stored runs. `iteration` gets the length CV of
    the simulated distribution; `new` and `old3` evaluate the work at the mean; `v02` gets decode/prefill
    parameters mapped from alpha/beta/gamma (ITL(x) = alpha + x W/(1+m), Pf(x) = alpha + (beta+gamma) n + x W/(1+m)).
-   Variants of the iteration model's queueing-delay correction are scored on the same runs. A point is resolved
+   Variants of the iteration model's queueing-delay correction (queue_factor, with and without the occupancy spread
+   factor of a fixed residence) are scored on the same runs. A point is resolved
    when two standard errors of the simulator's mean are at most 5 % of it.
    --refine adds seeds (blocks of 4, the same run length) at a stored grid's unresolved points until they are
    resolved or used --cpu-cap CPU seconds, in --shard parts (parallel processes); --merge puts the refined rows
@@ -118,8 +119,14 @@ def _factor_none(p, batch, st):
     return 1.0 + 0.0 * st.p_block
 
 
-ORIGINAL_FACTOR = iteration.queue_factor
+def _no_spread(p, st):
+    return 1.0
+
+
+ORIGINAL_FACTOR, ORIGINAL_SPREAD = iteration.queue_factor, iteration.occupancy_spread_factor
+# queue_factor variants, each with the occupancy spread factor of a fixed residence unless named in NO_SPREAD
 VARIANTS = {"default": ORIGINAL_FACTOR,
+            "default without the occupancy spread factor (before)": ORIGINAL_FACTOR,
             "w = P(full), M/D/c at L_s/N, uncapped (before)": _variant("p_full", "ls", cap=False),
             "w = P(full), M/D/c at L_s/N": _variant("p_full", "ls"),
             "w = P(full), M/D/c at lambda E[s]": _variant("p_full", "share"),
@@ -127,6 +134,7 @@ VARIANTS = {"default": ORIGINAL_FACTOR,
             "w = lambda E[s], M/D/c at lambda E[s]": _variant("rho", "share"),
             "w = 1 (work share only), M/D/c at lambda E[s]": _variant("one", "share"),
             "none (the chain's delay)": _factor_none}
+NO_SPREAD = {"default without the occupancy spread factor (before)", "none (the chain's delay)"}
 
 
 def score(row: dict, s: dict) -> dict:
@@ -144,10 +152,11 @@ def score(row: dict, s: dict) -> dict:
     pred = perf_model("iteration", s, batch, cv)
     for name, fn in VARIANTS.items():
         iteration.queue_factor = fn
+        iteration.occupancy_spread_factor = _no_spread if name in NO_SPREAD else ORIGINAL_SPREAD
         try:
             row[f"variant:{name}"] = pred.analyze(rate).ttft
         finally:
-            iteration.queue_factor = ORIGINAL_FACTOR
+            iteration.queue_factor, iteration.occupancy_spread_factor = ORIGINAL_FACTOR, ORIGINAL_SPREAD
     return row
 
 

@@ -18,6 +18,7 @@ age balance per occupancy state, for memoryless output lengths), to show how far
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import time
@@ -109,12 +110,23 @@ def composition_ratio(s: dict, batch: int, rate: float, var_age: float, q: int =
 
 
 def chain_metrics(service, log_mu: np.ndarray, rate: float) -> dict:
-    """P(full), wait and TTFT (ms) of the iteration model with the chain's log mu(1..N) replaced."""
+    """P(full), wait and TTFT (ms) of the iteration model with the chain's log mu(1..N) replaced; also the
+    chain's P(full) scaled by occupancy_spread_factor, its occupancy's variance-to-mean ratio, and the wait
+    without that factor (the model before it)."""
     n = service.max_batch
     st = BirthDeathChain(log_mu, n, QUEUE).solve(np.array([rate / 1000.0]))
     adj = service.row_adjust(service, st, n)
     _, _, ttft = service.row_latencies(service, adj, n)
-    return dict(p_full=float(st.p_block[0]), wait=float(adj.wait_time[0]), ttft=float(ttft[0]))
+    plain = copy.copy(service)
+    plain.spread_on = False
+    r = st.lam[0] / math.exp(log_mu[n - 1])  # the block N..N+Q is geometric with ratio r
+    block = r ** np.arange(QUEUE + 1)
+    dist = np.concatenate([st.p_head[0], float(st.p_block[0]) * block / block.sum()])
+    k = np.arange(dist.size)
+    mean = float(dist @ k)
+    return dict(p_full=float(st.p_block[0]), wait=float(adj.wait_time[0]), ttft=float(ttft[0]),
+                spread_p_full=float(st.p_block[0] * iteration.occupancy_spread_factor(service, st)[0]),
+                vmr=float(dist @ (k - mean) ** 2) / mean, plain_wait=float(plain.row_adjust(plain, st, n).wait_time[0]))
 
 
 def check_point(row: dict, s: dict, seeds) -> dict:
@@ -138,12 +150,21 @@ def check_point(row: dict, s: dict, seeds) -> dict:
         predicted = composition_ratio(s, batch, rate, var_age)
     theory = chain_metrics(service, service.log_mu - np.log(predicted[1:]), rate)
     se = lambda v: 2.0 * float(v.std(ddof=1)) / math.sqrt(v.size)  # noqa: E731
+    occ = got["occupancy"]
+    k_sim = np.arange(occ.size)
+    mean_sim = float(occ @ k_sim)
+    # the occupancy's variance with a fixed residence: the chain's x 1/(1 - (theta - 1) nu), nu = lambda E[W]
+    # (the change weighted by 1 - CV^2 as in the model: spread_k)
+    nu = rate / 1000.0 * service.ew
     return dict(set=row["set"], batch=batch, lengths=row["lengths"], load=float(row["load"]), seeds=len(seeds),
                 ratio_full=float(ratio[batch]), predicted_full=float(predicted[batch]),
                 sim_p_full=float(got["occupancy"][batch:].sum()), chain_p_full=own["p_full"],
                 measured_p_full=measured["p_full"], predicted_p_full=theory["p_full"],
                 sim_wait=float(got["waits"].mean()), sim_wait_2se=se(got["waits"]),
                 model_wait=own["wait"], measured_wait=measured["wait"], sim_ttft=float(got["ttfts"].mean()),
+                sim_vmr=float(occ @ (k_sim - mean_sim) ** 2) / mean_sim, chain_vmr=own["vmr"],
+                fixed_vmr=own["vmr"] / (1.0 - service.spread_k * nu), spread_p_full=own["spread_p_full"],
+                plain_wait=own["plain_wait"],
                 sim_ttft_2se=se(got["ttfts"]), model_ttft=own["ttft"], measured_ttft=measured["ttft"],
                 predicted_ttft=theory["ttft"])
 
@@ -162,6 +183,18 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def spread_table(rows: list[dict]) -> list[str]:
+    """The fixed-residence check (occupancy_spread_factor): occupancy variance-to-mean ratio, P(full) and wait."""
+    lines = ["| point | seeds | occupancy var/mean sim / chain / fixed residence | P(full) sim / chain / x spread factor | "
+             "wait sim (2 s.e.) / model without / with the spread factor, ms |", "|---|---:|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['set']} M = {r['batch']} {r['lengths']} {100 * r['load']:.0f} % | {r['seeds']} | "
+                     f"{r['sim_vmr']:.2f} / {r['chain_vmr']:.2f} / {r['fixed_vmr']:.2f} | {r['sim_p_full']:.4f} / "
+                     f"{r['chain_p_full']:.4f} / {r['spread_p_full']:.4f} | {r['sim_wait']:,.1f} "
+                     f"({r['sim_wait_2se']:,.1f}) / {r['plain_wait']:,.1f} / {r['model_wait']:,.1f} |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rows", type=int, nargs="+", help="row numbers of the grid CSV (0-based, header excluded)")
@@ -174,6 +207,8 @@ def main(argv=None) -> int:
     t0 = time.process_time()
     rows = [check_point(stored[i], sets[stored[i]["set"]], range(1000, 1000 + args.seeds)) for i in args.rows]
     print("\n".join(table(rows)))
+    print()
+    print("\n".join(spread_table(rows)))
     print(f"\n({len(rows)} points, {time.process_time() - t0:.0f} s CPU)")
     return 0
 

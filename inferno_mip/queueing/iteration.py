@@ -17,7 +17,10 @@ context tokens read), same birth-death chain, four corrections measured against 
    batch's utilisation grows, that of its share of a full batch's time, s = (c + m - 1) alpha/N + W
    (queue_factor).
    Equal lengths about halve the chain's wait near saturation; long-tailed ones raise it, since the
-   context-read work grows with the square of the length.
+   context-read work grows with the square of the length. A residence of a fixed number of iterations also
+   changes how often the batch fills: the occupancy is then a self-exciting count whose spread depends on when
+   in its residence a request does its work (late context reads: less than the chain's; an early long
+   prefill: more), and P(full) is scaled accordingly (occupancy_spread_factor, output CV < 1).
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -148,6 +151,44 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     return np.where(scv < 1.0, low + (1.0 - low) * deterministic, 0.5 * (1.0 + scv))
 
 
+def work_timing(beta, gamma, n, m, c, w_p, w_tot) -> float:
+    """theta = 2 (1 - (a + 1/2)/I) of equal-length requests, a the work-weighted mean age (iterations) at which
+    a request's work is done, I = c + m - 1 its iterations: 1 when the work is spread evenly over the residence,
+    2 when all of it is done at admission, 0 when all at the end.
+
+    Prefill chunks run at ages 0..c-1 (w_p/c each), decode token j = 1..m-1 at age c - 1 + j costs
+    beta + gamma (n + j): context reads make the work late (theta < 1), a long prompt's prefill makes it early.
+    """
+    d, iters = m - 1.0, c + m - 1.0
+    if w_tot <= 0.0:  # no work (alpha only): no timing
+        return 1.0
+    s1, s2 = d * (d + 1.0) / 2.0, d * (d + 1.0) * (2.0 * d + 1.0) / 6.0
+    b0 = beta + gamma * n
+    moment = w_p * (c - 1.0) / 2.0 + b0 * (s1 + (c - 1.0) * d) + gamma * (s2 + (c - 1.0) * s1)
+    return 2.0 * (1.0 - (moment / w_tot + 0.5) / iters)
+
+
+def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
+    """Factor on the chain's P(batch full), hence on its queueing delay, for a residence of a fixed number of
+    iterations (output CV < 1).
+
+    Below a full batch an arrival joins at once, so the occupancy is the number of arrivals in the last I
+    iterations, and arrivals per iteration are Poisson(lambda T) with T the iteration time, which every resident
+    raises by its work at its age: a self-exciting count with branching ratio nu = lambda E[W]. The chain (a
+    residence without memory, the work spread evenly) gives it the variance-to-mean ratio 1/(1 - nu); with the
+    fixed residence it is 1/((1 - nu)(1 - (theta - 1) nu)), theta = work_timing (exact when all work is at
+    admission, at the end or spread evenly, and at first order in nu). A full batch is a tail event of the
+    occupancy, whose log-probability scales as 1/variance: P(full) -> P(full)^(1 - (theta - 1) nu). Between a
+    fixed (CV 0) and a memoryless (CV 1) residence the exponent's change is weighted by 1 - CV^2 (p.spread_k =
+    (1 - CV^2)(theta - 1); p.spread_kw = -spread_k E[W]).
+    """
+    x = np.maximum(st.p_block, 1e-300)  # in place from here: this runs for every evaluated rate
+    np.log(x, out=x)
+    x *= p.spread_kw
+    x *= st.lam
+    return np.exp(x, out=x)
+
+
 class IterationModel(ServiceModel):
     """Continuous batching at iteration level (module docstring); alpha, beta, gamma as queue-analysis v0.7.
 
@@ -157,7 +198,7 @@ class IterationModel(ServiceModel):
 
     kind = "iteration"
     SCALARS = ("m", "alpha", "ew", "ew2", "ewi", "ei", "ei2", "half_alpha", "half_delta_n", "var_term",
-               "half_var_cost", "chunk_var_cost", "max_batch", "scv_i", "scv_s", "e_s", "slope")
+               "half_var_cost", "chunk_var_cost", "max_batch", "scv_i", "scv_s", "e_s", "slope", "spread_kw")
     TABLES = ("prefill_table", "admit_table")
 
     def __init__(self, params, n, m, max_batch, compat, *, max_num_tokens: float, in_cv: float = 0.0,
@@ -190,6 +231,9 @@ class IterationModel(ServiceModel):
         self.slope = (max_batch - 1.0) * (math.sqrt(4.0 + 5.0 * max_batch) - 2.0) / (32.0 * max_batch)
         self.scv_high = self.scv_s >= 1.0 and self.scv_i >= 1.0
         self.scv_low = self.scv_s < 1.0 and self.scv_i < 1.0
+        theta = work_timing(b, g, n, m, float(c[-1]), float(self.w_p[-1]), float(self.w_tot[-1]))
+        self.spread_k = max(1.0 - out_cv * out_cv, 0.0) * (theta - 1.0)  # occupancy_spread_factor
+        self.spread_on, self.spread_kw = self.spread_k != 0.0, -self.spread_k * self.ew
         self.affine = bool(self.nc.min() == self.nc.max())
         c1, d1 = float(c[-1]), float(self.delta[-1])
         self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
@@ -211,6 +255,8 @@ class IterationModel(ServiceModel):
         boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
             np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor(p, n, st)
+        if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
+            factor = factor * occupancy_spread_factor(p, st)
         wait = st.wait_time * factor + boundary
         waiting = st.throughput * wait
         return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
@@ -224,7 +270,7 @@ class IterationModel(ServiceModel):
         so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
-               "scv_low": all(m.scv_low for m in models)}
+               "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
         out.update(zip(names, columns), scalar_names=names, scalar_matrix=columns)  # gather takes them at once
