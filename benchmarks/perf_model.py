@@ -39,6 +39,7 @@ from inferno_mip.queueing import iteration, make_perf_model
 from inferno_mip.queueing.errors import QueueingError
 from inferno_mip.sim import LengthDist, ReplicaConfig, simulate_replica
 
+from .perf_model_composition import composition_factor
 from .perf_model_real import run_real, write_details
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,7 @@ VARIANTS = {"default": ORIGINAL_FACTOR,
             "w = sqrt P(full), M/D/c at lambda E[s]": _variant("sqrt p_full", "share"),
             "w = lambda E[s], M/D/c at lambda E[s]": _variant("rho", "share"),
             "w = 1 (work share only), M/D/c at lambda E[s]": _variant("one", "share"),
+            "default + composition at the light-traffic end": composition_factor,
             "none (the chain's delay)": _factor_none}
 NO_SPREAD = {"default without the occupancy spread factor (before)", "none (the chain's delay)"}
 

@@ -347,3 +347,41 @@ def test_full_batch_composition_age_balance():
     ratio = composition_ratio(s, 8, rate, var_age=var_age)
     assert np.all(np.diff(ratio[1:]) > 0)
     assert ratio[8] == pytest.approx(1.21, abs=0.06)
+
+
+def test_composition_for_all_rates_at_once_equals_the_age_balance():
+    """benchmarks/perf_model_composition.composition_log_ratio (all rates and batch sizes in one tridiagonal solve
+    per sweep) against composition_ratio (one rate at a time, swept to 1e-9): llama_70b/H100 with geometric
+    lengths, rates from 10 % load to 15 % overload, M = 8 and 32 in one call (padded rows). Within 1e-4 in log."""
+    from benchmarks.perf_model_composition import composition_log_ratio
+    from benchmarks.perf_model_occupancy import composition_ratio
+
+    s = dict(alpha=16.32, beta=0.421, gamma=0.01315625, n=128.0, m=1024.0)
+    var_age = decode_cost_variance(1.0, s["n"], s["m"], 0.0, math.sqrt(1.0 - 1.0 / s["m"]))
+    rates = np.array([0.005, 0.02, 0.04, 0.065, 0.005, 0.02, 0.04, 0.07])  # req/s; capacity ~0.056 (M = 8), ~0.061
+    batch = np.array([8, 8, 8, 8, 32, 32, 32, 32])
+    one = np.ones(rates.size)
+    c0 = s["beta"] + s["gamma"] * s["n"]
+    got = composition_log_ratio(rates / 1000.0, batch, 128 * one, s["alpha"] * one, c0 * one, s["gamma"] * one,
+                                s["m"] * one, var_age * one, 32)
+    for i, (rate, b) in enumerate(zip(rates, batch)):
+        want = np.log(composition_ratio(s, int(b), float(rate), var_age)[1:])
+        assert np.allclose(got[i, :b], want, atol=1e-4)
+        assert np.all(got[i, b:] == 0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 12), queue=st.integers(0, 40), load=st.floats(0.05, 1.5),
+       tilt=st.lists(st.floats(-0.3, 0.3), min_size=12, max_size=12))
+def test_tilted_wait_is_the_chain_with_slowed_rates(batch, queue, load, tilt):
+    """tilted_wait reweights the chain's solution; it must equal the chain solved with mu(k)/ratio_k."""
+    from benchmarks.perf_model_composition import tilted_wait
+    from inferno_mip.queueing.chain import BirthDeathChain
+
+    log_mu = np.log(np.arange(1, batch + 1) / (40.0 + 3.0 * np.arange(1, batch + 1)))
+    log_ratio = np.array(tilt[:batch])[None, :]
+    lam = np.array([load * np.exp(log_mu[-1])])
+    st0 = BirthDeathChain(log_mu, batch, queue).solve(lam)
+    want = BirthDeathChain(log_mu - log_ratio[0], batch, queue).solve(lam).wait_time
+    got = tilted_wait(st0, log_ratio, np.array([batch]), np.array([float(queue)]), np.log(lam) - log_mu[-1])
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-300)
