@@ -13,9 +13,15 @@ end (the work shares' c_s^2, the batch always full with the stationary compositi
 takes the light-traffic end's delay from the composition-corrected chain instead:
 W = W_chain f + (1 - rho) (W_c - W_chain) f_i. Nothing is fitted. It is not in the model: the per-rate solve
 makes sizing 7-23x slower than `new` with varying lengths (RESULTS.md), against a 1.20x budget.
+
+Paid once per model instead (log_ratio_table: log(W_c/W_chain) at a few utilisations, interpolated by
+tabulated_factor), it is still too slow: `python -m benchmarks.perf_model_composition` measures how many table
+points the scores need and what one point costs against the sizing itself (RESULTS.md).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +34,7 @@ SWEEPS = 8  # damped fixed-point sweeps: converged to < 1e-4 in log T on the gri
 DAMPING = 0.7  # weight of the new sweep (the first sweep is undamped)
 
 
-def composition_log_ratio(lam, n, q, alpha, c0, gamma, m, var_age, width: int) -> np.ndarray:
+def composition_log_ratio(lam, n, q, alpha, c0, gamma, m, var_age, width: int, sweeps: int = SWEEPS) -> np.ndarray:
     """log(T(k)/T_mf(k)), k = 1..width, per row (R, width); zero from column n on (k > n).
 
     Rows: arrival rate lam (req/ms), max batch n (1 <= n <= width), max queue q, alpha (ms), c0 = beta + gamma n_in
@@ -49,7 +55,7 @@ def composition_log_ratio(lam, n, q, alpha, c0, gamma, m, var_age, width: int) -
     lower = np.where(inner, -k / m_c, 0.0)
     km1 = np.maximum(k - 1.0, 0.0)
     e = np.zeros((rows, size))
-    for sweep in range(SWEEPS):
+    for sweep in range(sweeps):
         t = t_mf + g_c * e
         t_prev = np.empty_like(t)
         t_prev[:, 0] = t[:, 0]
@@ -127,9 +133,165 @@ def composition_factor(p, batch, st) -> np.ndarray:
     log_x = np.log(st.lam) - p.log_mu[batch - 1]
     w_c = tilted_wait(st, log_ratio, np.full(rows, batch), QUEUE * ones, log_x)
     rho = np.minimum(st.lam * p.e_s, 1.0)
+    extra = (1.0 - rho) * np.maximum(w_c - st.wait_time, 0.0) * light_factor(p, rho)
+    return base + np.where(st.wait_time > 0.0, extra / np.maximum(st.wait_time, 1e-300), 0.0)
+
+
+def light_factor(p, rho) -> np.ndarray:
+    """f_i: the model's factor at the light-traffic end (the residence's c_s^2) at utilisation rho (M/D/c side
+    as queue_factor)."""
     scv = min(max(p.scv_i, 0.0), 1.0)
     deterministic = np.minimum(0.5 + p.slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
-    residence = scv + (1.0 - scv) * deterministic if p.scv_i < 1.0 else 0.5 * (1.0 + p.scv_i)
-    extra = (1.0 - rho) * np.maximum(w_c - st.wait_time, 0.0) * residence
-    return base + np.where(st.wait_time > 0.0, extra / np.maximum(st.wait_time, 1e-300), 0.0)
+    return scv + (1.0 - scv) * deterministic if p.scv_i < 1.0 else 0.5 * (1.0 + p.scv_i) + 0.0 * rho
+
+
+def log_ratio_table(model, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rho, log(W_c/W_chain)) of composition_factor at `size` utilisations rho = lambda E[s] = j/(size - 1) (the
+    first at 1e-3) of a PerfModel with output CV > 0, at its max batch. Where the chain's delay underflows
+    (W = 0, a large batch at light load) the next utilisation's value is taken."""
+    p = model.service
+    rho = np.linspace(0.0, 1.0, size)
+    rho[0] = 1e-3
+    st = model.chain.solve(rho / p.e_s)
+    added = composition_factor(p, model.max_batch, st) - _MODEL_FACTOR(p, model.max_batch, st)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log1p(added / ((1.0 - rho) * light_factor(p, rho)))
+    log_ratio[~np.isfinite(log_ratio)] = np.nan
+    for j in range(size - 2, -1, -1):
+        if np.isnan(log_ratio[j]):
+            log_ratio[j] = log_ratio[j + 1]
+    return rho, np.nan_to_num(log_ratio)
+
+
+def tabulated_factor(rho_grid: np.ndarray, table: np.ndarray):
+    """composition_factor with log(W_c/W_chain) interpolated (linearly in rho) from log_ratio_table: a queueing
+    factor for iteration.queue_factor."""
+    def factor(p, batch, st):
+        rho = np.minimum(st.lam * p.e_s, 1.0)
+        added = (1.0 - rho) * light_factor(p, rho) * np.expm1(np.interp(rho, rho_grid, table))
+        return _MODEL_FACTOR(p, batch, st) + added
+    return factor
+
+
+# --------------------------------------------------------------------------- is a table fast enough?
+def interpolation_scores(path, sizes) -> list[str]:
+    """TTFT within 10 % of the simulator at the geometric-length points of a stored grid, with the exact
+    composition (composition_factor) and with log_ratio_table of each size interpolated, and the largest TTFT
+    difference between the two."""
+    import csv
+    import math
+
+    from . import perf_model as pm
+
+    sets = {s["name"]: s for s in pm.parameter_sets()}
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r["lengths"] == "geometric"]
+    models = []
+    for r in rows:
+        s = sets[r["set"]]
+        models.append((pm.perf_model("iteration", s, int(r["batch"]), math.sqrt(1.0 - 1.0 / s["m"])),
+                       float(r["rate"]), float(r["sim_ttft"])))
+    exact = []
+    iteration.queue_factor = composition_factor
+    try:
+        exact = [model.analyze(rate).ttft for model, rate, _ in models]
+    finally:
+        iteration.queue_factor = _MODEL_FACTOR
+    hits = sum(abs(t / sim - 1.0) <= 0.10 for t, (_, _, sim) in zip(exact, models))
+    out = [f"| {Path(path).name}, {len(rows)} geometric points | exact per rate | {hits} | 0 |"]
+    for size in sizes:
+        got = []
+        for model, rate, _ in models:
+            iteration.queue_factor = tabulated_factor(*log_ratio_table(model, size))
+            try:
+                got.append(model.analyze(rate).ttft)
+            finally:
+                iteration.queue_factor = _MODEL_FACTOR
+        hits = sum(abs(t / sim - 1.0) <= 0.10 for t, (_, _, sim) in zip(got, models))
+        worst = max(abs(g / e - 1.0) for g, e in zip(got, exact))
+        out.append(f"| | table of {size} utilisations | {hits} | {100 * worst:.1f} % |")
+    return out
+
+
+def point_costs(repeats: int) -> list[str]:
+    """CPU time of sizing (new, iteration; benchmarks.perf_model_speed's workloads, output CV 1) against one
+    table point per model: one sweep of composition_log_ratio, and the chain with tilted_wait."""
+    import statistics
+    import time
+
+    from inferno_mip.queueing.chain import solve_rows
+    from inferno_mip.queueing.sizing import size_models
+
+    from .perf_model_speed import _models
+    from .sizing import BATCHES, candidates
+
+    def cpu(fn) -> float:
+        t0 = time.process_time()
+        fn()
+        return time.process_time() - t0
+
+    out = []
+    for big_n in BATCHES:
+        cands = candidates(big_n, 256, seed=0)
+        targets = [(c["ttft"], c["itl"], 0.0) for c in cands]
+        times = {"new": [], "iteration": [], "sweep": [], "chain": []}
+        for r in range(repeats):
+            for kind in ("new", "iteration"):
+                models = _models(cands, kind, bump=1e-9 * (r + 1), out_cv=1.0)
+                times[kind].append(cpu(lambda: size_models(models, targets)))
+            sv = [m.service for m in models]
+            col = lambda name: np.array([float(getattr(x, name)) for x in sv])  # noqa: E731
+            n = np.array([x.max_batch for x in sv], dtype=np.int64)
+            q = np.array([float(m.max_queue) for m in models])
+            lam = 0.7 / col("e_s")
+            var_age = np.array([iteration.decode_cost_variance(1.0, x.n, x.m, 0.0, 1.0) for x in sv])
+            args = (lam, n, q, col("alpha"), col("beta") + col("gamma") * col("n"), col("gamma"), col("m"),
+                    var_age, big_n)
+            times["sweep"].append(cpu(lambda: composition_log_ratio(*args, sweeps=1)))
+            log_ratio = composition_log_ratio(*args)
+            log_mu = np.array([x.log_mu[:big_n] for x in sv])
+            cum = np.zeros((len(sv), big_n + 1))
+            cum[:, 1:] = np.cumsum(log_mu, axis=1)
+
+            def chain():
+                st = solve_rows(cum, log_mu, lam, n, q)
+                tilted_wait(st, log_ratio, n, q, np.log(lam) - log_mu[:, -1])
+            times["chain"].append(cpu(chain))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = lambda g, s: (med["iteration"] + g * (s * med["sweep"] + med["chain"])) / med["new"]  # noqa: E731
+        out.append(f"| N = {big_n} | {1e3 * med['new']:.1f} | {med['iteration'] / med['new']:.2f} | "
+                   f"{1e3 * med['sweep']:.2f} | {1e3 * med['chain']:.2f} | {ratio(1, 1):.2f} | {ratio(5, 1):.2f} | "
+                   f"{ratio(9, 8):.2f} | {(med['new'] + 5 * (med['sweep'] + med['chain'])) / med['new']:.2f} |")
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .perf_model import ROOT
+
+    grids = ROOT / "benchmarks" / "results" / "perf-model"
+    ap = argparse.ArgumentParser(description="The composition tabulated once per model: accuracy and cost")
+    ap.add_argument("--grids", type=Path, nargs="+",
+                    default=[grids / "perf-model-grid.csv", grids / "perf-model-grid-heldout.csv"])
+    ap.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[3, 5, 9, 17, 33])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-cost", action="store_true")
+    args = ap.parse_args(argv)
+    print("| stored grid | composition | TTFT within 10 % | largest TTFT difference to the exact solve |")
+    print("|---|---|---:|---:|")
+    for path in args.grids:
+        print("\n".join(interpolation_scores(path, args.sizes)))
+    if args.no_cost:
+        return 0
+    print("\n| workload (256 candidates, output CV 1) | new (CPU ms) | iteration/new | one sweep per point (ms) | "
+          "chain + tilted wait per point (ms) | 1 point, 1 sweep | 5 points, 1 sweep | 9 points, 8 sweeps | "
+          "5 points, 1 sweep, on new's own time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(point_costs(args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 

@@ -385,3 +385,35 @@ def test_tilted_wait_is_the_chain_with_slowed_rates(batch, queue, load, tilt):
     want = BirthDeathChain(log_mu - log_ratio[0], batch, queue).solve(lam).wait_time
     got = tilted_wait(st0, log_ratio, np.array([batch]), np.array([float(queue)]), np.log(lam) - log_mu[-1])
     assert got == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+def test_composition_tabulated_once_per_model_against_the_exact_solve():
+    """benchmarks/perf_model_composition.log_ratio_table + tabulated_factor (log(W_c/W_chain) at 17 utilisations,
+    interpolated in rho) against composition_factor solved at each rate: the same TTFT at the table's own
+    utilisations (1e-9), within 1 % between them (0.6 % at most on the stored grids, RESULTS.md); llama_70b/H100,
+    M = 32, geometric lengths, Q = 128."""
+    from benchmarks import perf_model_composition as pc
+    from inferno_mip.queueing import iteration
+
+    s = dict(alpha=16.32, beta=0.421, gamma=0.01315625, n=128.0, m=1024.0)
+    model = make_perf_model("iteration", {k: s[k] for k in ("alpha", "beta", "gamma")}, in_tokens=s["n"],
+                            out_tokens=s["m"], max_batch=32, max_queue=128, max_num_tokens=1e12,
+                            out_tokens_cv=math.sqrt(1.0 - 1.0 / s["m"]))
+    rho, table = pc.log_ratio_table(model, 17)
+    assert np.all(np.isfinite(table)) and table[1] > 0.0  # the composition slows a filling batch: W_c > W
+    e_s = model.service.e_s
+    nodes = rho[1:-1] / e_s  # req/ms
+    between = np.arange(0.05, 1.0, 0.05) / e_s  # the error is largest at 75-100 % (4 % with 5 utilisations)
+    original = iteration.queue_factor
+    plain = [model.analyze(1000.0 * lam).ttft for lam in nodes]
+    try:
+        iteration.queue_factor = pc.composition_factor
+        exact = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
+        iteration.queue_factor = pc.tabulated_factor(rho, table)
+        got = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
+    finally:
+        iteration.queue_factor = original
+    k = nodes.size
+    assert max(e / t for e, t in zip(exact, plain)) > 1.05  # the composition adds wait (the model is low there)
+    assert got[:k] == pytest.approx(exact[:k], rel=1e-9)
+    assert got[k:] == pytest.approx(exact[k:], rel=0.01)
