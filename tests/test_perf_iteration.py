@@ -155,7 +155,8 @@ def _cost_profile(beta, gamma, n, m, c):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(0, 0.1), st.floats(0, 2e-3), st.floats(0, 4096), st.integers(1, 600), st.integers(1, 4))
+@given(st.floats(0, 0.1, allow_subnormal=False), st.floats(0, 2e-3, allow_subnormal=False), st.floats(0, 4096),
+       st.integers(1, 600), st.integers(1, 4))
 def test_work_timing_is_the_work_weighted_age(beta, gamma, n, m, c):
     cost = _cost_profile(beta, gamma, n, m, c)
     if cost.sum() <= 0.0:
