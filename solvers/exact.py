@@ -63,7 +63,7 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
             from inferno_mip.models.multi_aggregate import aggregate_multi
 
             aggregation = aggregate_multi(table, form)
-            timings["aggregate patterns"] = time.perf_counter() - started - (time_limit - remaining)
+            timings["stage aggregate patterns"] = time.perf_counter() - started - (time_limit - remaining)
         remaining = time_limit - (time.perf_counter() - started)  # building an aggregation counts too
         result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed, speedups), start,
                                      aggregation)
