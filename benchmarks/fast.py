@@ -12,11 +12,11 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py fleet --servers 50 --seeds 0,1,2 --heterogeneous --time-limit 60 \
         --variants "$BEFORE;+covers;+lp-round;+patterns;default"     # each multi-assign technique alone
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10 --cpu-clock \
-        --variants "$BEFORE,lp-round;default"    # before / after aggregate-patterns ($BEFORE: RESULTS.md)
+        --variants "default;+aggregate-patterns"                     # multi-assign servers aggregated
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
-patterns and covers, ``all`` every speed-up, or a comma list of names from
+patterns, covers and aggregate-patterns, ``all`` every speed-up, or a comma list of names from
 ``inferno_mip.models.lexicographic.SPEEDUPS``.
 ``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
 chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
