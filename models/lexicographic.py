@@ -147,6 +147,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     if aggregation is not None:
         x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
         log.extend(agg_log)
+        notes.extend(f"aggregated {name} stopped at its time share" for name, st, _, _ in agg_log
+                     if st not in ("optimal", "skipped", "aggregated"))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
             else [(s, (s,)) for s in form.stages])
     for stage, parts in plan:
