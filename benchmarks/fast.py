@@ -11,10 +11,12 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10
     python benchmarks/fast.py fleet --servers 50 --seeds 0,1,2 --heterogeneous --time-limit 60 \
         --variants "$BEFORE;+covers;+lp-round;+patterns;default"     # each multi-assign technique alone
+    python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10 --cpu-clock \
+        --variants "default;+aggregate-patterns"                     # multi-assign servers aggregated
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
-patterns and covers, ``all`` every speed-up, or a comma list of names from
+patterns, covers and aggregate-patterns, ``all`` every speed-up, or a comma list of names from
 ``inferno_mip.models.lexicographic.SPEEDUPS``.
 ``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
 chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and
@@ -160,15 +162,15 @@ def _fleet(args) -> None:
     """Per seed, the greedy and each variant of one fleet instance, end to end."""
     print(f"{machine()}; {args.family} {args.servers} x {FAMILIES[args.family]['accelerators']}"
           f"{' multi-assign' if args.heterogeneous else ''}; gap {args.gap:g}; CPU s end to end (sizing included)\n")
-    print("| seed | variant | CPU s | status | gap | unserved per priority | objective | slowest stages (wall s) | "
-          "stages stopped early |")
-    print("|---:|---|---:|---|---:|---|---:|---|---|")
+    print("| seed | variant | CPU s | status | gap | unserved per priority | objective | count stages s | "
+          "slowest stages (wall s) | stages stopped early |")
+    print("|---:|---|---:|---|---:|---|---:|---:|---|---|")
     outcome: dict[str, list] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         system = generate(servers=args.servers, seed=seed, **FAMILIES[args.family])
         seconds, greedy = cpu(lambda: solve(system, solver="greedy"))
         print(f"| {seed} | greedy | {seconds:.2f} | heuristic | - | {_unserved(greedy)} | {greedy.objective:.1f} | - | "
-              "- |")
+              "- | - |")
         for name, options in _variants(args):
             seconds, s = cpu(lambda: solve(system, solver="highs", heterogeneous=args.heterogeneous,
                                            mip_gap=args.gap, time_limit=args.time_limit, **options))
@@ -176,9 +178,12 @@ def _fleet(args) -> None:
             stages = sorted(((k[6:], v) for k, v in s.timings.items() if k.startswith("stage ")), key=lambda kv: -kv[1])
             slow = "; ".join(f"{k} {v:.1f}" for k, v in stages[:3]) or "-"
             gap = "-" if s.gap is None else f"{s.gap:.1e}"
+            # the count stages (and building their aggregation): what aggregate and aggregate-patterns speed up
+            counting = sum(v for k, v in s.timings.items() if k.startswith("stage ") and ("unserved" in k or
+                                                                                            "aggregate" in k))
             early = s.message.replace("|", "/") if s.status != "optimal" else ""
             print(f"| {seed} | {name} | {seconds:.2f} | {s.status} | {gap} | {_unserved(s)} | {s.objective:.1f} | "
-                  f"{slow} | {early or '-'} |", flush=True)
+                  f"{counting:.2f} | {slow} | {early or '-'} |", flush=True)
     _same_answers(outcome)
 
 

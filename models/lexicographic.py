@@ -41,17 +41,21 @@ FIX_RTOL = 1e-9
 #   lp-round   multi-assign count stages start from their LP optimum rounded and repaired
 #              (models.patterns.round_and_repair) when that is better than the start (and skip their MIP when it
 #              meets the LP bound)
+#   aggregate-patterns  multi-assign count stages solved on interchangeable servers aggregated over their
+#                     covering patterns (models.multi_aggregate), then mapped back
 #   aggregate-stages  best-effort and value MIPs with the servers whose partial service is held at 0 aggregated
 #                     into groups of interchangeable ones (models.stage_aggregate), then disaggregated
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
-            "aggregate-stages", "patterns", "lp-round", "covers")
-# On by default ("default"): all but rc-fix, patterns and covers. With rc-fix, HiGHS 1.14 was seen to stop a value
-# stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
+            "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns")
+# On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
+# seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
 # (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
 # patterns and covers are exact but not faster on the multi-assign fleets measured (benchmarks/RESULTS.md,
 # "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
-# 3.6 s there; they stay available by name.
-DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers"))
+# 3.6 s there; they stay available by name. aggregate-patterns is exact and proves the count stages faster on
+# most 50-server runs (median 1.8x), but not on all (0.6x once), and at 1,000 servers in 10 s it trades the lower
+# level for the first (benchmarks/RESULTS.md, "Heterogeneous, second round"): available by name.
+DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
@@ -143,6 +147,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     if aggregation is not None:
         x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
         log.extend(agg_log)
+        notes.extend(f"aggregated {name} stopped at its time share" for name, st, _, _ in agg_log
+                     if st not in ("optimal", "skipped", "aggregated"))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
             else [(s, (s,)) for s in form.stages])
     for stage, parts in plan:
@@ -173,11 +179,12 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if improved is not None:
                 start = improved
                 problem = replace(problem, warm_start=start)
-        if ("lp-round" in options.speedups and stage.integral and form.heterogeneous and start is not None
+        rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else None)
+        if ("lp-round" in options.speedups and stage.integral and rounding is not None and start is not None
                 and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
                             time_limit=remaining * EARLY_STAGE_SHARE)
-            rounded = None if lp is None else round_and_repair(form, problem, lp.x, start)
+            rounded = None if lp is None else rounding(form, problem, lp.x, start)
             _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
                       lp.objective), _show(float(stage.c @ start)), _show(None if rounded is None else
                                                                           float(stage.c @ rounded)))
@@ -393,19 +400,26 @@ def weighted_counts(stages: tuple[Stage, ...], ub: np.ndarray) -> list[tuple[Sta
 
 def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
                        x: np.ndarray | None, deadline: float):
-    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log)."""
+    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log). An aggregated
+    solve stopped early still gives the full count stages its plan as a start when that is better."""
     from .aggregate import start_vector
 
     began = time.perf_counter()
     sub_options = replace(options, time_limit=(deadline - began) * EARLY_STAGE_SHARE,
-                          speedups=options.speedups - {"aggregate"})
-    sub = solve_lexicographic(aggregation.form, backend, sub_options, start_vector(aggregation, x, form))
+                          speedups=options.speedups - {"aggregate", "aggregate-patterns"})
+    sub_start = (aggregation.start_vector(x, form) if hasattr(aggregation, "start_vector")
+                 else start_vector(aggregation, x, form))
+    sub = solve_lexicographic(aggregation.form, backend, sub_options, sub_start)
     log = [(f"aggregated {name}", st, obj, sec) for name, st, obj, sec in sub.stages]
-    if sub.status != "optimal" or sub.x is None:
+    if sub.x is None:
         return x, set(), log  # the full count stages start from scratch
     mapped = aggregation.disaggregate(form, sub.x)
-    if not _feasible(form, mapped):  # pragma: no cover - a mapped solution keeps every row by construction
+    if mapped is None or not _feasible(form, mapped):  # pragma: no cover - a mapped plan keeps every row
         return x, set(), log
+    if sub.status != "optimal":
+        counts = [s for s in form.stages if s.integral]
+        better = x is None or [float(s.c @ mapped) for s in counts] < [float(s.c @ x) for s in counts]
+        return (mapped if better else x), set(), log
     return mapped, {s.name for s in form.stages if s.integral}, log
 
 

@@ -59,6 +59,12 @@ def solve_exact(table: CandidateTable, backend: Backend, *, heterogeneous: bool 
         return _fallback(table, fallback, "time limit spent before the MIP could start", timings, "time-limit")
     try:
         aggregation = aggregate(table, form) if "aggregate" in speedups else None
+        if heterogeneous and "aggregate-patterns" in speedups and max_replica_change is None:
+            from inferno_mip.models.multi_aggregate import aggregate_multi
+
+            aggregation = aggregate_multi(table, form)
+            timings["stage aggregate patterns"] = time.perf_counter() - started - (time_limit - remaining)
+        remaining = time_limit - (time.perf_counter() - started)  # building an aggregation counts too
         result = solve_lexicographic(form, backend, SolveOptions(remaining, mip_gap, threads, seed, speedups), start,
                                      aggregation)
     except Exception as exc:  # a backend crash must not take the caller down: answer with the greedy plan

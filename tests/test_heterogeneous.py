@@ -140,3 +140,104 @@ def test_each_new_speedup_is_switchable():
     reference = _staged(system, BEFORE)
     for name in NEW:
         assert_same_optimum(reference, _staged(system, f"{BEFORE},{name}"))
+
+
+# aggregation of interchangeable multi-assign servers over their covering patterns (count stages)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.2))
+def test_aggregated_patterns_keep_the_lexicographic_optimum(seed, tightness):
+    """Against the default path, on fleets where some servers share a model, class and patterns."""
+    system = generate(servers=12, accelerators=12, classes=2, seed=seed, tightness=tightness)
+    assert_same_optimum(_staged(system, "default"), _staged(system, "default,aggregate-patterns"))
+
+
+def _aggregation(seed, servers=12, tightness=0.6):
+    from inferno_mip.models.multi_aggregate import aggregate_multi
+
+    system = generate(servers=servers, accelerators=12, classes=2, seed=seed, tightness=tightness)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    return table, form, aggregate_multi(table, form)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_aggregated_count_optima_equal_the_full_count_optima(seed):
+    """Each count stage solved on its own (the earlier ones held) on the full compact form and on the aggregation:
+    same optimum per level, and the aggregated optimum disaggregates into a plan of the full form with the same
+    counts."""
+    import scipy.sparse as sp
+
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions
+    from inferno_mip.solvers.highs import solve_stage
+
+    table, form, agg = _aggregation(seed)
+    assert agg is not None and sum(len(m) for m in agg.members) > len(agg.members)  # some group has 2 or more
+
+    def optima(f):
+        rows, values, x = [], [], None
+        for stage in (s for s in f.stages if s.integral):
+            A = sp.vstack([f.A] + [sp.csr_matrix(r[None, :]) for r in rows], format="csr")
+            problem = MipProblem(A=A, row_lb=np.r_[f.row_lb, [-np.inf] * len(rows)], row_ub=np.r_[f.row_ub, values],
+                                 lb=f.lb, ub=f.ub, integer=f.integer, c=stage.c, maximize=False)
+            result = solve_stage(problem, SolveOptions(time_limit=60, mip_gap=0.0))
+            assert result.status == "optimal"
+            rows.append(stage.c)
+            values.append(round(result.objective))
+            x = result.x
+        return values, x
+
+    full_values, _ = optima(form)
+    agg_values, v = optima(agg.form)
+    assert agg_values == full_values
+    x = agg.disaggregate(form, v)
+    assert x is not None
+    ax = form.A @ x
+    assert np.all(ax >= form.row_lb - 1e-6) and np.all(ax <= form.row_ub + 1e-6)
+    assert np.all(x >= form.lb - 1e-9) and np.all(x <= form.ub + 1e-9)
+    assert [round(float(s.c @ x)) for s in form.stages if s.integral] == full_values
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_aggregated_start_keeps_counts_and_capacity(seed):
+    """A full plan (the greedy's) maps to an aggregated point with no more left out per level and no more cards
+    per type (the capacity rows hold)."""
+    from inferno_mip.solvers import greedy
+
+    table, form, agg = _aggregation(seed)
+    start = form.vector(greedy.solve(table).counts, table)
+    v = agg.start_vector(start, form)
+    f = agg.form
+    ax = f.A @ v
+    assert np.all(ax >= f.row_lb - 1e-6) and np.all(ax <= f.row_ub + 1e-6)
+    for full_stage, agg_stage in zip((s for s in form.stages if s.integral), f.stages):
+        assert agg_stage.c @ v <= full_stage.c @ start + 1e-9
+
+
+def test_count_patterns_without_search_are_single_replicas():
+    """Servers whose every candidate covers with one replica: one pattern per type, its fewest cards, exactly the
+    non-dominated minimal covers the search finds (value ignored)."""
+    from inferno_mip.models.multi_aggregate import count_patterns
+
+    table, form, _ = _aggregation(1, servers=20, tightness=None)
+    kept = form.candidates
+    srv = table.server[kept]
+    checked = 0
+    for i in np.unique(srv).tolist():
+        a, b = np.searchsorted(srv, i), np.searchsorted(srv, i, side="right")
+        row = table.rows[i]
+        if not ((table.replicas[kept[a:b]] == 1).all() and row.total_rate > 0 and row.server.min_num_replicas <= 1):
+            continue
+        fast = count_patterns(table, kept, i, a, b, form.info["fewest"][i])
+        slow = server_patterns(table.rate_star[kept[a:b]], table.unit_per_replica[kept[a:b]].astype(float),
+                               table.type[kept[a:b]], np.zeros(b - a), table.replicas[kept[a:b]].astype(np.int64),
+                               row.total_rate, int(row.server.min_num_replicas))
+
+        def cards(p):
+            return sorted(tuple(np.bincount(table.type[kept[a:b]], weights=q * table.unit_per_replica[kept[a:b]],
+                                            minlength=len(table.types))) for q in p)
+
+        assert cards(fast) == cards(slow)
+        checked += 1
+    assert checked > 0

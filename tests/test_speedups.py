@@ -391,7 +391,7 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     from inferno_mip.bench import FAMILIES
     from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS
 
-    assert set(DEFAULT_SPEEDUPS) == set(SPEEDUPS) - {"rc-fix", "patterns", "covers"}
+    assert set(DEFAULT_SPEEDUPS) == set(SPEEDUPS) - {"rc-fix", "patterns", "covers", "aggregate-patterns"}
     base = generate(servers=50, seed=0, **FAMILIES["balanced"])
     rng = np.random.default_rng(0)
     for _ in range(60):
