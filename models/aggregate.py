@@ -101,12 +101,8 @@ def aggregate(table, full: Formulation) -> Aggregation | None:
     A = sp.csr_matrix((vals, (rows, cols)), shape=(len(row_lb), n))
     unserved_cols = np.array(unserved_cols, dtype=np.int64)
     priorities = np.array(priorities)
-    stages = []
-    for stage in count_stages:
-        p = int(stage.name.rsplit(" ", 1)[1])
-        c = np.zeros(n)
-        c[unserved_cols[priorities == p]] = 1.0
-        stages.append(Stage(stage.name, c, integral=True))
+    stages = [Stage(stage.name, left_out_objective(stage, n, unserved_cols, priorities), integral=True)
+              for stage in count_stages]
     empty = np.zeros(0, dtype=np.int64)
     form = Formulation(A=A, row_lb=np.array(row_lb), row_ub=np.array(row_ub), lb=np.array(lb), ub=np.array(ub),
                        integer=np.array(integer, dtype=bool), stages=tuple(stages), candidates=empty,
@@ -130,3 +126,12 @@ def start_vector(agg: Aggregation, full_start: np.ndarray | None, full: Formulat
             served += k
         v[ucol] = len(rows) - served
     return v
+
+
+def left_out_objective(stage: Stage, n: int, left_cols: np.ndarray, priorities: np.ndarray) -> np.ndarray:
+    """A count stage's objective on an aggregated MIP of n columns: the members left out of the groups of its
+    priority level (``left_cols`` per group, ``priorities`` per group)."""
+    level = int(stage.name.rsplit(" ", 1)[1])
+    c = np.zeros(n)
+    c[left_cols[priorities == level]] = 1.0
+    return c

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .aggregate import left_out_objective
 from .allocation import SHARE_STEPS, Formulation, Stage
 from .patterns import server_patterns
 
@@ -237,10 +238,8 @@ def aggregate_multi(table, full: Formulation, min_group: int = 1) -> MultiAggreg
     priorities = np.array(priorities)
     stages = []
     for stage in count_stages:
-        p = int(stage.name.rsplit(" ", 1)[1])
-        c = np.zeros(n_new)
-        c[:len(kept_cols)] = stage.c[kept_cols]
-        c[left_cols[priorities == p]] = 1.0
+        c = left_out_objective(stage, n_new, left_cols, priorities)
+        c[:len(kept_cols)] = stage.c[kept_cols]  # the servers not aggregated count as in the full formulation
         zero = col_map[stage.zero_cols]
         stages.append(Stage(stage.name, c, integral=True, zero_cols=zero[zero >= 0]))
     # what round_groups needs: the capacity rows, the groups, and the servers not aggregated
