@@ -124,19 +124,31 @@ def _no_spread(p, st):
     return 1.0
 
 
+def _no_composition(p, st):
+    return 0.0
+
+
 ORIGINAL_FACTOR, ORIGINAL_SPREAD = iteration.queue_factor, iteration.occupancy_spread_factor
-# queue_factor variants, each with the occupancy spread factor of a fixed residence unless named in NO_SPREAD
+ORIGINAL_COMPOSITION = iteration.composition_delay
+# queue_factor variants, each with the model's occupancy spread factor (fixed residence) and composition term
+# (filling batch) unless named in NO_SPREAD / NO_COMPOSITION
 VARIANTS = {"default": ORIGINAL_FACTOR,
-            "default without the occupancy spread factor (before)": ORIGINAL_FACTOR,
+            "default without the composition term (before)": ORIGINAL_FACTOR,
+            "default without the occupancy spread factor": ORIGINAL_FACTOR,
+            "default without either (before both)": ORIGINAL_FACTOR,
             "w = P(full), M/D/c at L_s/N, uncapped (before)": _variant("p_full", "ls", cap=False),
             "w = P(full), M/D/c at L_s/N": _variant("p_full", "ls"),
             "w = P(full), M/D/c at lambda E[s]": _variant("p_full", "share"),
             "w = sqrt P(full), M/D/c at lambda E[s]": _variant("sqrt p_full", "share"),
             "w = lambda E[s], M/D/c at lambda E[s]": _variant("rho", "share"),
             "w = 1 (work share only), M/D/c at lambda E[s]": _variant("one", "share"),
-            "default + composition at the light-traffic end": composition_factor,
+            "composition solved per rate (the exact balance) instead of the model's table": composition_factor,
             "none (the chain's delay)": _factor_none}
-NO_SPREAD = {"default without the occupancy spread factor (before)", "none (the chain's delay)"}
+NO_SPREAD = {"default without the occupancy spread factor", "default without either (before both)",
+             "none (the chain's delay)"}
+NO_COMPOSITION = {"default without the composition term (before)", "default without either (before both)",
+                  "composition solved per rate (the exact balance) instead of the model's table",
+                  "none (the chain's delay)"}
 
 
 def score(row: dict, s: dict) -> dict:
@@ -155,10 +167,12 @@ def score(row: dict, s: dict) -> dict:
     for name, fn in VARIANTS.items():
         iteration.queue_factor = fn
         iteration.occupancy_spread_factor = _no_spread if name in NO_SPREAD else ORIGINAL_SPREAD
+        iteration.composition_delay = _no_composition if name in NO_COMPOSITION else ORIGINAL_COMPOSITION
         try:
             row[f"variant:{name}"] = pred.analyze(rate).ttft
         finally:
             iteration.queue_factor, iteration.occupancy_spread_factor = ORIGINAL_FACTOR, ORIGINAL_SPREAD
+            iteration.composition_delay = ORIGINAL_COMPOSITION
     return row
 
 

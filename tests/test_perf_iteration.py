@@ -164,7 +164,8 @@ def test_work_timing_is_the_work_weighted_age(beta, gamma, n, m, c):
     w_p, w_tot, _ = request_work(beta, gamma, n, float(m), float(c))
     age = np.arange(cost.size) + 0.5  # mid-iteration
     want = 2.0 * (1.0 - float(cost @ age) / cost.sum() / cost.size)
-    assert work_timing(beta, gamma, n, float(m), float(c), w_p, w_tot) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    # rel 1e-7: both sides cancel to 2 (1 - x), x near 1/2, from sums of up to 600 terms
+    assert work_timing(beta, gamma, n, float(m), float(c), w_p, w_tot) == pytest.approx(want, rel=1e-7, abs=1e-12)
 
 
 def test_work_timing_limits():
@@ -308,7 +309,8 @@ GRID = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf
 def test_stored_simulator_grid_is_matched():
     """The model against the stored simulator grid of benchmarks/perf_model.py (396 points, seeds added where the
     mean was unresolved; no simulation here). Floors a little under the values RESULTS.md reports (TTFT within
-    10 % at 98 % of the 319 resolved points, 89 % of all and 98 % of the 198 with equal output lengths, ITL at 99 %
+    10 % at 99 % of the 319 resolved points, 92 % of all, 98 % of the 198 with equal output lengths and 85 % of
+    those with geometric ones, ITL at 99 %
     of all, throughput at all), so a model change that loses accuracy against the simulator fails here."""
     with GRID.open() as f:
         rows = list(csv.DictReader(f))
@@ -326,9 +328,10 @@ def test_stored_simulator_grid_is_matched():
         thr_ok.append(abs(m.throughput / v["sim_thr"] - 1) <= 0.10)
     ttft_ok, resolved = np.array(ttft_ok), np.array(resolved)
     assert len(rows) == 396 and resolved.sum() >= 315
-    assert ttft_ok[resolved].mean() >= 0.96  # 98.4 % measured
-    assert ttft_ok.mean() >= 0.87  # all points, unresolved ones too (89.4 % measured)
+    assert ttft_ok[resolved].mean() >= 0.97  # 98.7 % measured
+    assert ttft_ok.mean() >= 0.90  # all points, unresolved ones too (91.7 % measured; the acceptance target)
     assert ttft_ok[equal].mean() >= 0.96  # equal output lengths (98.5 % measured; 82.8 % before the spread factor)
+    assert ttft_ok[~equal].mean() >= 0.83  # geometric (84.8 % measured; 80.3 % before the composition term)
     assert np.mean(itl_ok) >= 0.97 and all(thr_ok)
 
 
@@ -405,16 +408,100 @@ def test_composition_tabulated_once_per_model_against_the_exact_solve():
     e_s = model.service.e_s
     nodes = rho[1:-1] / e_s  # req/ms
     between = np.arange(0.05, 1.0, 0.05) / e_s  # the error is largest at 75-100 % (4 % with 5 utilisations)
-    original = iteration.queue_factor
-    plain = [model.analyze(1000.0 * lam).ttft for lam in nodes]
+    original, own = iteration.queue_factor, iteration.composition_delay
+    iteration.composition_delay = lambda p, st: 0.0  # the model's own closed form is scored elsewhere
     try:
+        plain = [model.analyze(1000.0 * lam).ttft for lam in nodes]
         iteration.queue_factor = pc.composition_factor
         exact = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
         iteration.queue_factor = pc.tabulated_factor(rho, table)
         got = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
     finally:
-        iteration.queue_factor = original
+        iteration.queue_factor, iteration.composition_delay = original, own
     k = nodes.size
     assert max(e / t for e, t in zip(exact, plain)) > 1.05  # the composition adds wait (the model is low there)
     assert got[:k] == pytest.approx(exact[:k], rel=1e-9)
     assert got[k:] == pytest.approx(exact[k:], rel=0.01)
+
+
+def _composition_by_recurrence(alpha, c0, gamma, m, var_age, n_max, lam):
+    """r_k = 1 + gamma max(e0_k + lambda e1_k, 0)/T_mf(k), k = 0..N, by the recurrences of
+    iteration.composition_tables run one k at a time (each to its fixed point: T uses e0_k as soon as it is known)."""
+    gv, size = gamma * var_age, n_max + 1
+    t_mf = alpha + (c0 + gamma * m) * np.arange(size)
+    e0, t = np.zeros(size), t_mf.copy()
+    for k in range(1, size):
+        e0[k] = e0[k - 1] + gv * (k - 1) / t[k - 1]
+        t[k] = t_mf[k] + gamma * e0[k]
+    e1 = np.zeros(size)
+    for k in range(1, size):
+        own = -gv * (k - 1) * gamma * e1[k - 1] / t[k - 1] ** 2
+        if k < n_max:
+            e1[k] = e1[k - 1] + (m / k) * (t[k] * k / (k + 1) * e0[k + 1] - t[k] * e0[k] - gv * k) + own
+        else:
+            e1[k] = e1[k - 1] - t[k] * m * e0[k] / n_max ** 2 + own
+    return 1.0 + gamma * np.maximum(e0 + lam * e1, 0.0) / t_mf
+
+
+def test_composition_closed_form_against_the_age_balance():
+    """The first-order closed form of the filling batch's composition (the recurrences of composition_tables)
+    against the age balance solved to convergence (benchmarks/perf_model_occupancy.composition_ratio):
+    llama_70b/H100, geometric lengths, M = 8 and 32. The full batch's slowdown, which sets P(full), within 1 %
+    up to half the capacity; every occupancy within 2 % in log at light load (10 %)."""
+    from benchmarks.perf_model_occupancy import composition_ratio
+
+    s = dict(alpha=16.32, beta=0.421, gamma=0.01315625, n=128.0, m=1024.0)
+    var_age = decode_cost_variance(1.0, s["n"], s["m"], 0.0, math.sqrt(1.0 - 1.0 / s["m"]))
+    c0 = s["beta"] + s["gamma"] * s["n"]
+    for batch, capacity in ((8, 0.0559), (32, 0.061)):  # req/s, simulated
+        for load in (0.05, 0.1, 0.3, 0.5):
+            want = composition_ratio(s, batch, load * capacity, var_age)
+            got = _composition_by_recurrence(s["alpha"], c0, s["gamma"], s["m"], var_age, batch,
+                                             load * capacity / 1000.0)
+            assert got[batch] == pytest.approx(want[batch], rel=0.01)
+            if load <= 0.1:
+                assert np.allclose(np.log(got[1:]), np.log(want[1:]), atol=0.02)
+
+
+def test_composition_tables_of_many_models_at_once():
+    """composition_tables (all models in one set of array operations, sums over k by the trapezoid rule beyond
+    QUADRATURE_NODES) against the recurrences run model by model: within 1 % in the added delay's log up to that
+    many batch slots (the array form runs five fixed-point passes where the recurrence takes each k to its fixed
+    point: 0.5 % at N = 65, where the delay is e^23 times the chain's; 7 % with three passes at N = 33), 10 % at
+    N = 100 and 256 (quadrature; 0.1 and 8 % measured); zero with no age variance."""
+    from inferno_mip.queueing.iteration import COMPOSITION_POINTS, composition_tables
+
+    alpha, c0, gamma, m = 16.32, 0.421 + 0.01315625 * 128, 0.01315625, 1024.0
+    var_age = decode_cost_variance(1.0, 128.0, m, 0.0, math.sqrt(1.0 - 1.0 / m))
+    batches = np.array([1, 2, 8, 33, 65, 100, 256])
+    e_s, scv_i, slope = 400.0, 1.2, 0.1
+    one = np.ones(batches.size)
+    got = composition_tables(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
+                             scv_i * one, slope * one)
+    rho = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
+    for row, batch in zip(got, batches):
+        r = np.array([_composition_by_recurrence(alpha, c0, gamma, m, var_age, batch, x / e_s) for x in rho])
+        ratio = np.prod(r[:, 1:], axis=1) * r[:, -1]
+        want = (1.0 - rho) * 0.5 * (1.0 + scv_i) * np.maximum(ratio - 1.0, 0.0)
+        tol = 0.01 if batch <= 65 else 0.1
+        assert np.allclose(np.log1p(row), np.log1p(want), atol=tol, rtol=0.0)
+    assert got[0].max() == 0.0  # one slot: a full batch is one request, no composition
+    none = composition_tables(alpha * one, c0 * one, gamma * one, m * one, 0.0 * one, batches, e_s * one,
+                              scv_i * one, slope * one)
+    assert not none.any()
+
+
+def test_composition_term_is_the_same_stacked_and_alone():
+    """Sizing evaluates many models' rows at once (stacked tables, gathered per row); a model alone must give the
+    same TTFT, with and without output-length CV, at different max batches."""
+    from inferno_mip.queueing.sizing import analyze_models
+
+    models = [make_perf_model("iteration", dict(alpha=20.0 + i, beta=0.1, gamma=0.002), in_tokens=100,
+                              out_tokens=200, max_batch=8 * (1 + i % 3), max_queue=128,
+                              out_tokens_cv=math.sqrt(1.0 - 1.0 / 200) if i % 2 else None) for i in range(6)]
+    rates = [0.3 * (1 + i % 4) for i in range(6)]
+    assert models[1].service.comp_on and not models[0].service.comp_on
+    for group in (models, models[1:2] * 3):
+        stacked = analyze_models(group, rates[:len(group)])
+        for model, rate, got in zip(group, rates, stacked):
+            assert got.ttft == pytest.approx(model.analyze(rate).ttft, rel=1e-12)

@@ -20,7 +20,10 @@ context tokens read), same birth-death chain, four corrections measured against 
    context-read work grows with the square of the length. A residence of a fixed number of iterations also
    changes how often the batch fills: the occupancy is then a self-exciting count whose spread depends on when
    in its residence a request does its work (late context reads: less than the chain's; an early long
-   prefill: more), and P(full) is scaled accordingly (occupancy_spread_factor, output CV < 1).
+   prefill: more), and P(full) is scaled accordingly (occupancy_spread_factor, output CV < 1). With long-tailed
+   lengths a small batch fills most often when its contexts are long, so a full batch iterates slower than the
+   mean field; the light-traffic end of the delay is that of the chain slowed by the batch's composition
+   (composition_tables: a closed form per model, tabulated in the utilisation; composition_delay, output CV > 0).
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -189,6 +192,140 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
     return np.exp(x, out=x)
 
 
+COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
+_COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
+QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k (all k up to that many)
+_QUADRATURE = np.linspace(0.0, 1.0, QUADRATURE_NODES)
+
+
+def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, passes: int = 5) -> np.ndarray:
+    """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
+    at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
+
+    With memoryless output lengths and context reads that grow with a request's age, a batch holding old, long
+    requests iterates slowly, and arrivals come per iteration in proportion to its length, so a full small batch
+    iterates slower than the mean field T_mf(k) = alpha + k (c0 + gamma m): by a factor r_k = 1 + gamma e_k/T_mf(k),
+    e_k the residents' excess age sum. Balancing that age sum per occupancy state (var_age: Var of a resident's age,
+    tokens^2; g v = gamma var_age) gives a tridiagonal system in e whose expansion to first order in lambda,
+    e_k = max(e0_k + lambda e1_k, 0), is two forward recurrences (T = T_mf + gamma e0):
+        e0_k = e0_{k-1} + g v (k-1)/T_{k-1},
+        e1_k = e1_{k-1} + (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k) - g v (k-1) gamma e1_{k-1}/T_{k-1}^2  (k < N),
+        e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2,
+    each solved by `passes` fixed-point passes (T depends on e0, e1 on itself). The chain whose mu(k) is slowed by
+    r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N longer; the
+    head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho). Against the
+    balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same TTFT grid
+    points (benchmarks/RESULTS.md)."""
+    n_max = np.asarray(n_max, dtype=np.int64)
+    small = n_max <= QUADRATURE_NODES  # summed exactly; the others by quadrature (below), each group at once
+    if small.any() and not small.all():
+        out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
+        for rows in (small, ~small):
+            out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
+                                             (alpha, c0, gamma, m, var_age)), n_max[rows],
+                                           *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
+                                           passes=passes)
+        return out
+    alpha, c0, gamma, m, var_age, e_s, scv_i, slope = (np.asarray(v, dtype=np.float64)[:, None] for v in
+                                                        (alpha, c0, gamma, m, var_age, e_s, scv_i, slope))
+    rows, width = n_max.shape[0], int(n_max.max()) + 1
+    gv = gamma * var_age
+    k = np.arange(width, dtype=np.float64)[None, :]
+    t_mf = alpha + (c0 + gamma * m) * k
+    step, t = np.zeros((rows, width)), t_mf
+    for _ in range(passes):
+        np.divide(gv * k[:, :-1], t[:, :-1], out=step[:, 1:])
+        e0 = np.cumsum(step, axis=1)
+        t = t_mf + gamma * e0
+    nn = n_max[:, None].astype(np.float64)
+    inner = (k >= 1.0) & (k < nn)
+    nxt = np.empty_like(e0)
+    nxt[:, :-1], nxt[:, -1] = e0[:, 1:], e0[:, -1]
+    kk = np.maximum(k, 1.0)
+    base = np.where(inner, (m / kk) * (t * k / (k + 1.0) * nxt - t * e0 - gv * k), 0.0)
+    at_n = np.arange(rows), n_max
+    base[at_n] = -t[at_n] * m[:, 0] * e0[at_n] / (n_max * n_max).astype(np.float64)
+    e1 = np.cumsum(base, axis=1)
+    prev = np.zeros_like(t)
+    prev[:, 1:] = -gv * gamma * k[:, :-1] / (t[:, :-1] * t[:, :-1])  # at k: the e1_{k-1} term's coefficient
+    prev[:, 1] = 0.0
+    for _ in range(passes - 1):
+        step[:, 0] = 0.0
+        np.multiply(prev[:, 1:], e1[:, :-1], out=step[:, 1:])
+        step += base
+        e1 = np.cumsum(step, axis=1)
+    # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
+    # k in [1, N] plus half the end points (Euler-Maclaurin; e0, e1 and T_mf are smooth in k, interpolated
+    # linearly between integers), so that the (models x utilisations x points) work does not grow with N
+    exact = width - 1 <= QUADRATURE_NODES
+    if exact:
+        pos = np.broadcast_to(k[:, 1:], (rows, width - 1))
+        e0q, e1q, tq = e0[:, 1:], e1[:, 1:], t_mf[:, 1:]
+        weights = (pos <= nn).astype(np.float64)
+        last = n_max - 1
+    else:
+        pos = 1.0 + (nn - 1.0) * _QUADRATURE[None, :]
+        low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[:, None])
+        frac = pos - low
+        def at(a):
+            lo = np.take_along_axis(a, low, axis=1)
+            return lo + (np.take_along_axis(a, np.minimum(low + 1, width - 1), axis=1) - lo) * frac
+        e0q, e1q, tq = at(e0), at(e1), alpha + (c0 + gamma * m) * pos
+        h = (nn - 1.0) / (QUADRATURE_NODES - 1)
+        weights = np.broadcast_to(h, (rows, QUADRATURE_NODES)).copy()
+        weights[:, 0] = weights[:, -1] = 0.5 * h[:, 0] + 0.5
+        last = np.full(rows, QUADRATURE_NODES - 1)
+    rho = _COMPOSITION_RHO[None, :, None]
+    r = (rho / e_s[:, :, None]) * e1q[:, None, :]  # (M, G, points): r_k - 1 = gamma max(e0 + lambda e1, 0)/T_mf
+    r += e0q[:, None, :]
+    np.maximum(r, 0.0, out=r)
+    r *= (gamma / tq)[:, None, :]
+    r_n = 1.0 + r[np.arange(rows), :, last]  # at k = N
+    if exact:  # prod_k r_k (k > N: r = 1)
+        r *= weights[:, None, :]
+        r += 1.0
+        ratio = np.prod(r, axis=2) * r_n
+    else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
+        r += 1.0
+        ends = weights[:, 0][:, None]
+        ratio = np.prod(r[:, :, 1:-1], axis=2) ** h * (r[:, :, 0] * r_n) ** ends * r_n
+    rho = rho[:, :, 0]
+    scv = np.clip(scv_i, 0.0, 1.0)
+    deterministic = np.minimum(0.5 + slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
+    light = np.where(scv_i < 1.0, scv + (1.0 - scv) * deterministic, 0.5 * (1.0 + scv_i))  # queue_factor at the
+    return (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)                               # residence's c_s^2
+
+
+def set_composition_tables(models) -> None:
+    """composition_tables of the models that have none yet, computed together (one set of array operations)."""
+    todo = [mdl for mdl in models if mdl.comp_on and mdl._comp_table is None]
+    if not todo:
+        return
+    cols = np.array([(mdl.alpha, mdl.beta + mdl.gamma * mdl.n, mdl.gamma, mdl.m, mdl.var_age, mdl.max_batch,
+                      mdl.e_s, mdl.scv_i, mdl.slope) for mdl in todo]).T
+    tables = composition_tables(*cols[:5], cols[5].astype(np.int64), *cols[6:])
+    for mdl, table in zip(todo, tables):
+        mdl._comp_table = table
+
+
+def composition_delay(p, st: ChainStats) -> np.ndarray:
+    """Term added to queue_factor for the composition of a filling batch (output CV > 0), at the model's max batch:
+    composition_tables interpolated linearly in rho = lambda E[s]."""
+    pos = st.lam * p.e_s
+    np.minimum(pos, 1.0, out=pos)
+    pos *= COMPOSITION_POINTS - 1
+    j = pos.astype(np.int64)
+    np.minimum(j, COMPOSITION_POINTS - 2, out=j)
+    pos -= j  # the weight of the upper point
+    table = p.comp_table
+    if hasattr(table, "idx"):  # stacked rows: the flat position of each row's point j
+        flat, j = table.table.ravel(), j + table.idx * COMPOSITION_POINTS
+    else:  # one model: its table, (G,) or stacked alone (1, G)
+        flat = table.ravel()
+    low = flat[j]
+    return low + (flat[j + 1] - low) * pos
+
+
 class IterationModel(ServiceModel):
     """Continuous batching at iteration level (module docstring); alpha, beta, gamma as queue-analysis v0.7.
 
@@ -234,6 +371,9 @@ class IterationModel(ServiceModel):
         theta = work_timing(b, g, n, m, float(c[-1]), float(self.w_p[-1]), float(self.w_tot[-1]))
         self.spread_k = max(1.0 - out_cv * out_cv, 0.0) * (theta - 1.0)  # occupancy_spread_factor
         self.spread_on, self.spread_kw = self.spread_k != 0.0, -self.spread_k * self.ew
+        self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv)  # composition_delay
+        self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
+        self._comp_table = None if self.comp_on else np.zeros(COMPOSITION_POINTS)
         self.affine = bool(self.nc.min() == self.nc.max())
         c1, d1 = float(c[-1]), float(self.delta[-1])
         self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
@@ -241,6 +381,13 @@ class IterationModel(ServiceModel):
         self.itl_offset = (c1 * d1 - float(self.w_p[-1])) / (m - 1.0) if m >= 2.0 else 0.0
         self._set_tau((iters * a + bs * self.w_tot)[1:])
         self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
+
+    @property
+    def comp_table(self) -> np.ndarray:
+        """composition_tables of this model (computed on first use; stack() computes many at once)."""
+        if self._comp_table is None:
+            set_composition_tables([self])
+        return self._comp_table
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
@@ -255,6 +402,8 @@ class IterationModel(ServiceModel):
         boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
             np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor(p, n, st)
+        if p.comp_on and np.all(n == p.max_batch):  # some output CV > 0 (stacked rows: any of them)
+            factor = factor + composition_delay(p, st)
         if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
             factor = factor * occupancy_spread_factor(p, st)
         wait = st.wait_time * factor + boundary
@@ -270,13 +419,17 @@ class IterationModel(ServiceModel):
         so only their coefficients are stacked and the latencies take closed forms (no table passes)."""
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
-               "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models)}
+               "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models),
+               "comp_on": any(m.comp_on for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
         out.update(zip(names, columns), scalar_names=names, scalar_matrix=columns)  # gather takes them at once
         if not affine:
             for name in cls.TABLES:
                 out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
+        if out["comp_on"]:
+            set_composition_tables(models)
+            out["comp_table"] = np.array([mdl.comp_table for mdl in models])
         return SimpleNamespace(**out)
 
     @staticmethod
