@@ -408,16 +408,16 @@ def test_composition_tabulated_once_per_model_against_the_exact_solve():
     e_s = model.service.e_s
     nodes = rho[1:-1] / e_s  # req/ms
     between = np.arange(0.05, 1.0, 0.05) / e_s  # the error is largest at 75-100 % (4 % with 5 utilisations)
-    original, own = iteration.queue_factor, iteration.composition_delay
-    iteration.composition_delay = lambda p, st: 0.0  # the model's own closed form is scored elsewhere
-    try:
+    original = iteration.queue_factor
+    with pc.without_model_term():  # the model's own closed form is checked elsewhere
         plain = [model.analyze(1000.0 * lam).ttft for lam in nodes]
-        iteration.queue_factor = pc.composition_factor
-        exact = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
-        iteration.queue_factor = pc.tabulated_factor(rho, table)
-        got = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
-    finally:
-        iteration.queue_factor, iteration.composition_delay = original, own
+        try:
+            iteration.queue_factor = pc.composition_factor
+            exact = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
+            iteration.queue_factor = pc.tabulated_factor(rho, table)
+            got = [model.analyze(1000.0 * lam).ttft for lam in np.concatenate((nodes, between))]
+        finally:
+            iteration.queue_factor = original
     k = nodes.size
     assert max(e / t for e, t in zip(exact, plain)) > 1.05  # the composition adds wait (the model is low there)
     assert got[:k] == pytest.approx(exact[:k], rel=1e-9)
