@@ -110,9 +110,7 @@ def _variant(weight: str, rho_kind: str, cap: bool = True):
         w = {"p_full": st.p_block, "sqrt p_full": np.sqrt(st.p_block), "rho": rho_q, "one": 1.0}[weight]
         scv = np.maximum(scv_i + w * (scv_s - scv_i), 0.0)
         det = 0.5 + iteration.cosmetatos_slope(c) * (1.0 - rho) / rho
-        det = np.minimum(det, 1.0) if cap else det
-        low = np.minimum(scv, 1.0)
-        return np.where(scv < 1.0, low + (1.0 - low) * det, 0.5 * (1.0 + scv))
+        return iteration.variability_factor(scv, np.minimum(det, 1.0) if cap else det)
     return factor
 
 

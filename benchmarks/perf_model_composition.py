@@ -154,9 +154,7 @@ def composition_factor(p, batch, st) -> np.ndarray:
 def light_factor(p, rho) -> np.ndarray:
     """f_i: the model's factor at the light-traffic end (the residence's c_s^2) at utilisation rho (M/D/c side
     as queue_factor)."""
-    scv = min(max(p.scv_i, 0.0), 1.0)
-    deterministic = np.minimum(0.5 + p.slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
-    return scv + (1.0 - scv) * deterministic if p.scv_i < 1.0 else 0.5 * (1.0 + p.scv_i) + 0.0 * rho
+    return iteration.variability_factor(max(p.scv_i, 0.0), iteration.mdc_ratio(p.slope, rho))
 
 
 def log_ratio_table(model, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -147,9 +147,20 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     scv = np.maximum(p.scv_i + rho * (scv_s - p.scv_i), 0.0)
     if high:  # so is their mix: Allen-Cunneen only
         return 0.5 * (1.0 + scv)
-    deterministic = np.minimum(0.5 + slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
+    deterministic = mdc_ratio(slope, rho)
     if low:
         return scv + (1.0 - scv) * deterministic
+    return variability_factor(scv, deterministic)
+
+
+def mdc_ratio(slope, rho):
+    """Cosmetatos' M/D/c delay over M/M/c's at utilisation rho (slope: cosmetatos_slope), capped at 1."""
+    return np.minimum(0.5 + slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
+
+
+def variability_factor(scv, deterministic):
+    """Factor on an M/M/c delay for a service of squared CV scv >= 0: Allen-Cunneen (1 + scv)/2 from 1 on,
+    below it between M/M/c and the M/D/c ratio `deterministic` (queue_factor)."""
     low = np.minimum(scv, 1.0)
     return np.where(scv < 1.0, low + (1.0 - low) * deterministic, 0.5 * (1.0 + scv))
 
@@ -290,10 +301,8 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
         ends = weights[:, 0][:, None]
         ratio = np.prod(r[:, :, 1:-1], axis=2) ** h * (r[:, :, 0] * r_n) ** ends * r_n
     rho = rho[:, :, 0]
-    scv = np.clip(scv_i, 0.0, 1.0)
-    deterministic = np.minimum(0.5 + slope * (1.0 - rho) / np.maximum(rho, 1e-9), 1.0)
-    light = np.where(scv_i < 1.0, scv + (1.0 - scv) * deterministic, 0.5 * (1.0 + scv_i))  # queue_factor at the
-    return (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)                               # residence's c_s^2
+    light = variability_factor(np.maximum(scv_i, 0.0), mdc_ratio(slope, rho))  # queue_factor at the residence's c_s^2
+    return (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)
 
 
 def set_composition_tables(models) -> None:
