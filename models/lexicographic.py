@@ -160,13 +160,13 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                      if st not in ("optimal", "skipped", "aggregated"))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
             else [(s, (s,)) for s in form.stages])
-    for stage, parts in plan:
+    for index, (stage, parts) in enumerate(plan):
         if not stage.c.any():
             continue
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             status = "time-limit"
-            left = [s.name for s, _ in plan[plan.index((stage, parts)):] if s.c.any()]
+            left = [s.name for s, _ in plan[index:] if s.c.any()]
             notes.append(f"not reached: {', '.join(left)}")
             break
         A = form.A if not extra_rows else sp.vstack([form.A, sp.csr_matrix(np.array(extra_rows))], format="csr")
@@ -218,8 +218,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 problem = replace(problem, warm_start=start)
         if start is not None and not stage.integral and not forced_zero and (
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
-            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
-                            time_limit=budget if master else None)
+            limit = {"time_limit": budget} if master else {}  # multi-assign: within the stage's time
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize, **limit)
         aggregated = all(part.name in solved_counts for part in parts)
         if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
                                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
@@ -258,7 +258,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 result = backend(aggregated_stage.problem, stage_options)
                 if result.x is not None:
                     result = replace(result, x=aggregated_stage.disaggregate(result.x))
-            if lp is not None and result.x is not None:  # the LP's bound where HiGHS's is weaker or missing
+            if lp is not None and result.x is not None and result.status != "optimal":
+                # a stage stopped early reports the LP's bound where HiGHS's is weaker or missing
                 result = replace(result, bound=_stage_bound(stage, result.bound, lp.objective))
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
             _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,

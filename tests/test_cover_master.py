@@ -21,7 +21,7 @@ from inferno_mip.tables import Settings, build_table
 from test_heterogeneous import _staged, assert_same_optimum
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.2))
 def test_cover_master_keeps_the_lexicographic_optimum(seed, tightness):
     """Against the plain staged path (no speed-up), on fleets with two accelerators of some types."""
