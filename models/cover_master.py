@@ -43,11 +43,12 @@ TIE_BREAK = 0.4  # the most all cards together may cost in the master, in server
 EVICTION_TRIES = 5  # covers of a held server tried by pushing out counted servers
 
 
-def cover_master(form, problem, lp_x: np.ndarray, start: np.ndarray | None = None,
-                 time_limit: float = 5.0) -> np.ndarray | None:
+def cover_master(form, problem, lp_x: np.ndarray, start: np.ndarray | None = None, time_limit: float = 5.0,
+                 target: float = -np.inf) -> np.ndarray | None:
     """A count-stage start (multi-assign compact form) from the restricted master over covers (module
-    docstring) within `time_limit` seconds; None when the form has pattern servers, or the master finds no plan
-    that keeps every row."""
+    docstring) within `time_limit` seconds, stopping early at a plan whose count is at most `target` (the stage's
+    lower bound: no plan is better); None when the form has pattern servers, or the master finds no plan that keeps
+    every row."""
     if not form.heterogeneous or {"patterns", "pattern_cols"} & set(form.info) or "capacity_rows" not in form.info:
         return None
     began = time.perf_counter()
@@ -58,7 +59,7 @@ def cover_master(form, problem, lp_x: np.ndarray, start: np.ndarray | None = Non
         ub = problem.ub[form.full_cols[a:b]]
         own = None if start is None or start[form.unserved_cols[i]] > 0.5 else np.rint(start[form.full_cols[a:b]])
         master.add(i, _first_covers(form, i, a, b, lp_x, ub, own, master.type_of[a:b]))
-    return master.solve(time_limit - (time.perf_counter() - began))
+    return master.solve(time_limit - (time.perf_counter() - began), target)
 
 
 def _first_covers(form, i: int, a: int, b: int, lp_x: np.ndarray, ub: np.ndarray,
@@ -236,7 +237,7 @@ class _Master:
         cost = np.array(self.cover_cards[since:]).reshape(n, -1).sum(axis=1) * self.card_cost
         h.addCols(n, cost, np.zeros(n), np.ones(n), len(index), starts, index, values)
 
-    def solve(self, time_limit: float) -> np.ndarray | None:
+    def solve(self, time_limit: float, target: float = -np.inf) -> np.ndarray | None:
         """Price the master's LP, then solve its MIP; the plan as a vector of the full formulation, or None."""
         import highspy
 
@@ -283,6 +284,8 @@ class _Master:
         unit = float(np.min(np.abs(self.cost_u[self.cost_u != 0]), initial=1.0))
         h.setOptionValue("mip_abs_gap", (0.99 - (TIE_BREAK if self.card_cost else 0.0)) * unit)
         h.setOptionValue("mip_rel_gap", 0.0)
+        if np.isfinite(target):  # a count at the target is optimal whatever its cards cost
+            h.setOptionValue("objective_target", float(target) + (TIE_BREAK * unit if self.card_cost else 0.0))
         start = self._start_columns(n_cov)
         if lp_z is not None:
             if start is not None:

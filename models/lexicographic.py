@@ -205,7 +205,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
 
                 # the master's share of the stage (it stops early once its plan meets its bound); HiGHS the rest
                 rounded = None if _start_is_optimal(stage, problem, start, lp) else cover_master(
-                    form, problem, lp.x, start, time_limit=budget - (time.perf_counter() - began))
+                    form, problem, lp.x, start, time_limit=budget - (time.perf_counter() - began),
+                    target=_stage_bound(stage, None, lp.objective))
                 how = "cover master"
             else:
                 rounded = None if lp is None else rounding(form, problem, lp.x, start)
