@@ -13,6 +13,8 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
         --variants "$BEFORE;+covers;+lp-round;+patterns;default"     # each multi-assign technique alone
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10 --cpu-clock \
         --variants "default;+aggregate-patterns"                     # multi-assign servers aggregated
+    python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2 --heterogeneous --time-limit 10 --cpu-clock \
+        --variants "$BEFORE,lp-round;default"                         # multi-assign: the cover master (third round)
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,

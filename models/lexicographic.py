@@ -45,8 +45,11 @@ FIX_RTOL = 1e-9
 #                     covering patterns (models.multi_aggregate), then mapped back
 #   aggregate-stages  best-effort and value MIPs with the servers whose partial service is held at 0 aggregated
 #                     into groups of interchangeable ones (models.stage_aggregate), then disaggregated
+#   cover-master  with lp-round, multi-assign count stages (compact form) start from a restricted master over
+#                 integer covers priced from its LP (models.cover_master) instead of the LP rounded server by
+#                 server, within the stage's time share; HiGHS gets what is left of that share
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
-            "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns")
+            "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
 # seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
 # (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
@@ -54,11 +57,17 @@ SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "wei
 # "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
 # 3.6 s there; they stay available by name. aggregate-patterns is exact and proves the count stages faster on
 # most 50-server runs (median 1.8x), but not on all (0.6x once), and at 1,000 servers in 10 s it trades the lower
-# level for the first (benchmarks/RESULTS.md, "Heterogeneous, second round"): available by name.
+# level for the first (benchmarks/RESULTS.md, "Heterogeneous, second round"): available by name. cover-master is on
+# by default: it changes only the multi-assign count stages' starts and time split (RESULTS.md, "Heterogeneous, third
+# round").
 DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
+MASTER_STAGE_SHARE = 0.7  # of the remaining time, at most, for a count stage started by the cover master
+MIN_MIP_TIME = 0.05  # seconds below which a stage's MIP is not started (its start stands, with its LP bound)
+PRESOLVE_PER_NONZERO = 4e-5  # s: HiGHS's presolve of a multi-assign stage at 1,000 x 20 (61,000 nonzeros) took about
+                             # 2.5 s CPU whatever its time limit; with less time than that left, the MIP is not started
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
 
@@ -151,12 +160,14 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                      if st not in ("optimal", "skipped", "aggregated"))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
             else [(s, (s,)) for s in form.stages])
-    for stage, parts in plan:
+    for index, (stage, parts) in enumerate(plan):
         if not stage.c.any():
             continue
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             status = "time-limit"
+            left = [s.name for s, _ in plan[index:] if s.c.any()]
+            notes.append(f"not reached: {', '.join(left)}")
             break
         A = form.A if not extra_rows else sp.vstack([form.A, sp.csr_matrix(np.array(extra_rows))], format="csr")
         stage_ub, start = ub, x
@@ -170,7 +181,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
-        lp = None
+        lp, mip_time = None, None  # mip_time: HiGHS's share of the stage (None: the share of `remaining`)
         forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
                        and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
         improved = None
@@ -180,20 +191,36 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 start = improved
                 problem = replace(problem, warm_start=start)
         rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else None)
+        master = "cover-master" in options.speedups and _master_applies(form)
+        # this stage's time; a count stage with the cover master takes more, as the count of a level outranks
+        # everything after it
+        budget = remaining * (1.0 if stage.name == "value" else MASTER_STAGE_SHARE if master and stage.integral
+                              else EARLY_STAGE_SHARE)
         if ("lp-round" in options.speedups and stage.integral and rounding is not None and start is not None
                 and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
-                            time_limit=remaining * EARLY_STAGE_SHARE)
-            rounded = None if lp is None else rounding(form, problem, lp.x, start)
-            _LOG.info("stage %s: LP bound %s, start %s, rounded LP %s", stage.name, _show(None if lp is None else
-                      lp.objective), _show(float(stage.c @ start)), _show(None if rounded is None else
-                                                                          float(stage.c @ rounded)))
+                            time_limit=budget)
+            if lp is not None and master:
+                from .cover_master import cover_master
+
+                # the master's share of the stage (it stops early once its plan meets its bound); HiGHS the rest
+                rounded = None if _start_is_optimal(stage, problem, start, lp) else cover_master(
+                    form, problem, lp.x, start, time_limit=budget - (time.perf_counter() - began),
+                    target=_stage_bound(stage, None, lp.objective))
+                how = "cover master"
+            else:
+                rounded = None if lp is None else rounding(form, problem, lp.x, start)
+                how = "rounded LP"
+            _LOG.info("stage %s: LP bound %s, start %s, %s %s", stage.name, _show(None if lp is None else
+                      lp.objective), _show(float(stage.c @ start)), how, _show(None if rounded is None else
+                                                                              float(stage.c @ rounded)))
             if rounded is not None and float(stage.c @ rounded) < float(stage.c @ start):
                 start = rounded
                 problem = replace(problem, warm_start=start)
         if start is not None and not stage.integral and not forced_zero and (
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
-            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize)
+            limit = {"time_limit": budget} if master else {}  # multi-assign: within the stage's time
+            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize, **limit)
         aggregated = all(part.name in solved_counts for part in parts)
         if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
                                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
@@ -215,18 +242,26 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             gap = 0.0 if stage.integral else options.mip_gap
             share = 1.0 if stage.name == "value" else EARLY_STAGE_SHARE
             abs_gap = INTEGRAL_ABS_GAP if stage.integral and "abs-gap" in options.speedups else 0.0
-            stage_options = SolveOptions(remaining * share, gap, options.threads, options.seed, options.speedups,
-                                         abs_gap)
             aggregated_stage = None
             if "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups:
                 from .stage_aggregate import aggregate_stage
                 aggregated_stage = aggregate_stage(form, problem)
-            if aggregated_stage is None:
+            if master:  # multi-assign: HiGHS gets what the LP, the start and the aggregation left of the stage's time
+                mip_time = budget - (time.perf_counter() - began)
+            stage_options = SolveOptions(remaining * share if mip_time is None else mip_time, gap, options.threads,
+                                         options.seed, options.speedups, abs_gap)
+            if mip_time is not None and mip_time < MIN_MIP_TIME + PRESOLVE_PER_NONZERO * problem.A.nnz:
+                # no time left for HiGHS (whose presolve does not stop at its time limit): the start stands
+                result = MipResult("time-limit", start, float(stage.c @ start), None)
+            elif aggregated_stage is None:
                 result = backend(problem, stage_options)
             else:
                 result = backend(aggregated_stage.problem, stage_options)
                 if result.x is not None:
                     result = replace(result, x=aggregated_stage.disaggregate(result.x))
+            if lp is not None and result.x is not None and result.status != "optimal":
+                # a stage stopped early reports the LP's bound where HiGHS's is weaker or missing
+                result = replace(result, bound=_stage_bound(stage, result.bound, lp.objective))
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
             _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
                       _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
@@ -423,10 +458,27 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
     return mapped, {s.name for s in form.stages if s.integral}, log
 
 
+def _master_applies(form: Formulation) -> bool:
+    """Whether models.cover_master can build count-stage starts for `form`: the compact multi-assign form."""
+    return form.heterogeneous and not {"patterns", "pattern_cols", "rounding"} & set(form.info)
+
+
+def _stage_bound(stage: Stage, bound: float | None, lp_bound: float) -> float:
+    """The better of a backend's bound (None or infinite when it has none) and the LP's; an integral stage's LP
+    bound rounded to the next integer."""
+    if stage.integral:
+        tol = LP_TOL * max(1.0, abs(lp_bound))
+        lp_bound = float(np.floor(lp_bound + tol) if stage.maximize else np.ceil(lp_bound - tol)) + 0.0  # no -0
+    if bound is None or not np.isfinite(bound):
+        return lp_bound
+    return min(bound, lp_bound) if stage.maximize else max(bound, lp_bound)
+
+
 def _gap_note(result: MipResult) -> str:
     if result.bound is None or result.objective is None or not np.isfinite(result.bound):
         return ""
-    return f" with gap {abs(result.bound - result.objective) / max(abs(result.objective), 1e-9):.1e}"
+    return (f" at {result.objective:.6g} with bound {result.bound:.6g}, gap "
+            f"{abs(result.bound - result.objective) / max(abs(result.objective), abs(result.bound), 1e-9):.1e}")
 
 
 def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]:

@@ -1,0 +1,132 @@
+"""Multi-assign count stages: the restricted master over covers (models.cover_master) and the bounds stages report."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.cover_master import cover_master
+from inferno_mip.models.lexicographic import (MipProblem, MipResult, SolveOptions, _keep_optimal, _stage_bound,
+                                              parse_speedups, solve_lexicographic)
+from inferno_mip.models.relaxation import lp_optimum
+from inferno_mip.scenarios import generate
+from inferno_mip.solvers import greedy
+from inferno_mip.tables import Settings, build_table
+
+from test_heterogeneous import _staged, assert_same_optimum
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.2))
+def test_cover_master_keeps_the_lexicographic_optimum(seed, tightness):
+    """Against the plain staged path (no speed-up), on fleets with two accelerators of some types."""
+    system = generate(servers=8, accelerators=12, classes=2, seed=seed, tightness=tightness)
+    assert_same_optimum(_staged(system, "none"), _staged(system, "default,cover-master"))
+
+
+def _count_stage(seed: int, servers: int, level_index: int, held: dict[int, float]):
+    """The count stage of the `level_index`-th priority of a generated multi-assign fleet, with the earlier levels
+    held at `held` (stage index -> count), as solve_lexicographic builds it, and the greedy plan as its start."""
+    system = generate(servers=servers, accelerators=12, classes=3, seed=seed, tightness=0.6)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    rows, lo, hi = [], [], []
+    for k, value in held.items():
+        row, a, b = _keep_optimal(form.stages[k], value)
+        rows.append(row)
+        lo.append(a)
+        hi.append(b)
+    import scipy.sparse as sp
+
+    A = sp.vstack([form.A, sp.csr_matrix(np.array(rows))], format="csr") if rows else form.A
+    stage = form.stages[level_index]
+    start = form.vector(greedy.solve(table).counts, table)
+    problem = MipProblem(A=A, row_lb=np.r_[form.row_lb, lo], row_ub=np.r_[form.row_ub, hi], lb=form.lb,
+                         ub=form.ub, integer=form.integer, c=stage.c, maximize=False, warm_start=start,
+                         fixed_rows=len(rows))
+    return table, form, stage, problem, start
+
+
+def _keeps_every_row(problem: MipProblem, x: np.ndarray) -> bool:
+    ax = problem.A @ x
+    return bool(np.all(ax >= problem.row_lb - 1e-6) and np.all(ax <= problem.row_ub + 1e-6)
+                and np.all(x >= problem.lb - 1e-9) and np.all(x <= problem.ub + 1e-9)
+                and np.all(x[problem.integer] == np.rint(x[problem.integer])))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_master_plan_keeps_every_row_and_covers_each_server_it_serves(seed):
+    table, form, stage, problem, start = _count_stage(seed, 40, 0, {})
+    lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, False)
+    x = cover_master(form, problem, lp.x, start, time_limit=20.0)
+    assert x is not None and _keeps_every_row(problem, x)
+    assert stage.c @ x >= np.ceil(lp.objective - 1e-6)  # no plan beats the LP bound
+    counts = form.counts(x)
+    served = np.zeros(len(table.rows))
+    np.add.at(served, table.server, table.rate_star * counts)
+    for i, row in enumerate(table.rows):
+        u = form.unserved_cols[i]
+        if u >= 0 and x[u] < 0.5 and row.total_rate > 0:
+            assert served[i] >= row.total_rate * (1 - 1e-9), i
+
+
+def test_master_holds_earlier_levels_and_is_no_worse_than_a_feasible_start():
+    """Second level held at its plain optimum: the master's plan keeps that row, and a start that keeps every row
+    (the master's own plan of the first level) is never made worse."""
+    _, form, first, problem, start = _count_stage(3, 40, 0, {})
+    lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, first.c, False)
+    plan = cover_master(form, problem, lp.x, start, time_limit=20.0)
+    assert plan is not None
+    count = float(first.c @ plan)
+    _, form, second, problem, _ = _count_stage(3, 40, 1, {0: count})
+    lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, second.c, False)
+    x = cover_master(form, problem, lp.x, plan, time_limit=20.0)
+    assert x is not None and _keeps_every_row(problem, x)
+    assert first.c @ x <= count and second.c @ x <= second.c @ plan
+
+
+def test_stage_bound_takes_the_better_of_the_backend_and_the_rounded_lp():
+    from inferno_mip.models.allocation import Stage
+
+    count = Stage("unserved priority 1", np.ones(2), integral=True)
+    assert _stage_bound(count, None, 2.3) == 3.0
+    assert _stage_bound(count, -np.inf, 2.0 + 1e-9) == 2.0
+    assert _stage_bound(count, 4.0, 2.3) == 4.0
+    rate = Stage("best-effort rate priority 1", np.ones(2), maximize=True)
+    assert _stage_bound(rate, None, 7.5) == 7.5
+    assert _stage_bound(rate, 7.0, 7.5) == 7.0
+
+
+def test_a_count_stage_stopped_without_a_backend_bound_reports_the_lp_bound():
+    """A backend that stops every stage at its start with no bound: the answer names each count stage that
+    stopped with the LP's bound and gap, and the stages never reached."""
+    system = generate(servers=20, accelerators=12, classes=3, seed=3, tightness=0.5)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    start = form.vector(greedy.solve(table).counts, table)
+
+    def stops(problem: MipProblem, options: SolveOptions) -> MipResult:
+        x = problem.warm_start
+        return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
+
+    options = SolveOptions(60.0, 1e-4, 1, 0, parse_speedups("default") - {"weighted-counts", "cover-master"})
+    result = solve_lexicographic(form, stops, options, start)
+    assert result.status == "time-limit"
+    stopped = [note for note in result.message.split("; ") if note.startswith("unserved")]
+    assert "unserved priority 3 stopped at its time share at 2 with bound 1, gap 5.0e-01" in stopped
+    assert all(re.fullmatch(r"unserved priority \d stopped at its time share at \d+ with bound \d+, gap \S+", note)
+               for note in stopped), stopped
+
+
+def test_cover_master_is_not_on_by_default_for_single_assign_forms():
+    system = generate(servers=6, accelerators=12, classes=2, seed=0, tightness=0.6)
+    table = build_table(system, Settings())
+    single = build(table, MipOptions())
+    problem = MipProblem(A=single.A, row_lb=single.row_lb, row_ub=single.row_ub, lb=single.lb, ub=single.ub,
+                         integer=single.integer, c=single.stages[0].c, maximize=False)
+    assert cover_master(single, problem, np.zeros(single.n_vars)) is None
