@@ -32,7 +32,6 @@ context tokens read), same birth-death chain, four corrections measured against 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -110,11 +109,19 @@ def decode_cost_variance(gamma, n, m, in_cv=0.0, out_cv=0.0) -> float:
     return gamma * gamma * (max(ej2 - ej * ej, 0.0) + (n * in_cv) ** 2)
 
 
+SHARE_TERMS = ("ew", "ew2", "ewi", "ei", "ei2")  # work_moments, per model
+
+
 def share_moments(p, batch) -> tuple[np.ndarray, np.ndarray]:
     """(E[s], E[s^2]) of a request's share of a full batch's time, s = I alpha/N + W (N = batch; p: the model's
-    ew, ew2, ewi, ei, ei2 of work_moments and alpha)."""
+    ew, ew2, ewi, ei, ei2 of work_moments and alpha; stacked rows carry them as one table, p.share_terms)."""
+    terms = getattr(p, "share_terms", None)
+    if terms is None:
+        ew, ew2, ewi, ei, ei2 = (getattr(p, name) for name in SHARE_TERMS)
+    else:  # (models, 5), or its rows (a lazy row view)
+        ew, ew2, ewi, ei, ei2 = (terms.table[terms.idx] if hasattr(terms, "idx") else terms).T
     u = p.alpha / np.asarray(batch, dtype=np.float64)
-    return p.ew + u * p.ei, p.ew2 + u * (2.0 * p.ewi + u * p.ei2)
+    return ew + u * ei, ew2 + u * (2.0 * ewi + u * ei2)
 
 
 def cosmetatos_slope(c):
@@ -132,11 +139,11 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     for long-tailed lengths); at light load N requests run side by side and a slot frees after a residence
     of I iterations, so that of I counts. c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c
     (c_s^2 = 1) and M/D/c by Cosmetatos' ratio at utilisation rho (capped at 1: a deterministic service does
-    not queue longer). p: the model's scalars; at batch = its max_batch the precomputed scv_s, e_s and slope
-    are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
+    not queue longer). p: the model's scalars (or stacked rows); where every row is at its max_batch the
+    precomputed scv_s, e_s and slope are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
     (benchmarks/RESULTS.md).
     """
-    if np.array_equal(batch, p.max_batch):
+    if np.all(batch == p.max_batch):  # (row_adjust's test: a model alone in stacked form takes this path too)
         scv_s, es, slope = p.scv_s, p.e_s, p.slope
         high, low = getattr(p, "scv_high", False), getattr(p, "scv_low", False)  # both c_s^2 >= 1 (< 1) in all rows
     else:  # rows of an all-batch-sizes curve
@@ -237,72 +244,79 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
                                            *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
                                            passes=passes)
         return out
-    alpha, c0, gamma, m, var_age, e_s, scv_i, slope = (np.asarray(v, dtype=np.float64)[:, None] for v in
-                                                        (alpha, c0, gamma, m, var_age, e_s, scv_i, slope))
+    alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[:, None] for v in (alpha, c0, gamma, m, var_age))
     rows, width = n_max.shape[0], int(n_max.max()) + 1
     gv = gamma * var_age
     k = np.arange(width, dtype=np.float64)[None, :]
     t_mf = alpha + (c0 + gamma * m) * k
-    step, t = np.zeros((rows, width)), t_mf
-    for _ in range(passes):
-        np.divide(gv * k[:, :-1], t[:, :-1], out=step[:, 1:])
-        e0 = np.cumsum(step, axis=1)
-        t = t_mf + gamma * e0
+    gvk = gv * k[:, :-1]
+    step, t, e0 = np.zeros((rows, width)), t_mf.copy(), np.empty((rows, width))
+    for _ in range(passes):  # (numpy's cumsum is fastest along rows: k runs along axis 1 here)
+        np.divide(gvk, t[:, :-1], out=step[:, 1:])
+        np.cumsum(step, axis=1, out=e0)
+        np.multiply(gamma, e0, out=t)
+        t += t_mf
     nn = n_max[:, None].astype(np.float64)
-    inner = (k >= 1.0) & (k < nn)
-    nxt = np.empty_like(e0)
-    nxt[:, :-1], nxt[:, -1] = e0[:, 1:], e0[:, -1]
     kk = np.maximum(k, 1.0)
-    base = np.where(inner, (m / kk) * (t * k / (k + 1.0) * nxt - t * e0 - gv * k), 0.0)
+    base = t * (k / (k + 1.0))  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
+    base[:, :-1] *= e0[:, 1:]
+    base[:, -1] *= e0[:, -1]
+    base -= t * e0
+    base -= gv * k
+    base *= m / kk
+    base[(k < 1.0) | (k >= nn)] = 0.0
     at_n = np.arange(rows), n_max
     base[at_n] = -t[at_n] * m[:, 0] * e0[at_n] / (n_max * n_max).astype(np.float64)
     e1 = np.cumsum(base, axis=1)
-    prev = np.zeros_like(t)
-    prev[:, 1:] = -gv * gamma * k[:, :-1] / (t[:, :-1] * t[:, :-1])  # at k: the e1_{k-1} term's coefficient
-    prev[:, 1] = 0.0
+    prev = -gv * gamma * k[:, :-1] / (t[:, :-1] * t[:, :-1])  # at k + 1: the e1_k term's coefficient
+    prev[:, 0] = 0.0
     for _ in range(passes - 1):
-        step[:, 0] = 0.0
-        np.multiply(prev[:, 1:], e1[:, :-1], out=step[:, 1:])
+        np.multiply(prev, e1[:, :-1], out=step[:, 1:])
         step += base
-        e1 = np.cumsum(step, axis=1)
+        np.cumsum(step, axis=1, out=e1)
     # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
     # k in [1, N] plus half the end points (Euler-Maclaurin; e0, e1 and T_mf are smooth in k, interpolated
-    # linearly between integers), so that the (models x utilisations x points) work does not grow with N
+    # linearly between integers), so that the (points x utilisations x models) work does not grow with N
     exact = width - 1 <= QUADRATURE_NODES
-    if exact:
-        pos = np.broadcast_to(k[:, 1:], (rows, width - 1))
-        e0q, e1q, tq = e0[:, 1:], e1[:, 1:], t_mf[:, 1:]
-        weights = (pos <= nn).astype(np.float64)
+    if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
+        e0q, e1q, scale = e0[:, 1:], e1[:, 1:], gamma / t_mf[:, 1:]
+        scale[k[:, 1:] > nn] = 0.0
         last = n_max - 1
     else:
         pos = 1.0 + (nn - 1.0) * _QUADRATURE[None, :]
         low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[:, None])
         frac = pos - low
+        low += (np.arange(rows) * width)[:, None]  # flat positions
+        up = low + 1
         def at(a):
-            lo = np.take_along_axis(a, low, axis=1)
-            return lo + (np.take_along_axis(a, np.minimum(low + 1, width - 1), axis=1) - lo) * frac
-        e0q, e1q, tq = at(e0), at(e1), alpha + (c0 + gamma * m) * pos
-        h = (nn - 1.0) / (QUADRATURE_NODES - 1)
-        weights = np.broadcast_to(h, (rows, QUADRATURE_NODES)).copy()
-        weights[:, 0] = weights[:, -1] = 0.5 * h[:, 0] + 0.5
+            flat = a.ravel()
+            lo = flat[low]
+            return lo + (flat[up] - lo) * frac
+        e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
+        h = (nn[:, 0] - 1.0) / (QUADRATURE_NODES - 1)
         last = np.full(rows, QUADRATURE_NODES - 1)
-    rho = _COMPOSITION_RHO[None, :, None]
-    r = (rho / e_s[:, :, None]) * e1q[:, None, :]  # (M, G, points): r_k - 1 = gamma max(e0 + lambda e1, 0)/T_mf
-    r += e0q[:, None, :]
-    np.maximum(r, 0.0, out=r)
-    r *= (gamma / tq)[:, None, :]
-    r_n = 1.0 + r[np.arange(rows), :, last]  # at k = N
-    if exact:  # prod_k r_k (k > N: r = 1)
-        r *= weights[:, None, :]
-        r += 1.0
-        ratio = np.prod(r, axis=2) * r_n
+    # r_k = max(a_k + rho b_k, 1), a = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]), as
+    # (points, utilisations, models): the product over k runs along axis 0, which numpy does row by row
+    e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in (e_s, scv_i, slope))
+    a = e0q * scale
+    a += 1.0
+    b = e1q * scale
+    b /= e_s[:, None]
+    r = np.multiply(_COMPOSITION_RHO[None, :, None], b.T[:, None, :])
+    r += a.T[:, None, :]
+    np.maximum(r, 1.0, out=r)
+    r_n = r[last, :, np.arange(rows)].T  # at k = N: (G, models)
+    if exact:  # prod_k r_k
+        ratio = np.prod(r, axis=0)
     else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
-        r += 1.0
-        ends = weights[:, 0][:, None]
-        ratio = np.prod(r[:, :, 1:-1], axis=2) ** h * (r[:, :, 0] * r_n) ** ends * r_n
-    rho = rho[:, :, 0]
+        ratio = np.prod(r[1:-1], axis=0) ** h * (r[0] * r_n) ** (0.5 * h + 0.5)
+    ratio *= r_n
+    rho = _COMPOSITION_RHO[:, None]
     light = variability_factor(np.maximum(scv_i, 0.0), mdc_ratio(slope, rho))  # queue_factor at the residence's c_s^2
-    return (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)
+    ratio -= 1.0
+    np.maximum(ratio, 0.0, out=ratio)
+    ratio *= (1.0 - rho) * light
+    return ratio.T
 
 
 def set_composition_tables(models) -> None:
@@ -313,26 +327,28 @@ def set_composition_tables(models) -> None:
     cols = np.array([(mdl.alpha, mdl.beta + mdl.gamma * mdl.n, mdl.gamma, mdl.m, mdl.var_age, mdl.max_batch,
                       mdl.e_s, mdl.scv_i, mdl.slope) for mdl in todo]).T
     tables = composition_tables(*cols[:5], cols[5].astype(np.int64), *cols[6:])
-    for mdl, table in zip(todo, tables):
-        mdl._comp_table = table
+    steps = np.zeros_like(tables)
+    np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
+    for mdl, table, step in zip(todo, tables, steps):
+        mdl._comp_table, mdl._comp_step = table, step
 
 
 def composition_delay(p, st: ChainStats) -> np.ndarray:
     """Term added to queue_factor for the composition of a filling batch (output CV > 0), at the model's max batch:
-    composition_tables interpolated linearly in rho = lambda E[s]."""
+    composition_tables interpolated linearly in rho = lambda E[s] (p.comp_step: the steps between its points)."""
     pos = st.lam * p.e_s
     np.minimum(pos, 1.0, out=pos)
     pos *= COMPOSITION_POINTS - 1
     j = pos.astype(np.int64)
     np.minimum(j, COMPOSITION_POINTS - 2, out=j)
     pos -= j  # the weight of the upper point
-    table = p.comp_table
+    table, step = p.comp_table, p.comp_step
     if hasattr(table, "idx"):  # stacked rows: the flat position of each row's point j
-        flat, j = table.table.ravel(), j + table.idx * COMPOSITION_POINTS
-    else:  # one model: its table, (G,) or stacked alone (1, G)
-        flat = table.ravel()
-    low = flat[j]
-    return low + (flat[j + 1] - low) * pos
+        j += table.idx * COMPOSITION_POINTS
+        table, step = table.table, step.table
+    pos *= step.ravel()[j]
+    pos += table.ravel()[j]
+    return pos
 
 
 class IterationModel(ServiceModel):
@@ -353,72 +369,120 @@ class IterationModel(ServiceModel):
         a, b, g = params["alpha"], params["beta"], params["gamma"]
         self.alpha, self.beta, self.gamma, self.max_num_tokens = a, b, g, max_num_tokens
         self.in_cv, self.out_cv = in_cv, out_cv
-        self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=False)  # B = 0..N
-        c = self.nc.astype(np.float64)
+        self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=False)  # B = 0..N (non-decreasing)
+        self.affine = bool(self.nc[0] == self.nc[-1])
+        c1 = float(self.nc[-1])
+        c = c1 if self.affine else self.nc.astype(np.float64)  # without chunking: scalars, the same values
         iters = c + m - 1.0  # iterations a request is resident
         self.w_p, self.w_tot, w_p2 = request_work(b, g, n, m, c, in_cv, out_cv)
         self.delta = self.w_tot / iters
         bs = np.arange(max_batch + 1, dtype=np.float64)
-        self.prefill_table = c * np.maximum(0.0, a + (bs - 1) * self.delta) + self.w_p
-        # an arrival that finds k < N in service prefills in a batch of k + 1 (a queued one: N)
-        self.admit_table = self.prefill_table[np.minimum(bs + 1, max_batch).astype(np.int64)]
+        self._tables = None  # prefill_table, admit_table: built on first use (only chunked prefills read them)
+        wp1, wt1, d1 = (float(v) if self.affine else float(v[-1]) for v in (self.w_p, self.w_tot, self.delta))
         # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
-        self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
-        self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
-        # and so do the requests' contexts: with k decoding, Var T = k Var(cost); an arrival at a random time
-        # finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)), and its prefill
-        # iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k) per chunk
+        self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * d1
+        self.var_term = 0.5 * float(w_p2 if self.affine else w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an
+        # iteration vary its length, and so do the requests' contexts: with k decoding, Var T = k Var(cost); an
+        # arrival at a random time finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)),
+        # and its prefill iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k)
+        # per chunk
         var_cost = decode_cost_variance(g, n, m, in_cv, out_cv)
-        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, float(c[-1]) * var_cost
-        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, c1 * var_cost
+        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, c1, in_cv, out_cv)
         u = a / max_batch  # queue_factor's terms at N (share_moments, cosmetatos_slope)
         self.e_s, es2 = self.ew + u * self.ei, self.ew2 + u * (2.0 * self.ewi + u * self.ei2)
         self.scv_s, self.scv_i = es2 / (self.e_s * self.e_s) - 1.0, self.ei2 / (self.ei * self.ei) - 1.0
         self.slope = (max_batch - 1.0) * (math.sqrt(4.0 + 5.0 * max_batch) - 2.0) / (32.0 * max_batch)
         self.scv_high = self.scv_s >= 1.0 and self.scv_i >= 1.0
         self.scv_low = self.scv_s < 1.0 and self.scv_i < 1.0
-        theta = work_timing(b, g, n, m, float(c[-1]), float(self.w_p[-1]), float(self.w_tot[-1]))
+        theta = work_timing(b, g, n, m, c1, wp1, wt1)
         self.spread_k = max(1.0 - out_cv * out_cv, 0.0) * (theta - 1.0)  # occupancy_spread_factor
         self.spread_on, self.spread_kw = self.spread_k != 0.0, -self.spread_k * self.ew
-        self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv)  # composition_delay
+        # composition_delay (no age variance without output-length spread)
+        self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
-        self._comp_table = None if self.comp_on else np.zeros(COMPOSITION_POINTS)
-        self.affine = bool(self.nc.min() == self.nc.max())
-        c1, d1 = float(c[-1]), float(self.delta[-1])
-        self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
+        self._comp_table = self._comp_step = None
+        self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
-        self.itl_offset = (c1 * d1 - float(self.w_p[-1])) / (m - 1.0) if m >= 2.0 else 0.0
+        self.itl_offset = (c1 * d1 - wp1) / (m - 1.0) if m >= 2.0 else 0.0
         self._set_tau((iters * a + bs * self.w_tot)[1:])
         self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
+
+    def _prefill_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tables is None:
+            c, bs = self.nc.astype(np.float64), np.arange(self.max_batch + 1, dtype=np.float64)
+            prefill = c * np.maximum(0.0, self.alpha + (bs - 1) * self.delta) + self.w_p
+            # an arrival that finds k < N in service prefills in a batch of k + 1 (a queued one: N)
+            self._tables = prefill, prefill[np.minimum(bs + 1, self.max_batch).astype(np.int64)]
+        return self._tables
+
+    @property
+    def prefill_table(self) -> np.ndarray:
+        """Mean-field prefill (ms) at batch B = 0..N."""
+        return self._prefill_tables()[0]
+
+    @property
+    def admit_table(self) -> np.ndarray:
+        """Prefill (ms) of an arrival that finds B = 0..N-1 in service (batch min(B + 1, N)), then N."""
+        return self._prefill_tables()[1]
 
     @property
     def comp_table(self) -> np.ndarray:
         """composition_tables of this model (computed on first use; stack() computes many at once)."""
         if self._comp_table is None:
+            if not self.comp_on:
+                return np.zeros(COMPOSITION_POINTS)
             set_composition_tables([self])
         return self._comp_table
+
+    @property
+    def comp_step(self) -> np.ndarray:
+        """comp_table's steps between consecutive points (0 after the last)."""
+        if self._comp_step is None:
+            if not self.comp_on:
+                return np.zeros(COMPOSITION_POINTS)
+            set_composition_tables([self])
+        return self._comp_step
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
         """Wait = the chain's queueing delay scaled for service variability + the mean iteration-boundary wait."""
         # Every admitted arrival that finds k >= 1 in the system waits for the running iteration to end (a queued
         # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
-        lost = st.blocking
-        below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
-        busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
-        in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        spread = p.half_var_cost * in_service / (p.alpha + 2.0 * p.half_delta_n * in_service + 1e-300)
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
-            np.maximum(1.0 - lost, 1e-300)
+        # (in place where a temporary is ours: this runs for every evaluated rate)
+        lost, p_block = st.blocking, st.p_block
+        below = 1.0 - st.p_head[:, 0]  # 0 < k < N
+        below -= p_block
+        np.maximum(below, 0.0, out=below)
+        if np.any(n <= 1):  # exact 0 at N = 1
+            below = np.where(n > 1, below, 0.0)
+        busy = p_block - lost  # admitted arrivals that find k >= 1
+        np.maximum(busy, 0.0, out=busy)
+        busy += below
+        in_service = st.num_in_service - n * lost  # sum_k min(k, N) p_k over admitted arrivals
+        np.maximum(in_service, 0.0, out=in_service)
+        spread = 2.0 * p.half_delta_n * in_service
+        spread += p.alpha
+        spread += 1e-300
+        np.divide(p.half_var_cost * in_service, spread, out=spread)
+        boundary = st.lam * p.var_term
+        boundary += p.half_alpha
+        boundary *= busy
+        boundary += p.half_delta_n * in_service
+        boundary += spread
+        boundary /= np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor(p, n, st)
         if p.comp_on and np.all(n == p.max_batch):  # some output CV > 0 (stacked rows: any of them)
             factor = factor + composition_delay(p, st)
         if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
             factor = factor * occupancy_spread_factor(p, st)
-        wait = st.wait_time * factor + boundary
+        wait = st.wait_time * factor
+        wait += boundary
         waiting = st.throughput * wait
-        return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
-                       num_in_system=st.num_in_service + waiting)
+        return ChainStats(lam=st.lam, p_head=st.p_head, p_block=p_block, blocking=lost,
+                          num_in_system=st.num_in_service + waiting, num_in_service=st.num_in_service,
+                          num_waiting=waiting, throughput=st.throughput, resp_time=st.service_time + wait,
+                          service_time=st.service_time, wait_time=wait)
 
     AFFINE_SCALARS = ("pf_base", "pf_slope", "iters_n", "itl_offset")
 
@@ -432,6 +496,10 @@ class IterationModel(ServiceModel):
                "comp_on": any(m.comp_on for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
+        share = [names.index(name) for name in SHARE_TERMS]  # read only below the max batch: a lazy row table
+        kept = [i for i in range(len(names)) if i not in share]
+        names, out["share_terms"] = tuple(names[i] for i in kept), columns[share].T.copy()
+        columns = columns[kept]
         out.update(zip(names, columns), scalar_names=names, scalar_matrix=columns)  # gather takes them at once
         if not affine:
             for name in cls.TABLES:
@@ -439,6 +507,7 @@ class IterationModel(ServiceModel):
         if out["comp_on"]:
             set_composition_tables(models)
             out["comp_table"] = np.array([mdl.comp_table for mdl in models])
+            out["comp_step"] = np.array([mdl.comp_step for mdl in models])
         return SimpleNamespace(**out)
 
     @staticmethod
