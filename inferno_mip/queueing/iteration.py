@@ -129,6 +129,13 @@ def cosmetatos_slope(c):
     return (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (32.0 * c)
 
 
+def at_max_batch(p, batch) -> bool:
+    """Whether every row is at its model's max batch: stacked rows carry the answer (p.at_max_batch, set by
+    RowSet), a model or other parameters compare."""
+    known = getattr(p, "at_max_batch", None)
+    return bool(np.all(batch == p.max_batch)) if known is None else known
+
+
 def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     """Factor on the chain's queueing delay for the variability of service (Poisson arrivals).
 
@@ -143,7 +150,7 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     precomputed scv_s, e_s and slope are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
     (benchmarks/RESULTS.md).
     """
-    if np.all(batch == p.max_batch):  # (row_adjust's test: a model alone in stacked form takes this path too)
+    if at_max_batch(p, batch):  # (row_adjust's test: a model alone in stacked form takes this path too)
         scv_s, es, slope = p.scv_s, p.e_s, p.slope
         high, low = getattr(p, "scv_high", False), getattr(p, "scv_low", False)  # both c_s^2 >= 1 (< 1) in all rows
     else:  # rows of an all-batch-sizes curve
@@ -216,7 +223,7 @@ QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k (a
 _QUADRATURE = np.linspace(0.0, 1.0, QUADRATURE_NODES)
 
 
-def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, passes: int = 5) -> np.ndarray:
+def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
     at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
 
@@ -229,11 +236,11 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
         e0_k = e0_{k-1} + g v (k-1)/T_{k-1},
         e1_k = e1_{k-1} + (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k) - g v (k-1) gamma e1_{k-1}/T_{k-1}^2  (k < N),
         e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2,
-    each solved by `passes` fixed-point passes (T depends on e0, e1 on itself). The chain whose mu(k) is slowed by
-    r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N longer; the
-    head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho). Against the
-    balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same TTFT grid
-    points (benchmarks/RESULTS.md)."""
+    run one k at a time for all models at once (e1's is linear: e1_k = a_k e1_{k-1} + b_k). The chain whose mu(k)
+    is slowed by r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N
+    longer; the head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho).
+    Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
+    TTFT grid points (benchmarks/RESULTS.md)."""
     n_max = np.asarray(n_max, dtype=np.int64)
     small = n_max <= QUADRATURE_NODES  # summed exactly; the others by quadrature (below), each group at once
     if small.any() and not small.all():
@@ -241,59 +248,59 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
         for rows in (small, ~small):
             out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
-                                           *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
-                                           passes=passes)
+                                           *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)))
         return out
-    alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[:, None] for v in (alpha, c0, gamma, m, var_age))
+    # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
+    alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[None, :] for v in (alpha, c0, gamma, m, var_age))
     rows, width = n_max.shape[0], int(n_max.max()) + 1
+    cols = np.arange(rows)
     gv = gamma * var_age
-    k = np.arange(width, dtype=np.float64)[None, :]
+    k = np.arange(width, dtype=np.float64)[:, None]
     t_mf = alpha + (c0 + gamma * m) * k
-    gvk = gv * k[:, :-1]
-    step, t, e0 = np.zeros((rows, width)), t_mf.copy(), np.empty((rows, width))
-    for _ in range(passes):  # (numpy's cumsum is fastest along rows: k runs along axis 1 here)
-        np.divide(gvk, t[:, :-1], out=step[:, 1:])
-        np.cumsum(step, axis=1, out=e0)
-        np.multiply(gamma, e0, out=t)
-        t += t_mf
-    nn = n_max[:, None].astype(np.float64)
-    kk = np.maximum(k, 1.0)
+    gvk = gv * k
+    e0, t, tmp = np.zeros((width, rows)), t_mf.copy(), np.empty(rows)
+    for j in range(1, width):
+        np.divide(gvk[j - 1], t[j - 1], out=tmp)
+        np.add(e0[j - 1], tmp, out=e0[j])
+        np.multiply(gamma[0], e0[j], out=t[j])
+        t[j] += t_mf[j]
+    nn = n_max[None, :].astype(np.float64)
     base = t * (k / (k + 1.0))  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
-    base[:, :-1] *= e0[:, 1:]
-    base[:, -1] *= e0[:, -1]
+    base[:-1] *= e0[1:]
+    base[-1] *= e0[-1]
     base -= t * e0
-    base -= gv * k
-    base *= m / kk
+    base -= gvk
+    base *= m / np.maximum(k, 1.0)
     base[(k < 1.0) | (k >= nn)] = 0.0
-    at_n = np.arange(rows), n_max
-    base[at_n] = -t[at_n] * m[:, 0] * e0[at_n] / (n_max * n_max).astype(np.float64)
-    e1 = np.cumsum(base, axis=1)
-    prev = -gv * gamma * k[:, :-1] / (t[:, :-1] * t[:, :-1])  # at k + 1: the e1_k term's coefficient
-    prev[:, 0] = 0.0
-    for _ in range(passes - 1):
-        np.multiply(prev, e1[:, :-1], out=step[:, 1:])
-        step += base
-        np.cumsum(step, axis=1, out=e1)
+    base[n_max, cols] = -t[n_max, cols] * m[0] * e0[n_max, cols] / (n_max * n_max).astype(np.float64)
+    decay = gvk[:-1] * gamma  # at k + 1: 1 - g v k gamma/T_k^2, the e1_k term's coefficient
+    decay /= t[:-1] * t[:-1]
+    np.subtract(1.0, decay, out=decay)
+    e1 = base  # in place: e1_k = decay_k e1_{k-1} + base_k
+    for j in range(2, width):
+        np.multiply(e1[j - 1], decay[j - 1], out=tmp)
+        e1[j] += tmp
     # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
-    # k in [1, N] plus half the end points (Euler-Maclaurin; e0, e1 and T_mf are smooth in k, interpolated
-    # linearly between integers), so that the (points x utilisations x models) work does not grow with N
+    # k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f = trapezoid_h + (f(1) +
+    # f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1, 2, 3 and N - 2,
+    # N - 1, N; e0, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the (points x
+    # utilisations x models) work does not grow with N
     exact = width - 1 <= QUADRATURE_NODES
     if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
-        e0q, e1q, scale = e0[:, 1:], e1[:, 1:], gamma / t_mf[:, 1:]
-        scale[k[:, 1:] > nn] = 0.0
+        e0q, e1q, scale = e0[1:], e1[1:], gamma / t_mf[1:]
+        scale[k[1:] > nn] = 0.0
         last = n_max - 1
     else:
-        pos = 1.0 + (nn - 1.0) * _QUADRATURE[None, :]
-        low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[:, None])
+        pos = np.concatenate((1.0 + (nn - 1.0) * _QUADRATURE[:, None], 2.0 + 0.0 * nn, 3.0 + 0.0 * nn, nn - 2.0,
+                              nn - 1.0))  # the nodes, then the slopes' integer points
+        low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[None, :])
         frac = pos - low
-        low += (np.arange(rows) * width)[:, None]  # flat positions
         up = low + 1
         def at(a):
-            flat = a.ravel()
-            lo = flat[low]
-            return lo + (flat[up] - lo) * frac
+            lo = a[low, cols]
+            return lo + (a[up, cols] - lo) * frac
         e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
-        h = (nn[:, 0] - 1.0) / (QUADRATURE_NODES - 1)
+        h = (nn[0] - 1.0) / (QUADRATURE_NODES - 1)
         last = np.full(rows, QUADRATURE_NODES - 1)
     # r_k = max(a_k + rho b_k, 1), a = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]), as
     # (points, utilisations, models): the product over k runs along axis 0, which numpy does row by row
@@ -301,15 +308,19 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
     a = e0q * scale
     a += 1.0
     b = e1q * scale
-    b /= e_s[:, None]
-    r = np.multiply(_COMPOSITION_RHO[None, :, None], b.T[:, None, :])
-    r += a.T[:, None, :]
+    b /= e_s
+    r = np.multiply(_COMPOSITION_RHO[None, :, None], b[:, None, :])
+    r += a[:, None, :]
     np.maximum(r, 1.0, out=r)
-    r_n = r[last, :, np.arange(rows)].T  # at k = N: (G, models)
+    r_n = r[last, :, cols].T  # at k = N: (G, models)
     if exact:  # prod_k r_k
         ratio = np.prod(r, axis=0)
     else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
-        ratio = np.prod(r[1:-1], axis=0) ** h * (r[0] * r_n) ** (0.5 * h + 0.5)
+        q = QUADRATURE_NODES
+        ratio = np.prod(r[1:q - 1], axis=0) ** h * (r[0] * r_n) ** (0.5 * h + 0.5)
+        r1, r2, r3, rm2, rm1 = r[0], r[q], r[q + 1], r[q + 2], r[q + 3]
+        ratio *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
+            ** ((1.0 - h * h) / 24.0)
     ratio *= r_n
     rho = _COMPOSITION_RHO[:, None]
     light = variability_factor(np.maximum(scv_i, 0.0), mdc_ratio(slope, rho))  # queue_factor at the residence's c_s^2
@@ -401,6 +412,7 @@ class IterationModel(ServiceModel):
         # composition_delay (no age variance without output-length spread)
         self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
+        self.single_slot = max_batch <= 1
         self._comp_table = self._comp_step = None
         self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
@@ -454,7 +466,8 @@ class IterationModel(ServiceModel):
         below = 1.0 - st.p_head[:, 0]  # 0 < k < N
         below -= p_block
         np.maximum(below, 0.0, out=below)
-        if np.any(n <= 1):  # exact 0 at N = 1
+        full = at_max_batch(p, n)
+        if p.single_slot if full else np.any(n <= 1):  # exact 0 at N = 1
             below = np.where(n > 1, below, 0.0)
         busy = p_block - lost  # admitted arrivals that find k >= 1
         np.maximum(busy, 0.0, out=busy)
@@ -472,7 +485,7 @@ class IterationModel(ServiceModel):
         boundary += spread
         boundary /= np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor(p, n, st)
-        if p.comp_on and np.all(n == p.max_batch):  # some output CV > 0 (stacked rows: any of them)
+        if p.comp_on and full:  # some output CV > 0 (stacked rows: any of them)
             factor = factor + composition_delay(p, st)
         if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
             factor = factor * occupancy_spread_factor(p, st)
@@ -493,7 +506,7 @@ class IterationModel(ServiceModel):
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
                "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models),
-               "comp_on": any(m.comp_on for m in models)}
+               "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
         share = [names.index(name) for name in SHARE_TERMS]  # read only below the max batch: a lazy row table
