@@ -32,6 +32,7 @@ context tokens read), same birth-death chain, four corrections measured against 
 from __future__ import annotations
 
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -220,10 +221,9 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
 COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
 QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k (all k up to that many)
-_QUADRATURE = np.linspace(0.0, 1.0, QUADRATURE_NODES)
 
 
-def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -> np.ndarray:
+def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
     at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
 
@@ -242,13 +242,15 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -
     Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
     TTFT grid points (benchmarks/RESULTS.md)."""
     n_max = np.asarray(n_max, dtype=np.int64)
-    small = n_max <= QUADRATURE_NODES  # summed exactly; the others by quadrature (below), each group at once
+    nodes = nodes or QUADRATURE_NODES
+    small = n_max <= nodes  # summed exactly; the others by quadrature (below), each group at once
     if small.any() and not small.all():
         out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
         for rows in (small, ~small):
             out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
-                                           *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)))
+                                           *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
+                                           nodes=nodes)
         return out
     # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
     alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[None, :] for v in (alpha, c0, gamma, m, var_age))
@@ -259,11 +261,12 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -
     t_mf = alpha + (c0 + gamma * m) * k
     gvk = gv * k
     e0, t, tmp = np.zeros((width, rows)), t_mf.copy(), np.empty(rows)
+    e0_k, t_k, gvk_k, t_mf_k, g = list(e0), list(t), list(gvk), list(t_mf), gamma[0]  # row views, indexed fast
     for j in range(1, width):
-        np.divide(gvk[j - 1], t[j - 1], out=tmp)
-        np.add(e0[j - 1], tmp, out=e0[j])
-        np.multiply(gamma[0], e0[j], out=t[j])
-        t[j] += t_mf[j]
+        np.divide(gvk_k[j - 1], t_k[j - 1], out=tmp)
+        np.add(e0_k[j - 1], tmp, out=e0_k[j])
+        np.multiply(g, e0_k[j], out=t_k[j])
+        np.add(t_k[j], t_mf_k[j], out=t_k[j])
     nn = n_max[None, :].astype(np.float64)
     base = t * (k / (k + 1.0))  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
     base[:-1] *= e0[1:]
@@ -277,31 +280,34 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -
     decay /= t[:-1] * t[:-1]
     np.subtract(1.0, decay, out=decay)
     e1 = base  # in place: e1_k = decay_k e1_{k-1} + base_k
+    e1_k, decay_k = list(e1), list(decay)
     for j in range(2, width):
-        np.multiply(e1[j - 1], decay[j - 1], out=tmp)
-        e1[j] += tmp
+        np.multiply(e1_k[j - 1], decay_k[j - 1], out=tmp)
+        np.add(e1_k[j], tmp, out=e1_k[j])
     # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
     # k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f = trapezoid_h + (f(1) +
     # f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1, 2, 3 and N - 2,
     # N - 1, N; e0, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the (points x
     # utilisations x models) work does not grow with N
-    exact = width - 1 <= QUADRATURE_NODES
+    exact = width - 1 <= nodes
     if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
         e0q, e1q, scale = e0[1:], e1[1:], gamma / t_mf[1:]
         scale[k[1:] > nn] = 0.0
         last = n_max - 1
     else:
-        pos = np.concatenate((1.0 + (nn - 1.0) * _QUADRATURE[:, None], 2.0 + 0.0 * nn, 3.0 + 0.0 * nn, nn - 2.0,
+        pos = np.concatenate((1.0 + (nn - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * nn, 3.0 + 0.0 * nn, nn - 2.0,
                               nn - 1.0))  # the nodes, then the slopes' integer points
-        low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[None, :])
+        low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :])
         frac = pos - low
-        up = low + 1
+        low *= rows
+        low += cols  # flat positions
+        up = low + rows
         def at(a):
-            lo = a[low, cols]
-            return lo + (a[up, cols] - lo) * frac
+            lo = np.take(a, low)
+            return lo + (np.take(a, up) - lo) * frac
         e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
-        h = (nn[0] - 1.0) / (QUADRATURE_NODES - 1)
-        last = np.full(rows, QUADRATURE_NODES - 1)
+        h = (nn[0] - 1.0) / (nodes - 1)
+        last = np.full(rows, nodes - 1)
     # r_k = max(a_k + rho b_k, 1), a = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]), as
     # (points, utilisations, models): the product over k runs along axis 0, which numpy does row by row
     e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in (e_s, scv_i, slope))
@@ -309,14 +315,14 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -
     a += 1.0
     b = e1q * scale
     b /= e_s
-    r = np.multiply(_COMPOSITION_RHO[None, :, None], b[:, None, :])
+    r = np.multiply(_COMPOSITION_RHO[None, :, None], b[:, None, :], out=_scratch((b.shape[0], COMPOSITION_POINTS, rows)))
     r += a[:, None, :]
     np.maximum(r, 1.0, out=r)
     r_n = r[last, :, cols].T  # at k = N: (G, models)
     if exact:  # prod_k r_k
         ratio = np.prod(r, axis=0)
     else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
-        q = QUADRATURE_NODES
+        q = nodes
         ratio = np.prod(r[1:q - 1], axis=0) ** h * (r[0] * r_n) ** (0.5 * h + 0.5)
         r1, r2, r3, rm2, rm1 = r[0], r[q], r[q + 1], r[q + 2], r[q + 3]
         ratio *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
@@ -330,18 +336,42 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope) -
     return ratio.T
 
 
-def set_composition_tables(models) -> None:
-    """composition_tables of the models that have none yet, computed together (one set of array operations)."""
-    todo = [mdl for mdl in models if mdl.comp_on and mdl._comp_table is None]
-    if not todo:
-        return
-    cols = np.array([(mdl.alpha, mdl.beta + mdl.gamma * mdl.n, mdl.gamma, mdl.m, mdl.var_age, mdl.max_batch,
-                      mdl.e_s, mdl.scv_i, mdl.slope) for mdl in todo]).T
-    tables = composition_tables(*cols[:5], cols[5].astype(np.int64), *cols[6:])
-    steps = np.zeros_like(tables)
-    np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
-    for mdl, table, step in zip(todo, tables, steps):
-        mdl._comp_table, mdl._comp_step = table, step
+_POOL = threading.local()
+
+
+def _scratch(shape: tuple) -> np.ndarray:
+    """A float64 array of this shape for use within one composition_tables call: memory reused across calls (in
+    this thread), since touching fresh memory costs more than the arithmetic done in it."""
+    need = math.prod(shape)
+    buf = getattr(_POOL, "buf", None)
+    if buf is None or buf.shape[0] < need:
+        buf = _POOL.buf = np.empty(need)
+    return buf[:need].reshape(shape)
+
+
+COMPOSITION_CHUNK = 512  # models per composition_tables call (bounds its scratch: points x G x models floats)
+
+
+def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """composition_tables of the models that have none yet, computed together (one set of array operations), and
+    the steps between their points; returns both stacked over all the models (zeros where the term is off).
+    args: the models' comp_args as columns (9, M), if at hand."""
+    todo = [i for i, mdl in enumerate(models) if mdl.comp_on and mdl._comp_src is None]
+    if todo:
+        every = len(todo) == len(models)
+        if args is None:
+            args = np.array([mdl.comp_args for mdl in models]).T
+        cols = args if every else args[:, todo]
+        tables = np.concatenate([composition_tables(*part[:5], part[5].astype(np.int64), *part[6:])
+                                 for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1],
+                                                                  COMPOSITION_CHUNK), axis=1)])
+        steps = np.zeros_like(tables)
+        np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
+        for row, i in enumerate(todo):  # each model keeps its row (a later sizing reuses it)
+            models[i]._comp_src = tables, steps, row
+        if every:
+            return tables, steps
+    return np.array([mdl.comp_table for mdl in models]), np.array([mdl.comp_step for mdl in models])
 
 
 def composition_delay(p, st: ChainStats) -> np.ndarray:
@@ -413,12 +443,15 @@ class IterationModel(ServiceModel):
         self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
         self.single_slot = max_batch <= 1
-        self._comp_table = self._comp_step = None
+        self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope)
+        self._comp_src = None  # (tables, steps, row) once set_composition_tables has run
         self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
         self.itl_offset = (c1 * d1 - wp1) / (m - 1.0) if m >= 2.0 else 0.0
         self._set_tau((iters * a + bs * self.w_tot)[1:])
-        self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
+        # one array per model: stack() joins many of them far faster than tuples
+        self.scalar_values = np.array(tuple(getattr(self, name) for name in self.SCALARS + self.AFFINE_SCALARS) +
+                                      self.comp_args, dtype=np.float64)
 
     def _prefill_tables(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tables is None:
@@ -441,20 +474,20 @@ class IterationModel(ServiceModel):
     @property
     def comp_table(self) -> np.ndarray:
         """composition_tables of this model (computed on first use; stack() computes many at once)."""
-        if self._comp_table is None:
-            if not self.comp_on:
-                return np.zeros(COMPOSITION_POINTS)
-            set_composition_tables([self])
-        return self._comp_table
+        return self._composition(0)
 
     @property
     def comp_step(self) -> np.ndarray:
         """comp_table's steps between consecutive points (0 after the last)."""
-        if self._comp_step is None:
-            if not self.comp_on:
-                return np.zeros(COMPOSITION_POINTS)
+        return self._composition(1)
+
+    def _composition(self, which: int) -> np.ndarray:
+        if not self.comp_on:
+            return np.zeros(COMPOSITION_POINTS)
+        if self._comp_src is None:
             set_composition_tables([self])
-        return self._comp_step
+        src = self._comp_src
+        return src[which][src[2]]
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
@@ -509,6 +542,7 @@ class IterationModel(ServiceModel):
                "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
+        comp_args, columns = columns[len(names):], columns[:len(names)]
         share = [names.index(name) for name in SHARE_TERMS]  # read only below the max batch: a lazy row table
         kept = [i for i in range(len(names)) if i not in share]
         names, out["share_terms"] = tuple(names[i] for i in kept), columns[share].T.copy()
@@ -518,9 +552,7 @@ class IterationModel(ServiceModel):
             for name in cls.TABLES:
                 out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
         if out["comp_on"]:
-            set_composition_tables(models)
-            out["comp_table"] = np.array([mdl.comp_table for mdl in models])
-            out["comp_step"] = np.array([mdl.comp_step for mdl in models])
+            out["comp_table"], out["comp_step"] = set_composition_tables(models, comp_args)
         return SimpleNamespace(**out)
 
     @staticmethod
