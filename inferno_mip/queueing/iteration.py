@@ -442,7 +442,7 @@ class IterationModel(ServiceModel):
         # composition_delay (no age variance without output-length spread)
         self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
-        self.single_slot = max_batch <= 1
+        self.single_slot, self.all_decode = max_batch <= 1, m >= 2.0
         self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope)
         self._comp_src = None  # (tables, steps, row) once set_composition_tables has run
         self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
@@ -539,7 +539,8 @@ class IterationModel(ServiceModel):
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
                "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models),
-               "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models)}
+               "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models),
+               "all_decode": all(m.all_decode for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
         comp_args, columns = columns[len(names):], columns[:len(names)]
@@ -558,13 +559,19 @@ class IterationModel(ServiceModel):
     @staticmethod
     def row_latencies(p, st, n):
         lost = st.blocking
+        admitted = np.maximum(1.0 - lost, 1e-300)
         if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
             # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
-            admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / np.maximum(1.0 - lost, 1e-300)
+            admit = st.num_in_service + 1.0
+            admit -= st.p_block
+            admit -= n * lost
+            admit *= p.pf_slope
+            admit /= admitted
+            admit += p.pf_base
         else:
             head = _head_dot(st.p_head, p.admit_table)  # sum_{k<N} p_k Pf(min(k + 1, N))
             pf_n = _at(p.prefill_table, n)
-            admit = (head + (st.p_block - lost) * pf_n) / np.maximum(1.0 - lost, 1e-300)  # per admitted request
+            admit = (head + (st.p_block - lost) * pf_n) / admitted  # per admitted request
             # departure-weighted prefill: p_k mu(k) = lam p_{k-1} below N (detailed balance), mu(N) P(k >= N) = X -
             # lam sum_{k <= N-2} p_k
             last = np.broadcast_to(np.asarray(n, dtype=np.int64) - 1, st.p_block.shape)
@@ -573,13 +580,23 @@ class IterationModel(ServiceModel):
             pf_dep = (st.lam * (head - p_last * pf_n) + np.maximum(st.throughput - st.lam * below, 0.0) * pf_n) / \
                 np.maximum(st.throughput, 1e-300)
         # arrivals admitted at once (k < N) see the batch at a random time: its contexts are length-biased
-        seen = np.maximum(st.num_in_service - n * st.p_block, 0.0)
-        admit = admit + p.chunk_var_cost * seen / ((p.alpha + 2.0 * p.half_delta_n * st.num_in_service + 1e-300)
-                                                   * np.maximum(1.0 - lost, 1e-300))
+        seen = st.num_in_service - n * st.p_block
+        np.maximum(seen, 0.0, out=seen)
+        seen *= p.chunk_var_cost
+        length = 2.0 * p.half_delta_n * st.num_in_service
+        length += p.alpha
+        length += 1e-300
+        length *= admitted
+        seen /= length
+        admit += seen
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations. S = L_s/X weights
         # the batch sizes by departures, so the prefill S contains is weighted the same way (sum_k p_k mu(k)
         # Pf(k)/X); with c constant it is c (S/I - delta) + w_p (I = c + m - 1 iterations), and
         # ITL = S/I + (c delta - w_p)/(m - 1) rises with S (with the load).
+        if p.affine and p.all_decode:  # every m >= 2
+            itl = st.service_time / p.iters_n
+            itl += p.itl_offset
+            return admit, itl, st.wait_time + admit
         many = p.m >= 2.0
         if p.affine:
             itl = np.where(many, st.service_time / p.iters_n + p.itl_offset, st.service_time / p.m)
