@@ -220,7 +220,15 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
 
 COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
-QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k (all k up to that many)
+QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k for max batches beyond 64
+EXACT_SLOTS = 33  # up to this max batch every k is summed; from there to 64, EXACT_SLOTS points (at most 2 apart)
+
+
+def quadrature_nodes(n_max) -> np.ndarray:
+    """Points of k at which composition_tables sums log r_k for a model of max batch n_max: every k (0) up to
+    EXACT_SLOTS, EXACT_SLOTS points (h <= 2 slots apart) up to 2 (EXACT_SLOTS - 1), QUADRATURE_NODES beyond."""
+    n_max = np.asarray(n_max, dtype=np.int64)
+    return np.where(n_max <= EXACT_SLOTS, 0, np.where(n_max <= 2 * (EXACT_SLOTS - 1), EXACT_SLOTS, QUADRATURE_NODES))
 
 
 def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
@@ -242,16 +250,19 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
     Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
     TTFT grid points (benchmarks/RESULTS.md)."""
     n_max = np.asarray(n_max, dtype=np.int64)
-    nodes = nodes or QUADRATURE_NODES
-    small = n_max <= nodes  # summed exactly; the others by quadrature (below), each group at once
-    if small.any() and not small.all():
+    # every k summed, or `nodes` points of quadrature (each model by its own max batch; nodes > 0: every k up to
+    # nodes, that many points beyond), each group at once
+    tier = quadrature_nodes(n_max) if nodes == 0 else np.where(n_max <= nodes, 0, nodes)
+    if tier.min() != tier.max():
         out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
-        for rows in (small, ~small):
+        for value in np.unique(tier).tolist():
+            rows = tier == value
             out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
                                            *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
                                            nodes=nodes)
         return out
+    nodes = int(tier[0])
     # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
     alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[None, :] for v in (alpha, c0, gamma, m, var_age))
     rows, width = n_max.shape[0], int(n_max.max()) + 1
@@ -289,7 +300,7 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
     # f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1, 2, 3 and N - 2,
     # N - 1, N; e0, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the (points x
     # utilisations x models) work does not grow with N
-    exact = width - 1 <= nodes
+    exact = nodes == 0
     if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
         e0q, e1q, scale = e0[1:], e1[1:], gamma / t_mf[1:]
         scale[k[1:] > nn] = 0.0
