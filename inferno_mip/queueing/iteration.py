@@ -244,7 +244,8 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
         e0_k = e0_{k-1} + g v (k-1)/T_{k-1},
         e1_k = e1_{k-1} + (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k) - g v (k-1) gamma e1_{k-1}/T_{k-1}^2  (k < N),
         e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2,
-    run one k at a time for all models at once (e1's is linear: e1_k = a_k e1_{k-1} + b_k). The chain whose mu(k)
+    run one k at a time for all models at once (e1's is linear: e1_k = a_k e1_{k-1} + b_k); the sum over k of
+    log r_k takes every k up to EXACT_SLOTS, beyond that the trapezoid rule (quadrature_nodes). The chain whose mu(k)
     is slowed by r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N
     longer; the head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho).
     Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
@@ -306,16 +307,22 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
         scale[k[1:] > nn] = 0.0
         last = n_max - 1
     else:
-        pos = np.concatenate((1.0 + (nn - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * nn, 3.0 + 0.0 * nn, nn - 2.0,
-                              nn - 1.0))  # the nodes, then the slopes' integer points
-        low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :])
+        same = n_max.min() == n_max.max()  # (the usual case: one max batch, so the same k for every model)
+        span = nn[:, :1] if same else nn
+        pos = np.concatenate((1.0 + (span - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * span,
+                              3.0 + 0.0 * span, span - 2.0, span - 1.0))  # the nodes, then the slopes' integer points
+        low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :1 if same else None])
         frac = pos - low
-        low *= rows
-        low += cols  # flat positions
-        up = low + rows
-        def at(a):
-            lo = np.take(a, low)
-            return lo + (np.take(a, up) - lo) * frac
+        if same:  # whole rows of k
+            def at(a):
+                lo = a[low[:, 0]]
+                return lo + (a[low[:, 0] + 1] - lo) * frac
+        else:  # each model its own k: flat positions
+            low *= rows
+            low += cols
+            def at(a):
+                lo = np.take(a, low)
+                return lo + (np.take(a, low + rows) - lo) * frac
         e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
         h = (nn[0] - 1.0) / (nodes - 1)
         last = np.full(rows, nodes - 1)
@@ -334,7 +341,11 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
         ratio = np.prod(r, axis=0)
     else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
         q = nodes
-        ratio = np.prod(r[1:q - 1], axis=0) ** h * (r[0] * r_n) ** (0.5 * h + 0.5)
+        ends = np.sqrt(r[0] * r_n)  # ratio = P^h ends^(h + 1), P the product of the inner points
+        ratio = np.prod(r[1:q - 1], axis=0)
+        ratio *= ends
+        ratio **= h
+        ratio *= ends
         r1, r2, r3, rm2, rm1 = r[0], r[q], r[q + 1], r[q + 2], r[q + 3]
         ratio *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
             ** ((1.0 - h * h) / 24.0)
