@@ -270,9 +270,13 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
     cols = np.arange(rows)
     gv = gamma * var_age
     k = np.arange(width, dtype=np.float64)[:, None]
-    t_mf = alpha + (c0 + gamma * m) * k
-    gvk = gv * k
-    e0, t, tmp = np.zeros((width, rows)), t_mf.copy(), np.empty(rows)
+    t_mf, gvk, e0, t, base, aux, aux2 = _scratch((7, width, rows), slot=1)  # (k, models) arrays, reused memory
+    np.multiply(c0 + gamma * m, k, out=t_mf)
+    t_mf += alpha
+    np.multiply(gv, k, out=gvk)
+    e0[0] = 0.0
+    np.copyto(t, t_mf)
+    tmp = np.empty(rows)
     e0_k, t_k, gvk_k, t_mf_k, g = list(e0), list(t), list(gvk), list(t_mf), gamma[0]  # row views, indexed fast
     for j in range(1, width):
         np.divide(gvk_k[j - 1], t_k[j - 1], out=tmp)
@@ -280,16 +284,23 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
         np.multiply(g, e0_k[j], out=t_k[j])
         np.add(t_k[j], t_mf_k[j], out=t_k[j])
     nn = n_max[None, :].astype(np.float64)
-    base = t * (k / (k + 1.0))  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
+    np.multiply(t, k / (k + 1.0), out=base)  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
     base[:-1] *= e0[1:]
     base[-1] *= e0[-1]
-    base -= t * e0
+    np.multiply(t, e0, out=aux)
+    base -= aux
     base -= gvk
-    base *= m / np.maximum(k, 1.0)
-    base[(k < 1.0) | (k >= nn)] = 0.0
+    np.divide(m, np.maximum(k, 1.0), out=aux)
+    base *= aux
+    if n_max.min() == n_max.max():
+        base[0], base[n_max[0]:] = 0.0, 0.0
+    else:
+        base[(k < 1.0) | (k >= nn)] = 0.0
     base[n_max, cols] = -t[n_max, cols] * m[0] * e0[n_max, cols] / (n_max * n_max).astype(np.float64)
-    decay = gvk[:-1] * gamma  # at k + 1: 1 - g v k gamma/T_k^2, the e1_k term's coefficient
-    decay /= t[:-1] * t[:-1]
+    decay = aux[:-1]  # at k + 1: 1 - g v k gamma/T_k^2, the e1_k term's coefficient
+    np.multiply(gvk[:-1], gamma, out=decay)
+    np.multiply(t[:-1], t[:-1], out=aux2[:-1])
+    decay /= aux2[:-1]
     np.subtract(1.0, decay, out=decay)
     e1 = base  # in place: e1_k = decay_k e1_{k-1} + base_k
     e1_k, decay_k = list(e1), list(decay)
@@ -361,14 +372,17 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
 _POOL = threading.local()
 
 
-def _scratch(shape: tuple) -> np.ndarray:
-    """A float64 array of this shape for use within one composition_tables call: memory reused across calls (in
-    this thread), since touching fresh memory costs more than the arithmetic done in it."""
+def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
+    """A float64 array of this shape for use within one composition_tables call (slot 0 or 1: two at once):
+    memory reused across calls (in this thread), since touching fresh memory costs more than the arithmetic done
+    in it."""
     need = math.prod(shape)
-    buf = getattr(_POOL, "buf", None)
-    if buf is None or buf.shape[0] < need:
-        buf = _POOL.buf = np.empty(need)
-    return buf[:need].reshape(shape)
+    bufs = getattr(_POOL, "bufs", None)
+    if bufs is None:
+        bufs = _POOL.bufs = [np.empty(0), np.empty(0)]
+    if bufs[slot].shape[0] < need:
+        bufs[slot] = np.empty(need)
+    return bufs[slot][:need].reshape(shape)
 
 
 COMPOSITION_CHUNK = 512  # models per composition_tables call (bounds its scratch: points x G x models floats)
