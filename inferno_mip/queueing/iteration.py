@@ -398,9 +398,9 @@ def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.n
         if args is None:
             args = np.array([mdl.comp_args for mdl in models]).T
         cols = args if every else args[:, todo]
-        tables = np.concatenate([composition_tables(*part[:5], part[5].astype(np.int64), *part[6:])
-                                 for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1],
-                                                                  COMPOSITION_CHUNK), axis=1)])
+        tables = np.ascontiguousarray(np.concatenate(  # rows contiguous: composition_delay reads them flat
+            [composition_tables(*part[:5], part[5].astype(np.int64), *part[6:])
+             for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1], COMPOSITION_CHUNK), axis=1)]))
         steps = np.zeros_like(tables)
         np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
         for row, i in enumerate(todo):  # each model keeps its row (a later sizing reuses it)
