@@ -4,8 +4,8 @@ Run from the repository root:  python -m benchmarks.perf_model_speed [--repeats 
 Same workloads as benchmarks/sizing.py (256 random nc = 1 candidates per N, Q = 10 N, binding TTFT/ITL targets),
 sized by `size_models` with each perf model, repeats interleaved; and the candidate table of
 scenarios/inferno-large with --perf-model new vs the default (iteration). Medians of process CPU time.
---out-cv gives the iteration models that output-length CV (e.g. 1: memoryless lengths, where the composition of a
-filling batch is solved per rate); `new` has no CV.
+--out-cv gives the iteration models that output-length CV (e.g. 1: memoryless lengths, where the model adds the
+composition of a filling batch, tabulated per model); `new` has no CV.
 """
 
 from __future__ import annotations

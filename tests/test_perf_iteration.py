@@ -464,16 +464,17 @@ def test_composition_closed_form_against_the_age_balance():
 
 
 def test_composition_tables_of_many_models_at_once():
-    """composition_tables (all models in one set of array operations, sums over k by the trapezoid rule beyond
-    QUADRATURE_NODES) against the recurrences run model by model: within 1 % in the added delay's log up to that
-    many batch slots (the array form runs five fixed-point passes where the recurrence takes each k to its fixed
-    point: 0.5 % at N = 65, where the delay is e^23 times the chain's; 7 % with three passes at N = 33), 10 % at
-    N = 100 and 256 (quadrature; 0.1 and 8 % measured); zero with no age variance."""
-    from inferno_mip.queueing.iteration import COMPOSITION_POINTS, composition_tables
+    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS, beyond by
+    the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12 in the
+    added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3 for the
+    trapezoid (2.5e-4 to 1.6e-3 measured at N = 48, 64, 66, 100, 128, 256, where the delay is up to e^99 times the
+    chain's); zero with no age variance."""
+    from inferno_mip.queueing.iteration import COMPOSITION_POINTS, EXACT_SLOTS, composition_tables, quadrature_nodes
 
     alpha, c0, gamma, m = 16.32, 0.421 + 0.01315625 * 128, 0.01315625, 1024.0
     var_age = decode_cost_variance(1.0, 128.0, m, 0.0, math.sqrt(1.0 - 1.0 / m))
-    batches = np.array([1, 2, 8, 33, 65, 100, 256])
+    batches = np.array([1, 2, 8, 33, 48, 64, 65, 66, 100, 128, 256])
+    assert quadrature_nodes(batches).tolist() == [0, 0, 0, 0, EXACT_SLOTS, EXACT_SLOTS, 65, 65, 65, 65, 65]
     e_s, scv_i, slope = 400.0, 1.2, 0.1
     one = np.ones(batches.size)
     got = composition_tables(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
@@ -483,12 +484,49 @@ def test_composition_tables_of_many_models_at_once():
         r = np.array([_composition_by_recurrence(alpha, c0, gamma, m, var_age, batch, x / e_s) for x in rho])
         ratio = np.prod(r[:, 1:], axis=1) * r[:, -1]
         want = (1.0 - rho) * 0.5 * (1.0 + scv_i) * np.maximum(ratio - 1.0, 0.0)
-        tol = 0.01 if batch <= 65 else 0.1
-        assert np.allclose(np.log1p(row), np.log1p(want), atol=tol, rtol=0.0)
+        tol = 1e-12 if batch <= EXACT_SLOTS or batch == 65 else 5e-3
+        assert np.allclose(np.log1p(row), np.log1p(want), atol=tol, rtol=0.0), batch
     assert got[0].max() == 0.0  # one slot: a full batch is one request, no composition
     none = composition_tables(alpha * one, c0 * one, gamma * one, m * one, 0.0 * one, batches, e_s * one,
                               scv_i * one, slope * one)
     assert not none.any()
+
+
+def test_composition_tables_quadrature_against_every_k_summed():
+    """The trapezoid rule with its end-slope term (33 points for N = 34-64, 65 beyond) against every k summed, on
+    models whose term varies with the utilisation (clipped composition at high load): within 5e-3 in log up to
+    N = 64, 2e-2 at N = 100 and 256 (3.3e-3 and 1.2e-2 measured on 256 random sizing workloads)."""
+    from inferno_mip.queueing.iteration import composition_tables
+
+    rng = np.random.default_rng(3)
+    for batch, tol in ((48, 5e-3), (64, 5e-3), (100, 2e-2), (256, 2e-2)):
+        models = [make_perf_model("iteration", dict(alpha=float(rng.uniform(4, 20)), beta=float(rng.uniform(0.01, 0.08)),
+                                                    gamma=float(rng.uniform(1e-4, 1e-3))),
+                                  in_tokens=float(rng.integers(64, 1024)), out_tokens=float(rng.integers(64, 1024)),
+                                  max_batch=batch, max_queue=10 * batch, out_tokens_cv=1.0).service for _ in range(24)]
+        cols = np.array([mdl.comp_args for mdl in models]).T
+        args = (*cols[:5], cols[5].astype(np.int64), *cols[6:])
+        got, every = composition_tables(*args), composition_tables(*args, nodes=100_000)
+        assert (every > 0.0).sum(axis=1).max() > 1  # the term reaches beyond light traffic
+        assert np.allclose(np.log1p(got), np.log1p(every), atol=tol, rtol=0.0), batch
+
+
+def test_one_model_in_stacked_form_takes_the_max_batch_path():
+    """A model sized alone is evaluated in stacked form (RowSet, arrays of one row); its rows sit at its max batch,
+    so queue_factor uses the precomputed terms, as for the model itself, with the same values."""
+    from inferno_mip.queueing.iteration import at_max_batch
+    from inferno_mip.queueing.rows import RowSet
+
+    pm = make_perf_model("iteration", dict(alpha=8.0, beta=0.05, gamma=5e-4), in_tokens=300, out_tokens=200,
+                         max_batch=16, max_queue=160, out_tokens_cv=0.5)
+    rs = RowSet([pm], [0, 0, 0], [16, 16, 16], [160, 160, 160])
+    n = np.full(3, 16)
+    assert at_max_batch(rs.params, n) and at_max_batch(pm.service, 16)
+    stats = pm.chain.solve(np.array([0.2, 0.5, 0.8]) * pm.max_rate / 1000.0)
+    stacked = queue_factor(rs.params, n, stats)
+    np.testing.assert_array_equal(stacked, queue_factor(pm.service, 16, stats))
+    below = RowSet([pm], [0, 0], [8, 16], [160, 160])
+    assert not at_max_batch(below.params, np.array([8, 16]))
 
 
 def test_composition_term_is_the_same_stacked_and_alone():

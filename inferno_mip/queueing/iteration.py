@@ -32,7 +32,7 @@ context tokens read), same birth-death chain, four corrections measured against 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -110,16 +110,31 @@ def decode_cost_variance(gamma, n, m, in_cv=0.0, out_cv=0.0) -> float:
     return gamma * gamma * (max(ej2 - ej * ej, 0.0) + (n * in_cv) ** 2)
 
 
+SHARE_TERMS = ("ew", "ew2", "ewi", "ei", "ei2")  # work_moments, per model
+
+
 def share_moments(p, batch) -> tuple[np.ndarray, np.ndarray]:
     """(E[s], E[s^2]) of a request's share of a full batch's time, s = I alpha/N + W (N = batch; p: the model's
-    ew, ew2, ewi, ei, ei2 of work_moments and alpha)."""
+    ew, ew2, ewi, ei, ei2 of work_moments and alpha; stacked rows carry them as one table, p.share_terms)."""
+    terms = getattr(p, "share_terms", None)
+    if terms is None:
+        ew, ew2, ewi, ei, ei2 = (getattr(p, name) for name in SHARE_TERMS)
+    else:  # (models, 5), or its rows (a lazy row view)
+        ew, ew2, ewi, ei, ei2 = (terms.table[terms.idx] if hasattr(terms, "idx") else terms).T
     u = p.alpha / np.asarray(batch, dtype=np.float64)
-    return p.ew + u * p.ei, p.ew2 + u * (2.0 * p.ewi + u * p.ei2)
+    return ew + u * ei, ew2 + u * (2.0 * ewi + u * ei2)
 
 
 def cosmetatos_slope(c):
     """(c - 1)(sqrt(4 + 5c) - 2)/(32 c): Cosmetatos' M/D/c delay over M/M/c's is 1/2 + slope (1 - rho)/rho."""
     return (c - 1.0) * (np.sqrt(4.0 + 5.0 * c) - 2.0) / (32.0 * c)
+
+
+def at_max_batch(p, batch) -> bool:
+    """Whether every row is at its model's max batch: stacked rows carry the answer (p.at_max_batch, set by
+    RowSet), a model or other parameters compare."""
+    known = getattr(p, "at_max_batch", None)
+    return bool(np.all(batch == p.max_batch)) if known is None else known
 
 
 def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
@@ -132,11 +147,11 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
     for long-tailed lengths); at light load N requests run side by side and a slot frees after a residence
     of I iterations, so that of I counts. c_s^2 >= 1: Allen-Cunneen, (1 + c_s^2)/2. c_s^2 < 1: between M/M/c
     (c_s^2 = 1) and M/D/c by Cosmetatos' ratio at utilisation rho (capped at 1: a deterministic service does
-    not queue longer). p: the model's scalars; at batch = its max_batch the precomputed scv_s, e_s and slope
-    are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
+    not queue longer). p: the model's scalars (or stacked rows); where every row is at its max_batch the
+    precomputed scv_s, e_s and slope are used. Chosen among weightings by P(full), sqrt P(full), rho and 1 against the simulator grid
     (benchmarks/RESULTS.md).
     """
-    if np.array_equal(batch, p.max_batch):
+    if at_max_batch(p, batch):  # (row_adjust's test: a model alone in stacked form takes this path too)
         scv_s, es, slope = p.scv_s, p.e_s, p.slope
         high, low = getattr(p, "scv_high", False), getattr(p, "scv_low", False)  # both c_s^2 >= 1 (< 1) in all rows
     else:  # rows of an all-batch-sizes curve
@@ -205,11 +220,18 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
 
 COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
-QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k (all k up to that many)
-_QUADRATURE = np.linspace(0.0, 1.0, QUADRATURE_NODES)
+QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k for max batches beyond 64
+EXACT_SLOTS = 33  # up to this max batch every k is summed; from there to 64, EXACT_SLOTS points (at most 2 apart)
 
 
-def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, passes: int = 5) -> np.ndarray:
+def quadrature_nodes(n_max) -> np.ndarray:
+    """Points of k at which composition_tables sums log r_k for a model of max batch n_max: every k (0) up to
+    EXACT_SLOTS, EXACT_SLOTS points (h <= 2 slots apart) up to 2 (EXACT_SLOTS - 1), QUADRATURE_NODES beyond."""
+    n_max = np.asarray(n_max, dtype=np.int64)
+    return np.where(n_max <= EXACT_SLOTS, 0, np.where(n_max <= 2 * (EXACT_SLOTS - 1), EXACT_SLOTS, QUADRATURE_NODES))
+
+
+def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
     at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
 
@@ -222,117 +244,188 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, p
         e0_k = e0_{k-1} + g v (k-1)/T_{k-1},
         e1_k = e1_{k-1} + (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k) - g v (k-1) gamma e1_{k-1}/T_{k-1}^2  (k < N),
         e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2,
-    each solved by `passes` fixed-point passes (T depends on e0, e1 on itself). The chain whose mu(k) is slowed by
-    r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N longer; the
-    head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho). Against the
-    balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same TTFT grid
-    points (benchmarks/RESULTS.md)."""
+    run one k at a time for all models at once (e1's is linear: e1_k = a_k e1_{k-1} + b_k); the sum over k of
+    log r_k takes every k up to EXACT_SLOTS, beyond that the trapezoid rule (quadrature_nodes). The chain whose mu(k)
+    is slowed by r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N
+    longer; the head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho).
+    Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
+    TTFT grid points (benchmarks/RESULTS.md)."""
     n_max = np.asarray(n_max, dtype=np.int64)
-    small = n_max <= QUADRATURE_NODES  # summed exactly; the others by quadrature (below), each group at once
-    if small.any() and not small.all():
+    # every k summed, or `nodes` points of quadrature (each model by its own max batch; nodes > 0: every k up to
+    # nodes, that many points beyond), each group at once
+    tier = quadrature_nodes(n_max) if nodes == 0 else np.where(n_max <= nodes, 0, nodes)
+    if tier.min() != tier.max():
         out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
-        for rows in (small, ~small):
+        for value in np.unique(tier).tolist():
+            rows = tier == value
             out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
                                            *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
-                                           passes=passes)
+                                           nodes=nodes)
         return out
-    alpha, c0, gamma, m, var_age, e_s, scv_i, slope = (np.asarray(v, dtype=np.float64)[:, None] for v in
-                                                        (alpha, c0, gamma, m, var_age, e_s, scv_i, slope))
+    nodes = int(tier[0])
+    # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
+    alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[None, :] for v in (alpha, c0, gamma, m, var_age))
     rows, width = n_max.shape[0], int(n_max.max()) + 1
+    cols = np.arange(rows)
     gv = gamma * var_age
-    k = np.arange(width, dtype=np.float64)[None, :]
-    t_mf = alpha + (c0 + gamma * m) * k
-    step, t = np.zeros((rows, width)), t_mf
-    for _ in range(passes):
-        np.divide(gv * k[:, :-1], t[:, :-1], out=step[:, 1:])
-        e0 = np.cumsum(step, axis=1)
-        t = t_mf + gamma * e0
-    nn = n_max[:, None].astype(np.float64)
-    inner = (k >= 1.0) & (k < nn)
-    nxt = np.empty_like(e0)
-    nxt[:, :-1], nxt[:, -1] = e0[:, 1:], e0[:, -1]
-    kk = np.maximum(k, 1.0)
-    base = np.where(inner, (m / kk) * (t * k / (k + 1.0) * nxt - t * e0 - gv * k), 0.0)
-    at_n = np.arange(rows), n_max
-    base[at_n] = -t[at_n] * m[:, 0] * e0[at_n] / (n_max * n_max).astype(np.float64)
-    e1 = np.cumsum(base, axis=1)
-    prev = np.zeros_like(t)
-    prev[:, 1:] = -gv * gamma * k[:, :-1] / (t[:, :-1] * t[:, :-1])  # at k: the e1_{k-1} term's coefficient
-    prev[:, 1] = 0.0
-    for _ in range(passes - 1):
-        step[:, 0] = 0.0
-        np.multiply(prev[:, 1:], e1[:, :-1], out=step[:, 1:])
-        step += base
-        e1 = np.cumsum(step, axis=1)
+    k = np.arange(width, dtype=np.float64)[:, None]
+    t_mf, gvk, e0, t, base, aux, aux2 = _scratch((7, width, rows), slot=1)  # (k, models) arrays, reused memory
+    np.multiply(c0 + gamma * m, k, out=t_mf)
+    t_mf += alpha
+    np.multiply(gv, k, out=gvk)
+    e0[0] = 0.0
+    np.copyto(t, t_mf)
+    tmp = np.empty(rows)
+    e0_k, t_k, gvk_k, t_mf_k, g = list(e0), list(t), list(gvk), list(t_mf), gamma[0]  # row views, indexed fast
+    for j in range(1, width):
+        np.divide(gvk_k[j - 1], t_k[j - 1], out=tmp)
+        np.add(e0_k[j - 1], tmp, out=e0_k[j])
+        np.multiply(g, e0_k[j], out=t_k[j])
+        np.add(t_k[j], t_mf_k[j], out=t_k[j])
+    nn = n_max[None, :].astype(np.float64)
+    np.multiply(t, k / (k + 1.0), out=base)  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
+    base[:-1] *= e0[1:]
+    base[-1] *= e0[-1]
+    np.multiply(t, e0, out=aux)
+    base -= aux
+    base -= gvk
+    np.divide(m, np.maximum(k, 1.0), out=aux)
+    base *= aux
+    if n_max.min() == n_max.max():
+        base[0], base[n_max[0]:] = 0.0, 0.0
+    else:
+        base[(k < 1.0) | (k >= nn)] = 0.0
+    base[n_max, cols] = -t[n_max, cols] * m[0] * e0[n_max, cols] / (n_max * n_max).astype(np.float64)
+    decay = aux[:-1]  # at k + 1: 1 - g v k gamma/T_k^2, the e1_k term's coefficient
+    np.multiply(gvk[:-1], gamma, out=decay)
+    np.multiply(t[:-1], t[:-1], out=aux2[:-1])
+    decay /= aux2[:-1]
+    np.subtract(1.0, decay, out=decay)
+    e1 = base  # in place: e1_k = decay_k e1_{k-1} + base_k
+    e1_k, decay_k = list(e1), list(decay)
+    for j in range(2, width):
+        np.multiply(e1_k[j - 1], decay_k[j - 1], out=tmp)
+        np.add(e1_k[j], tmp, out=e1_k[j])
     # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
-    # k in [1, N] plus half the end points (Euler-Maclaurin; e0, e1 and T_mf are smooth in k, interpolated
-    # linearly between integers), so that the (models x utilisations x points) work does not grow with N
-    exact = width - 1 <= QUADRATURE_NODES
-    if exact:
-        pos = np.broadcast_to(k[:, 1:], (rows, width - 1))
-        e0q, e1q, tq = e0[:, 1:], e1[:, 1:], t_mf[:, 1:]
-        weights = (pos <= nn).astype(np.float64)
+    # k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f = trapezoid_h + (f(1) +
+    # f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1, 2, 3 and N - 2,
+    # N - 1, N; e0, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the (points x
+    # utilisations x models) work does not grow with N
+    exact = nodes == 0
+    if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
+        e0q, e1q, scale = e0[1:], e1[1:], gamma / t_mf[1:]
+        scale[k[1:] > nn] = 0.0
         last = n_max - 1
     else:
-        pos = 1.0 + (nn - 1.0) * _QUADRATURE[None, :]
-        low = np.clip(pos.astype(np.int64), 1, (n_max - 1)[:, None])
+        same = n_max.min() == n_max.max()  # (the usual case: one max batch, so the same k for every model)
+        span = nn[:, :1] if same else nn
+        pos = np.concatenate((1.0 + (span - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * span,
+                              3.0 + 0.0 * span, span - 2.0, span - 1.0))  # the nodes, then the slopes' integer points
+        low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :1 if same else None])
         frac = pos - low
-        def at(a):
-            lo = np.take_along_axis(a, low, axis=1)
-            return lo + (np.take_along_axis(a, np.minimum(low + 1, width - 1), axis=1) - lo) * frac
-        e0q, e1q, tq = at(e0), at(e1), alpha + (c0 + gamma * m) * pos
-        h = (nn - 1.0) / (QUADRATURE_NODES - 1)
-        weights = np.broadcast_to(h, (rows, QUADRATURE_NODES)).copy()
-        weights[:, 0] = weights[:, -1] = 0.5 * h[:, 0] + 0.5
-        last = np.full(rows, QUADRATURE_NODES - 1)
-    rho = _COMPOSITION_RHO[None, :, None]
-    r = (rho / e_s[:, :, None]) * e1q[:, None, :]  # (M, G, points): r_k - 1 = gamma max(e0 + lambda e1, 0)/T_mf
-    r += e0q[:, None, :]
-    np.maximum(r, 0.0, out=r)
-    r *= (gamma / tq)[:, None, :]
-    r_n = 1.0 + r[np.arange(rows), :, last]  # at k = N
-    if exact:  # prod_k r_k (k > N: r = 1)
-        r *= weights[:, None, :]
-        r += 1.0
-        ratio = np.prod(r, axis=2) * r_n
+        if same:  # whole rows of k
+            def at(a):
+                lo = a[low[:, 0]]
+                return lo + (a[low[:, 0] + 1] - lo) * frac
+        else:  # each model its own k: flat positions
+            low *= rows
+            low += cols
+            def at(a):
+                lo = np.take(a, low)
+                return lo + (np.take(a, low + rows) - lo) * frac
+        e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
+        h = (nn[0] - 1.0) / (nodes - 1)
+        last = np.full(rows, nodes - 1)
+    # r_k = max(a_k + rho b_k, 1), a = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]), as
+    # (points, utilisations, models): the product over k runs along axis 0, which numpy does row by row
+    e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in (e_s, scv_i, slope))
+    a = e0q * scale
+    a += 1.0
+    b = e1q * scale
+    b /= e_s
+    r = np.multiply(_COMPOSITION_RHO[None, :, None], b[:, None, :], out=_scratch((b.shape[0], COMPOSITION_POINTS, rows)))
+    r += a[:, None, :]
+    np.maximum(r, 1.0, out=r)
+    r_n = r[last, :, cols].T  # at k = N: (G, models)
+    if exact:  # prod_k r_k
+        ratio = np.prod(r, axis=0)
     else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
-        r += 1.0
-        ends = weights[:, 0][:, None]
-        ratio = np.prod(r[:, :, 1:-1], axis=2) ** h * (r[:, :, 0] * r_n) ** ends * r_n
-    rho = rho[:, :, 0]
+        q = nodes
+        ends = np.sqrt(r[0] * r_n)  # ratio = P^h ends^(h + 1), P the product of the inner points
+        ratio = np.prod(r[1:q - 1], axis=0)
+        ratio *= ends
+        ratio **= h
+        ratio *= ends
+        r1, r2, r3, rm2, rm1 = r[0], r[q], r[q + 1], r[q + 2], r[q + 3]
+        ratio *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
+            ** ((1.0 - h * h) / 24.0)
+    ratio *= r_n
+    rho = _COMPOSITION_RHO[:, None]
     light = variability_factor(np.maximum(scv_i, 0.0), mdc_ratio(slope, rho))  # queue_factor at the residence's c_s^2
-    return (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)
+    ratio -= 1.0
+    np.maximum(ratio, 0.0, out=ratio)
+    ratio *= (1.0 - rho) * light
+    return ratio.T
 
 
-def set_composition_tables(models) -> None:
-    """composition_tables of the models that have none yet, computed together (one set of array operations)."""
-    todo = [mdl for mdl in models if mdl.comp_on and mdl._comp_table is None]
-    if not todo:
-        return
-    cols = np.array([(mdl.alpha, mdl.beta + mdl.gamma * mdl.n, mdl.gamma, mdl.m, mdl.var_age, mdl.max_batch,
-                      mdl.e_s, mdl.scv_i, mdl.slope) for mdl in todo]).T
-    tables = composition_tables(*cols[:5], cols[5].astype(np.int64), *cols[6:])
-    for mdl, table in zip(todo, tables):
-        mdl._comp_table = table
+_POOL = threading.local()
+
+
+def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
+    """A float64 array of this shape for use within one composition_tables call (slot 0 or 1: two at once):
+    memory reused across calls (in this thread), since touching fresh memory costs more than the arithmetic done
+    in it."""
+    need = math.prod(shape)
+    bufs = getattr(_POOL, "bufs", None)
+    if bufs is None:
+        bufs = _POOL.bufs = [np.empty(0), np.empty(0)]
+    if bufs[slot].shape[0] < need:
+        bufs[slot] = np.empty(need)
+    return bufs[slot][:need].reshape(shape)
+
+
+COMPOSITION_CHUNK = 512  # models per composition_tables call (bounds its scratch: points x G x models floats)
+
+
+def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """composition_tables of the models that have none yet, computed together (one set of array operations), and
+    the steps between their points; returns both stacked over all the models (zeros where the term is off).
+    args: the models' comp_args as columns (9, M), if at hand."""
+    todo = [i for i, mdl in enumerate(models) if mdl.comp_on and mdl._comp_src is None]
+    if todo:
+        every = len(todo) == len(models)
+        if args is None:
+            args = np.array([mdl.comp_args for mdl in models]).T
+        cols = args if every else args[:, todo]
+        tables = np.ascontiguousarray(np.concatenate(  # rows contiguous: composition_delay reads them flat
+            [composition_tables(*part[:5], part[5].astype(np.int64), *part[6:])
+             for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1], COMPOSITION_CHUNK), axis=1)]))
+        steps = np.zeros_like(tables)
+        np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
+        for row, i in enumerate(todo):  # each model keeps its row (a later sizing reuses it)
+            models[i]._comp_src = tables, steps, row
+        if every:
+            return tables, steps
+    return np.array([mdl.comp_table for mdl in models]), np.array([mdl.comp_step for mdl in models])
 
 
 def composition_delay(p, st: ChainStats) -> np.ndarray:
     """Term added to queue_factor for the composition of a filling batch (output CV > 0), at the model's max batch:
-    composition_tables interpolated linearly in rho = lambda E[s]."""
+    composition_tables interpolated linearly in rho = lambda E[s] (p.comp_step: the steps between its points)."""
     pos = st.lam * p.e_s
     np.minimum(pos, 1.0, out=pos)
     pos *= COMPOSITION_POINTS - 1
     j = pos.astype(np.int64)
     np.minimum(j, COMPOSITION_POINTS - 2, out=j)
     pos -= j  # the weight of the upper point
-    table = p.comp_table
+    table, step = p.comp_table, p.comp_step
     if hasattr(table, "idx"):  # stacked rows: the flat position of each row's point j
-        flat, j = table.table.ravel(), j + table.idx * COMPOSITION_POINTS
-    else:  # one model: its table, (G,) or stacked alone (1, G)
-        flat = table.ravel()
-    low = flat[j]
-    return low + (flat[j + 1] - low) * pos
+        j += table.idx * COMPOSITION_POINTS
+        table, step = table.table, step.table
+    pos *= step.ravel()[j]
+    pos += table.ravel()[j]
+    return pos
 
 
 class IterationModel(ServiceModel):
@@ -353,72 +446,125 @@ class IterationModel(ServiceModel):
         a, b, g = params["alpha"], params["beta"], params["gamma"]
         self.alpha, self.beta, self.gamma, self.max_num_tokens = a, b, g, max_num_tokens
         self.in_cv, self.out_cv = in_cv, out_cv
-        self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=False)  # B = 0..N
-        c = self.nc.astype(np.float64)
+        self.nc = chunk_counts(n, m, max_num_tokens, max_batch, float32=False)  # B = 0..N (non-decreasing)
+        self.affine = bool(self.nc[0] == self.nc[-1])
+        c1 = float(self.nc[-1])
+        c = c1 if self.affine else self.nc.astype(np.float64)  # without chunking: scalars, the same values
         iters = c + m - 1.0  # iterations a request is resident
         self.w_p, self.w_tot, w_p2 = request_work(b, g, n, m, c, in_cv, out_cv)
         self.delta = self.w_tot / iters
         bs = np.arange(max_batch + 1, dtype=np.float64)
-        self.prefill_table = c * np.maximum(0.0, a + (bs - 1) * self.delta) + self.w_p
-        # an arrival that finds k < N in service prefills in a batch of k + 1 (a queued one: N)
-        self.admit_table = self.prefill_table[np.minimum(bs + 1, max_batch).astype(np.int64)]
+        self._tables = None  # prefill_table, admit_table: built on first use (only chunked prefills read them)
+        wp1, wt1, d1 = (float(v) if self.affine else float(v[-1]) for v in (self.w_p, self.w_tot, self.delta))
         # boundary residual T(k)/2 = (alpha + k delta)/2, delta taken at N (it varies only with chunking)
-        self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * float(self.delta[-1])
-        self.var_term = 0.5 * float(w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an iteration vary its length
-        # and so do the requests' contexts: with k decoding, Var T = k Var(cost); an arrival at a random time
-        # finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)), and its prefill
-        # iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k) per chunk
+        self.half_alpha, self.half_delta_n = 0.5 * a, 0.5 * d1
+        self.var_term = 0.5 * float(w_p2 if self.affine else w_p2[-1])  # lambda E[w_p^2]/2: prefills joining an
+        # iteration vary its length, and so do the requests' contexts: with k decoding, Var T = k Var(cost); an
+        # arrival at a random time finds a length-biased iteration, E[T^2]/(2 E[T]) = T(k)/2 + k Var(cost)/(2 T(k)),
+        # and its prefill iteration (the next one: the same requests, one token older) is longer by k Var(cost)/T(k)
+        # per chunk
         var_cost = decode_cost_variance(g, n, m, in_cv, out_cv)
-        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, float(c[-1]) * var_cost
-        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, float(c[-1]), in_cv, out_cv)
+        self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, c1 * var_cost
+        self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, c1, in_cv, out_cv)
         u = a / max_batch  # queue_factor's terms at N (share_moments, cosmetatos_slope)
         self.e_s, es2 = self.ew + u * self.ei, self.ew2 + u * (2.0 * self.ewi + u * self.ei2)
         self.scv_s, self.scv_i = es2 / (self.e_s * self.e_s) - 1.0, self.ei2 / (self.ei * self.ei) - 1.0
         self.slope = (max_batch - 1.0) * (math.sqrt(4.0 + 5.0 * max_batch) - 2.0) / (32.0 * max_batch)
         self.scv_high = self.scv_s >= 1.0 and self.scv_i >= 1.0
         self.scv_low = self.scv_s < 1.0 and self.scv_i < 1.0
-        theta = work_timing(b, g, n, m, float(c[-1]), float(self.w_p[-1]), float(self.w_tot[-1]))
+        theta = work_timing(b, g, n, m, c1, wp1, wt1)
         self.spread_k = max(1.0 - out_cv * out_cv, 0.0) * (theta - 1.0)  # occupancy_spread_factor
         self.spread_on, self.spread_kw = self.spread_k != 0.0, -self.spread_k * self.ew
-        self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv)  # composition_delay
+        # composition_delay (no age variance without output-length spread)
+        self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
-        self._comp_table = None if self.comp_on else np.zeros(COMPOSITION_POINTS)
-        self.affine = bool(self.nc.min() == self.nc.max())
-        c1, d1 = float(c[-1]), float(self.delta[-1])
-        self.pf_base, self.pf_slope = c1 * (a - d1) + float(self.w_p[-1]), c1 * d1  # prefill(B), B >= 1
+        self.single_slot, self.all_decode = max_batch <= 1, m >= 2.0
+        self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope)
+        self._comp_src = None  # (tables, steps, row) once set_composition_tables has run
+        self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
-        self.itl_offset = (c1 * d1 - float(self.w_p[-1])) / (m - 1.0) if m >= 2.0 else 0.0
+        self.itl_offset = (c1 * d1 - wp1) / (m - 1.0) if m >= 2.0 else 0.0
         self._set_tau((iters * a + bs * self.w_tot)[1:])
-        self.scalar_values = tuple(float(getattr(self, name)) for name in self.SCALARS + self.AFFINE_SCALARS)
+        # one array per model: stack() joins many of them far faster than tuples
+        self.scalar_values = np.array(tuple(getattr(self, name) for name in self.SCALARS + self.AFFINE_SCALARS) +
+                                      self.comp_args, dtype=np.float64)
+
+    def _prefill_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tables is None:
+            c, bs = self.nc.astype(np.float64), np.arange(self.max_batch + 1, dtype=np.float64)
+            prefill = c * np.maximum(0.0, self.alpha + (bs - 1) * self.delta) + self.w_p
+            # an arrival that finds k < N in service prefills in a batch of k + 1 (a queued one: N)
+            self._tables = prefill, prefill[np.minimum(bs + 1, self.max_batch).astype(np.int64)]
+        return self._tables
+
+    @property
+    def prefill_table(self) -> np.ndarray:
+        """Mean-field prefill (ms) at batch B = 0..N."""
+        return self._prefill_tables()[0]
+
+    @property
+    def admit_table(self) -> np.ndarray:
+        """Prefill (ms) of an arrival that finds B = 0..N-1 in service (batch min(B + 1, N)), then N."""
+        return self._prefill_tables()[1]
 
     @property
     def comp_table(self) -> np.ndarray:
         """composition_tables of this model (computed on first use; stack() computes many at once)."""
-        if self._comp_table is None:
+        return self._composition(0)
+
+    @property
+    def comp_step(self) -> np.ndarray:
+        """comp_table's steps between consecutive points (0 after the last)."""
+        return self._composition(1)
+
+    def _composition(self, which: int) -> np.ndarray:
+        if not self.comp_on:
+            return np.zeros(COMPOSITION_POINTS)
+        if self._comp_src is None:
             set_composition_tables([self])
-        return self._comp_table
+        src = self._comp_src
+        return src[which][src[2]]
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
         """Wait = the chain's queueing delay scaled for service variability + the mean iteration-boundary wait."""
         # Every admitted arrival that finds k >= 1 in the system waits for the running iteration to end (a queued
         # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
-        lost = st.blocking
-        below = np.where(n > 1, np.maximum(1.0 - st.p_head[:, 0] - st.p_block, 0.0), 0.0)  # 0 < k < N: exact 0 at N = 1
-        busy = below + np.maximum(st.p_block - lost, 0.0)  # admitted arrivals that find k >= 1
-        in_service = np.maximum(st.num_in_service - n * lost, 0.0)  # sum_k min(k, N) p_k over admitted arrivals
-        spread = p.half_var_cost * in_service / (p.alpha + 2.0 * p.half_delta_n * in_service + 1e-300)
-        boundary = (busy * (p.half_alpha + st.lam * p.var_term) + p.half_delta_n * in_service + spread) / \
-            np.maximum(1.0 - lost, 1e-300)
+        # (in place where a temporary is ours: this runs for every evaluated rate)
+        lost, p_block = st.blocking, st.p_block
+        below = 1.0 - st.p_head[:, 0]  # 0 < k < N
+        below -= p_block
+        np.maximum(below, 0.0, out=below)
+        full = at_max_batch(p, n)
+        if p.single_slot if full else np.any(n <= 1):  # exact 0 at N = 1
+            below = np.where(n > 1, below, 0.0)
+        busy = p_block - lost  # admitted arrivals that find k >= 1
+        np.maximum(busy, 0.0, out=busy)
+        busy += below
+        in_service = st.num_in_service - n * lost  # sum_k min(k, N) p_k over admitted arrivals
+        np.maximum(in_service, 0.0, out=in_service)
+        spread = 2.0 * p.half_delta_n * in_service
+        spread += p.alpha
+        spread += 1e-300
+        np.divide(p.half_var_cost * in_service, spread, out=spread)
+        boundary = st.lam * p.var_term
+        boundary += p.half_alpha
+        boundary *= busy
+        boundary += p.half_delta_n * in_service
+        boundary += spread
+        boundary /= np.maximum(1.0 - lost, 1e-300)
         factor = queue_factor(p, n, st)
-        if p.comp_on and np.all(n == p.max_batch):  # some output CV > 0 (stacked rows: any of them)
+        if p.comp_on and full:  # some output CV > 0 (stacked rows: any of them)
             factor = factor + composition_delay(p, st)
         if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
             factor = factor * occupancy_spread_factor(p, st)
-        wait = st.wait_time * factor + boundary
+        wait = st.wait_time * factor
+        wait += boundary
         waiting = st.throughput * wait
-        return replace(st, wait_time=wait, resp_time=st.service_time + wait, num_waiting=waiting,
-                       num_in_system=st.num_in_service + waiting)
+        return ChainStats(lam=st.lam, p_head=st.p_head, p_block=p_block, blocking=lost,
+                          num_in_system=st.num_in_service + waiting, num_in_service=st.num_in_service,
+                          num_waiting=waiting, throughput=st.throughput, resp_time=st.service_time + wait,
+                          service_time=st.service_time, wait_time=wait)
 
     AFFINE_SCALARS = ("pf_base", "pf_slope", "iters_n", "itl_offset")
 
@@ -429,28 +575,39 @@ class IterationModel(ServiceModel):
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
                "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models),
-               "comp_on": any(m.comp_on for m in models)}
+               "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models),
+               "all_decode": all(m.all_decode for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
+        comp_args, columns = columns[len(names):], columns[:len(names)]
+        share = [names.index(name) for name in SHARE_TERMS]  # read only below the max batch: a lazy row table
+        kept = [i for i in range(len(names)) if i not in share]
+        names, out["share_terms"] = tuple(names[i] for i in kept), columns[share].T.copy()
+        columns = columns[kept]
         out.update(zip(names, columns), scalar_names=names, scalar_matrix=columns)  # gather takes them at once
         if not affine:
             for name in cls.TABLES:
                 out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
         if out["comp_on"]:
-            set_composition_tables(models)
-            out["comp_table"] = np.array([mdl.comp_table for mdl in models])
+            out["comp_table"], out["comp_step"] = set_composition_tables(models, comp_args)
         return SimpleNamespace(**out)
 
     @staticmethod
     def row_latencies(p, st, n):
         lost = st.blocking
+        admitted = np.maximum(1.0 - lost, 1e-300)
         if p.affine:  # prefill(B) = pf_base + pf_slope B for B >= 1
             # E[min(k + 1, N)] over admitted arrivals = L_s + 1 - P(k >= N) - N p_K
-            admit = p.pf_base + p.pf_slope * (st.num_in_service + 1.0 - st.p_block - n * lost) / np.maximum(1.0 - lost, 1e-300)
+            admit = st.num_in_service + 1.0
+            admit -= st.p_block
+            admit -= n * lost
+            admit *= p.pf_slope
+            admit /= admitted
+            admit += p.pf_base
         else:
             head = _head_dot(st.p_head, p.admit_table)  # sum_{k<N} p_k Pf(min(k + 1, N))
             pf_n = _at(p.prefill_table, n)
-            admit = (head + (st.p_block - lost) * pf_n) / np.maximum(1.0 - lost, 1e-300)  # per admitted request
+            admit = (head + (st.p_block - lost) * pf_n) / admitted  # per admitted request
             # departure-weighted prefill: p_k mu(k) = lam p_{k-1} below N (detailed balance), mu(N) P(k >= N) = X -
             # lam sum_{k <= N-2} p_k
             last = np.broadcast_to(np.asarray(n, dtype=np.int64) - 1, st.p_block.shape)
@@ -459,13 +616,23 @@ class IterationModel(ServiceModel):
             pf_dep = (st.lam * (head - p_last * pf_n) + np.maximum(st.throughput - st.lam * below, 0.0) * pf_n) / \
                 np.maximum(st.throughput, 1e-300)
         # arrivals admitted at once (k < N) see the batch at a random time: its contexts are length-biased
-        seen = np.maximum(st.num_in_service - n * st.p_block, 0.0)
-        admit = admit + p.chunk_var_cost * seen / ((p.alpha + 2.0 * p.half_delta_n * st.num_in_service + 1e-300)
-                                                   * np.maximum(1.0 - lost, 1e-300))
+        seen = st.num_in_service - n * st.p_block
+        np.maximum(seen, 0.0, out=seen)
+        seen *= p.chunk_var_cost
+        length = 2.0 * p.half_delta_n * st.num_in_service
+        length += p.alpha
+        length += 1e-300
+        length *= admitted
+        seen /= length
+        admit += seen
         # ITL: the decode share of the mean service time S over the m - 1 decode iterations. S = L_s/X weights
         # the batch sizes by departures, so the prefill S contains is weighted the same way (sum_k p_k mu(k)
         # Pf(k)/X); with c constant it is c (S/I - delta) + w_p (I = c + m - 1 iterations), and
         # ITL = S/I + (c delta - w_p)/(m - 1) rises with S (with the load).
+        if p.affine and p.all_decode:  # every m >= 2
+            itl = st.service_time / p.iters_n
+            itl += p.itl_offset
+            return admit, itl, st.wait_time + admit
         many = p.m >= 2.0
         if p.affine:
             itl = np.where(many, st.service_time / p.iters_n + p.itl_offset, st.service_time / p.m)

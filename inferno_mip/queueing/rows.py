@@ -73,6 +73,7 @@ class RowSet:
         # rows below their model's N (an all-M curve) need the per-row state mask
         self.masked = bool(np.any(self.n < caps[self.mi]))
         self.params = type(models[0].service).stack([m.service for m in models], width)
+        self.params.at_max_batch = not self.masked  # every row at its model's max batch (row_adjust may use it)
         self.single = len(models) == 1
         r = np.arange(len(self.mi))
         self.lam_min = np.exp(log_mu_1) * EPSILON  # req/ms
