@@ -167,6 +167,8 @@ def test_aggregated_count_optima_equal_the_full_count_optima(seed):
     """Each count stage solved on its own (the earlier ones held) on the full compact form and on the aggregation:
     same optimum per level, and the aggregated optimum disaggregates into a plan of the full form with the same
     counts."""
+    from dataclasses import replace
+
     import scipy.sparse as sp
 
     from inferno_mip.models.lexicographic import MipProblem, SolveOptions
@@ -241,3 +243,36 @@ def test_count_patterns_without_search_are_single_replicas():
         assert cards(fast) == cards(slow)
         checked += 1
     assert checked > 0
+
+
+def test_highs_started_from_a_worse_plan_finds_the_best_effort_optimum():
+    """A multi-assign best-effort stage's costs are rates per served-share step (5e-5 to 1e-3 here). Started from a
+    feasible plan, HiGHS 1.14 proved that plan optimal (3.2607 where 3.3283 is feasible) until the backend scaled
+    the costs (solvers.highs.objective_scale)."""
+    from dataclasses import replace
+
+    import scipy.sparse as sp
+
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions, _keep_optimal, parse_speedups, \
+        solve_lexicographic
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(generate(servers=8, accelerators=12, classes=2, seed=2103, tightness=0.5625), Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    start = form.vector(greedy.solve(table).counts, table)
+    plan = solve_lexicographic(form, highs.solve_stage, SolveOptions(60, 1e-9, speedups=parse_speedups("none")),
+                               start).x
+    held = [_keep_optimal(form.stages[k], float(form.stages[k].c @ plan)) for k in (0, 1)]
+    A = sp.vstack([form.A, sp.csr_matrix(np.array([row for row, _, _ in held]))], format="csr")
+    stage = form.stages[2]
+    assert stage.name == "best-effort rate priority 1"
+    problem = MipProblem(A=A, row_lb=np.r_[form.row_lb, [lo for _, lo, _ in held]],
+                         row_ub=np.r_[form.row_ub, [hi for _, _, hi in held]], lb=form.lb, ub=form.ub,
+                         integer=form.integer, c=stage.c, maximize=True)
+    best = highs.solve_stage(problem, SolveOptions(60, 1e-9))  # no start
+    worse = highs.solve_stage(replace(problem, maximize=False), SolveOptions(60, 1e-9)).x  # the least best effort
+    from_start = highs.solve_stage(replace(problem, warm_start=worse), SolveOptions(60, 1e-9))
+    assert best.status == from_start.status == "optimal"
+    assert float(stage.c @ worse) < best.objective - 0.05  # the start is worse
+    assert from_start.objective == pytest.approx(best.objective, rel=1e-9)
+    assert highs.objective_scale(stage.c) == 1024.0
