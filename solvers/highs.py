@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import highspy
 import numpy as np
 
-from inferno_mip.models.lexicographic import MipProblem, MipResult, SolveOptions
+from inferno_mip.models.lexicographic import MipProblem, MipResult, SolveOptions, objective_scale
 from inferno_mip.solution import Assignment
 from inferno_mip.tables import CandidateTable
 
@@ -64,17 +62,6 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     x = np.array(h.getSolution().col_value, dtype=np.float64)
     x[problem.integer] = np.rint(x[problem.integer])
     return MipResult(status, x, float(problem.c @ x), float(info.mip_dual_bound) / scale)
-
-
-def objective_scale(c: np.ndarray) -> float:
-    """The power of two (exact in floating point) that brings the largest cost up to [1, 2) when it is below 1.
-
-    HiGHS 1.14 treats tiny costs with absolute tolerances: on a multi-assign best-effort stage (costs 5e-5 to 1e-3,
-    a rate per served-share step) started from a feasible plan, its presolve proved that plan optimal where a
-    better one exists (tests/test_heterogeneous.py); with the costs scaled it finds the better one.
-    """
-    top = float(np.max(np.abs(c), initial=0.0))
-    return 1.0 if top == 0.0 or top >= 1.0 else 2.0 ** -math.floor(math.log2(top))
 
 
 def _inf(values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.opt import SolverStatus, TerminationCondition
 
-from inferno_mip.models.lexicographic import MipProblem, MipResult, SolveOptions
+from inferno_mip.models.lexicographic import MipProblem, MipResult, SolveOptions, objective_scale
 from inferno_mip.solution import Assignment
 from inferno_mip.tables import CandidateTable
 
@@ -71,7 +71,8 @@ def to_pyomo(problem: MipProblem) -> pyo.ConcreteModel:
                    else (body == lo) if lo is not None and lo == hi else (body >= lo) if lo is not None
                    else (body <= hi))
     nonzero = np.flatnonzero(problem.c)
-    m.obj = pyo.Objective(expr=pyo.quicksum(float(problem.c[j]) * m.v[int(j)] for j in nonzero),
+    scale = objective_scale(problem.c)
+    m.obj = pyo.Objective(expr=pyo.quicksum(float(problem.c[j] * scale) * m.v[int(j)] for j in nonzero),
                           sense=pyo.maximize if problem.maximize else pyo.minimize)
     return m
 
@@ -103,8 +104,9 @@ def stage_solver(name: str = DEFAULT_SOLVER):
         x[problem.integer] = np.rint(x[problem.integer])
         status = "optimal" if condition in _OK and results.solver.status == SolverStatus.ok else (
             "time-limit" if condition in _LIMIT else "error")
-        bound = _bound(results, problem.maximize)
-        return MipResult(status, x, float(problem.c @ x), bound)
+        bound = _bound(results, problem.maximize)  # of the scaled objective (to_pyomo)
+        return MipResult(status, x, float(problem.c @ x),
+                         None if bound is None else bound / objective_scale(problem.c))
 
     return solve_stage
 

@@ -248,13 +248,13 @@ def test_count_patterns_without_search_are_single_replicas():
 def test_highs_started_from_a_worse_plan_finds_the_best_effort_optimum():
     """A multi-assign best-effort stage's costs are rates per served-share step (5e-5 to 1e-3 here). Started from a
     feasible plan, HiGHS 1.14 proved that plan optimal (3.2607 where 3.3283 is feasible) until the backend scaled
-    the costs (solvers.highs.objective_scale)."""
+    the costs (models.lexicographic.objective_scale)."""
     from dataclasses import replace
 
     import scipy.sparse as sp
 
-    from inferno_mip.models.lexicographic import MipProblem, SolveOptions, _keep_optimal, parse_speedups, \
-        solve_lexicographic
+    from inferno_mip.models.lexicographic import (MipProblem, SolveOptions, _keep_optimal, objective_scale,
+                                                  parse_speedups, solve_lexicographic)
     from inferno_mip.solvers import greedy, highs
 
     table = build_table(generate(servers=8, accelerators=12, classes=2, seed=2103, tightness=0.5625), Settings())
@@ -275,4 +275,4 @@ def test_highs_started_from_a_worse_plan_finds_the_best_effort_optimum():
     assert best.status == from_start.status == "optimal"
     assert float(stage.c @ worse) < best.objective - 0.05  # the start is worse
     assert from_start.objective == pytest.approx(best.objective, rel=1e-9)
-    assert highs.objective_scale(stage.c) == 1024.0
+    assert objective_scale(stage.c) == 1024.0
