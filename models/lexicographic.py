@@ -194,7 +194,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
-        lp, mip_time = None, None  # mip_time: HiGHS's share of the stage (None: the share of `remaining`)
+        lp, mip_time = None, None  # mip_time: HiGHS's share of the stage (None: the whole budget)
         forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
                        and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
         improved = None
@@ -253,7 +253,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             # Count stages are integral and solved exactly; the others to the caller's gap. An earlier stage may
             # use part of the time only, so that the cost is always optimised too.
             gap = 0.0 if stage.integral else options.mip_gap
-            share = 1.0 if stage.name == "value" else EARLY_STAGE_SHARE
             abs_gap = INTEGRAL_ABS_GAP if stage.integral and "abs-gap" in options.speedups else 0.0
             aggregated_stage = None
             if "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups:
@@ -261,7 +260,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 aggregated_stage = aggregate_stage(form, problem)
             if master:  # multi-assign: HiGHS gets what the LP, the start and the aggregation left of the stage's time
                 mip_time = budget - (time.perf_counter() - began)
-            stage_options = SolveOptions(remaining * share if mip_time is None else mip_time, gap, options.threads,
+            stage_options = SolveOptions(budget if mip_time is None else mip_time, gap, options.threads,
                                          options.seed, options.speedups, abs_gap)
             if mip_time is not None and mip_time < MIN_MIP_TIME + PRESOLVE_PER_NONZERO * problem.A.nnz:
                 # no time left for HiGHS (whose presolve does not stop at its time limit): the start stands
@@ -480,8 +479,7 @@ def _stage_bound(stage: Stage, bound: float | None, lp_bound: float) -> float:
     """The better of a backend's bound (None or infinite when it has none) and the LP's; an integral stage's LP
     bound rounded to the next integer."""
     if stage.integral:
-        tol = LP_TOL * max(1.0, abs(lp_bound))
-        lp_bound = float(np.floor(lp_bound + tol) if stage.maximize else np.ceil(lp_bound - tol)) + 0.0  # no -0
+        lp_bound = _integral_bound(stage, lp_bound)
     if bound is None or not np.isfinite(bound):
         return lp_bound
     return min(bound, lp_bound) if stage.maximize else max(bound, lp_bound)
@@ -514,12 +512,18 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
         lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
     if lp is None:
         return False
-    bound = lp.objective
-    tol = LP_TOL * max(1.0, abs(bound)) if stage.integral else max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
     if stage.integral:
-        bound = np.floor(bound + tol) if stage.maximize else np.ceil(bound - tol)
-        tol = 1e-9
+        bound, tol = _integral_bound(stage, lp.objective), 1e-9
+    else:
+        bound = lp.objective
+        tol = max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
     return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
+
+
+def _integral_bound(stage: Stage, lp_bound: float) -> float:
+    """An integral stage's LP bound rounded to the integer it proves (within LP_TOL of an integer: that one)."""
+    tol = LP_TOL * max(1.0, abs(lp_bound))
+    return float(np.floor(lp_bound + tol) if stage.maximize else np.ceil(lp_bound - tol)) + 0.0  # no -0
 
 
 def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, log, message: str = "") -> LexResult:
