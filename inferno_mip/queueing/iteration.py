@@ -466,10 +466,9 @@ class IterationModel(ServiceModel):
         var_cost = decode_cost_variance(g, n, m, in_cv, out_cv)
         self.half_var_cost, self.chunk_var_cost = 0.5 * var_cost, c1 * var_cost
         self.ew, self.ew2, self.ewi, self.ei, self.ei2 = work_moments(b, g, n, m, c1, in_cv, out_cv)
-        u = a / max_batch  # queue_factor's terms at N (share_moments, cosmetatos_slope)
-        self.e_s, es2 = self.ew + u * self.ei, self.ew2 + u * (2.0 * self.ewi + u * self.ei2)
+        self.e_s, es2 = (float(v) for v in share_moments(self, max_batch))  # queue_factor's terms at N
         self.scv_s, self.scv_i = es2 / (self.e_s * self.e_s) - 1.0, self.ei2 / (self.ei * self.ei) - 1.0
-        self.slope = (max_batch - 1.0) * (math.sqrt(4.0 + 5.0 * max_batch) - 2.0) / (32.0 * max_batch)
+        self.slope = float(cosmetatos_slope(float(max_batch)))
         self.scv_high = self.scv_s >= 1.0 and self.scv_i >= 1.0
         self.scv_low = self.scv_s < 1.0 and self.scv_i < 1.0
         theta = work_timing(b, g, n, m, c1, wp1, wt1)
