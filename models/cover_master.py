@@ -301,7 +301,7 @@ class _Master:
                 start = rounded
             # the master's MIP near its LP first (an LP vertex splits few servers): servers the LP puts whole on one
             # cover keep it or are left out, then only the counted ones, each time on covers of small reduced cost
-            for narrow_held in (True, False):
+            for narrow_held in (True, False) if (self.cost_u == 0).any() else (False,):  # (the same without held)
                 if start is not None and self.cost_u @ start[:self.n_srv] <= target + 1e-9:
                     break
                 dived = self._dive(h, reduced, lp_z, narrow_held,

@@ -130,6 +130,28 @@ def test_a_count_stage_stopped_without_a_backend_bound_reports_the_lp_bound():
                for note in stopped), stopped
 
 
+def test_the_cover_masters_bound_proves_count_stages_the_lp_bound_does_not():
+    """The same backend that never proves anything, on a fleet where the compact LP's bound proves only the first
+    count stage: with the cover master every count stage is proven by its bound over integer covers (and meets the
+    plain path's counts, 1 / 0 / 1), without it the two lower ones stop with the LP's bound 0."""
+    system = generate(servers=20, accelerators=12, classes=3, seed=5, tightness=0.5)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    start = form.vector(greedy.solve(table).counts, table)
+
+    def stops(problem: MipProblem, options: SolveOptions) -> MipResult:
+        x = problem.warm_start
+        return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
+
+    speedups = parse_speedups("default") - {"weighted-counts"}
+    counts = [(name, status, objective) for name, status, objective, _ in
+              solve_lexicographic(form, stops, SolveOptions(60.0, 1e-4, 1, 0, speedups), start).stages
+              if name.startswith("unserved")]
+    assert counts == [(f"unserved priority {p}", "skipped", n) for p, n in ((1, 1.0), (2, 0.0), (3, 1.0))]
+    without = solve_lexicographic(form, stops, SolveOptions(60.0, 1e-4, 1, 0, speedups - {"cover-master"}), start)
+    assert "unserved priority 2 stopped at its time share at 1 with bound 0" in without.message
+
+
 def test_cover_master_is_not_on_by_default_for_single_assign_forms():
     system = generate(servers=6, accelerators=12, classes=2, seed=0, tightness=0.6)
     table = build_table(system, Settings())
