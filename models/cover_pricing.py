@@ -89,7 +89,12 @@ def _spread(items: np.ndarray, counts: np.ndarray, price: np.ndarray, rate: np.n
     """Replicas per candidate: each merged item's count spread over its equal candidates, within their bounds."""
     n = np.zeros(len(price))
     for j, left in zip(items.tolist(), counts.tolist()):
+        n[j] = min(left, bound[j])  # the item's own candidate first (and alone, mostly)
+        left -= n[j]
+        if left <= 0:
+            continue
         equal = (price == price[j]) & (rate == rate[j]) & (group == group[j]) & (cards == cards[j]) & (bound > 0)
+        equal[j] = False
         for k in np.flatnonzero(equal).tolist():
             if left <= 0:
                 break
