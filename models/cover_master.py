@@ -410,7 +410,7 @@ class _Master:
         least = info["fewest"][self.servers]
         usable = (bound > 0) & (rate > 0)
         per_rate = _span_min(np.where(usable, w / np.where(rate > 0, rate, 1.0), np.inf), self.first, self.last)
-        per_replica = _span_min(np.where(usable, w, np.inf), self.first, self.last)
+        per_replica = _span_min(np.where(bound > 0, w, np.inf), self.first, self.last)  # (any rate counts)
         with np.errstate(invalid="ignore"):  # 0 * inf where a server needs nothing: the where() takes 0
             lower = np.maximum(np.where(need > 0, need * per_rate, 0.0), np.where(least > 0, least * per_replica, 0.0))
         lower = lower - pi

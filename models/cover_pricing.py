@@ -47,7 +47,8 @@ def cheapest_cover(price: np.ndarray, rate: np.ndarray, bound: np.ndarray, need:
     items, merged = _useful(price, rate, bound, need, least, group, cards, room)
     if not len(items):
         return math.inf, math.inf, None
-    order = np.lexsort((items, price[items], price[items] / rate[items]))  # by price per rate: deterministic
+    per_rate = np.where(rate[items] > 0, price[items] / np.where(rate[items] > 0, rate[items], 1.0), np.inf)
+    order = np.lexsort((items, price[items], per_rate))  # by price per rate (no rate: last): deterministic
     items, merged = items[order], merged[order]
     search = _Search(price[items].tolist(), rate[items].tolist(), merged.astype(np.int64).tolist(),
                      group[items].tolist(), cards[items].tolist(), room.tolist(), node_limit)
@@ -66,7 +67,7 @@ def _useful(price: np.ndarray, rate: np.ndarray, bound: np.ndarray, need: float,
             cards: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The candidates worth searching (one per price, rate, type and cards; none that another covering alone makes
     useless) and their bounds (summed over equal candidates, within the room)."""
-    ok = np.flatnonzero((bound > 0) & (rate > 0))
+    ok = np.flatnonzero(bound > 0)  # (a candidate without rate still counts towards `least`)
     if not len(ok):
         return ok, np.zeros(0)
     p, r, u, g, c = price[ok], rate[ok], bound[ok], group[ok], cards[ok]
@@ -128,7 +129,7 @@ class _Search:
         if self.reach[t] < need or self.count[t] < least:
             return math.inf
         cost, left, s = 0.0, need, t
-        while left > 0 and s < self.k:
+        while left > 0 and s < self.k and self.r[s] > 0:  # (items without rate come last)
             take = min(self.u[s], left / self.r[s])
             cost += take * self.w[s]
             left -= take * self.r[s]
@@ -145,9 +146,12 @@ class _Search:
             cost = max(cost, replicas)
         return cost
 
-    def _fit(self, j: int) -> int:
-        """Replicas of item j the room of its type still takes."""
-        return self.u[j] if self.c[j] <= 0 else min(self.u[j], int(math.floor(self.room[self.g[j]] / self.c[j] + 1e-9)))
+    def _fit(self, j: int, used: float = 0.0) -> int:
+        """Replicas of item j the room of its type still takes (less `used` cards)."""
+        room = self.room[self.g[j]] - used
+        if self.c[j] <= 0 or room == math.inf:
+            return self.u[j]
+        return min(self.u[j], int(math.floor(room / self.c[j] + 1e-9)))
 
     def run(self, need: float, least: float) -> None:
         self._dfs(0, need, least, 0.0)
@@ -163,9 +167,7 @@ class _Search:
                 if left <= 0:
                     break
                 if j >= t:
-                    room = self.room[self.g[j]] - used.get(self.g[j], 0.0)
-                    fit = self.u[j] if self.c[j] <= 0 else min(self.u[j], int(math.floor(room / self.c[j] + 1e-9)))
-                    take = min(fit, left)
+                    take = min(self._fit(j, used.get(self.g[j], 0.0)), left)
                     if take > 0:
                         picks.append((j, take))
                         used[self.g[j]] = used.get(self.g[j], 0.0) + take * self.c[j]
@@ -179,7 +181,8 @@ class _Search:
         if cost + self.fractional(t, need, least) >= self.best_cost * (1 - 1e-12):
             return
         w, r, g, c = self.w[t], self.r[t], self.g[t], self.c[t]
-        for v in range(min(self._fit(t), max(math.ceil(need / r), int(math.ceil(least)))), -1, -1):
+        top = max(math.ceil(need / r) if r > 0 else 0, int(math.ceil(least)))
+        for v in range(min(self._fit(t), top), -1, -1):
             self.cur[t] = v
             self.room[g] -= v * c
             self._dfs(t + 1, need - v * r, least - v, cost + v * w)

@@ -161,11 +161,11 @@ def test_cover_master_is_not_on_by_default_for_single_assign_forms():
     assert cover_master(single, problem, np.zeros(single.n_vars)) is None
 
 
-def _cheapest_by_enumeration(price, rate, bound, need, least) -> float:
+def _cheapest_by_enumeration(price, rate, bound, need, least, group, cards, room) -> float:
     best = math.inf
     for n in itertools.product(*[range(int(u) + 1) for u in bound]):
         n = np.array(n, dtype=float)
-        if n @ rate >= need and n.sum() >= least:
+        if n @ rate >= need and n.sum() >= least and np.all(np.bincount(group, n * cards, len(room)) <= room):
             best = min(best, float(price @ n))
     return best
 
@@ -173,28 +173,35 @@ def _cheapest_by_enumeration(price, rate, bound, need, least) -> float:
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_cheapest_cover_matches_enumeration_on_tiny_servers(data):
-    """Exact pricing against every replica vector, on servers of up to 4 candidates; prices and rates drawn from
-    small sets, so that equal and dominated candidates (merged or dropped before the search) occur; a search cut
-    short after one node still bounds the cheapest cover from below."""
+    """Exact pricing against every replica vector, on servers of up to 4 candidates on 2 types with rooms; prices
+    and rates drawn from small sets, so that equal and dominated candidates (merged or dropped before the search)
+    and candidates without rate occur; a search cut short after one node still bounds the cheapest cover from
+    below."""
     m = data.draw(st.integers(1, 4))
-    price = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.5, 3.0]), min_size=m, max_size=m)))
-    rate = np.array(data.draw(st.lists(st.sampled_from([0.25, 0.5, 0.7, 1.0, 1.3]), min_size=m, max_size=m)))
-    bound = np.array(data.draw(st.lists(st.integers(0, 4), min_size=m, max_size=m)), dtype=float)
+    draw = lambda values: np.array(data.draw(st.lists(values, min_size=m, max_size=m)), dtype=float)  # noqa: E731
+    price = draw(st.sampled_from([0.0, 0.5, 1.0, 1.5, 3.0]))
+    rate = draw(st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0, 1.3]))
+    bound = draw(st.integers(0, 4))
+    group = draw(st.integers(0, 1)).astype(np.int64)
+    cards = draw(st.sampled_from([1.0, 2.0]))
+    room = np.array(data.draw(st.lists(st.sampled_from([1.0, 3.0, 6.0, np.inf]), min_size=2, max_size=2)))
     need = data.draw(st.floats(0.0, 5.0))
     least = data.draw(st.integers(0, 3))
-    best = _cheapest_by_enumeration(price, rate, bound, need, least)
+    best = _cheapest_by_enumeration(price, rate, bound, need, least, group, cards, room)
 
     def valid(n):
-        return n @ rate >= need and n.sum() >= least and np.all((0 <= n) & (n <= bound)) and np.all(n == np.rint(n))
+        return (n @ rate >= need and n.sum() >= least and np.all((0 <= n) & (n <= bound)) and np.all(n == np.rint(n))
+                and np.all(np.bincount(group, n * cards, 2) <= room))
 
-    lower, cost, n = cheapest_cover(price, rate, bound, need, least)
+    rooms = {"group": group, "cards": cards, "room": room}
+    lower, cost, n = cheapest_cover(price, rate, bound, need, least, **rooms)
     if math.isinf(best):
         assert n is None and math.isinf(lower)
     else:
         assert n is not None and valid(n)
         assert cost == pytest.approx(best, abs=1e-9) and lower == pytest.approx(best, abs=1e-9)
         assert float(price @ n) == pytest.approx(cost, abs=1e-12)
-    lower, cost, n = cheapest_cover(price, rate, bound, need, least, node_limit=1)
+    lower, cost, n = cheapest_cover(price, rate, bound, need, least, node_limit=1, **rooms)
     assert lower <= best + 1e-9
     assert n is None or (valid(n) and cost >= best - 1e-9)
 
