@@ -162,22 +162,25 @@ class _Search:
             self.finished = False
             return
         if need <= 0:  # covered: the cheapest replicas still missing, if any, complete it
-            picks, left, used = [], least, {}
+            picks, left, used, capped, total = [], least, {}, False, cost
             for j in self.cheap:
                 if left <= 0:
                     break
                 if j >= t:
-                    take = min(self._fit(j, used.get(self.g[j], 0.0)), left)
+                    fit = self._fit(j, used.get(self.g[j], 0.0))
+                    capped |= fit < self.u[j]
+                    take = min(fit, left)
                     if take > 0:
                         picks.append((j, take))
                         used[self.g[j]] = used.get(self.g[j], 0.0) + take * self.c[j]
-                        cost += take * self.w[j]
+                        total += take * self.w[j]
                         left -= take
-            if left <= 0 and cost < self.best_cost:
-                self.best_cost, self.best = cost, self.cur.copy()
+            if left <= 0 and total < self.best_cost:
+                self.best_cost, self.best = total, self.cur.copy()
                 for j, take in picks:
                     self.best[j] += take
-            return
+            if not capped:  # cheapest first is exact when no room limits it; else branch on as below
+                return
         if cost + self.fractional(t, need, least) >= self.best_cost * (1 - 1e-12):
             return
         w, r, g, c = self.w[t], self.r[t], self.g[t], self.c[t]
