@@ -47,8 +47,9 @@ FIX_RTOL = 1e-9
 #   aggregate-stages  best-effort and value MIPs with the servers whose partial service is held at 0 aggregated
 #                     into groups of interchangeable ones (models.stage_aggregate), then disaggregated
 #   cover-master  with lp-round, multi-assign count stages (compact form) start from a restricted master over
-#                 integer covers priced from its LP (models.cover_master) instead of the LP rounded server by
-#                 server, within the stage's time share; HiGHS gets what is left of that share
+#                 integer covers priced exactly from its LP (models.cover_master) instead of the LP rounded server
+#                 by server, within the stage's time share, and take its Lagrangian bound where stronger than the
+#                 LP's (the skip test and a stopped stage's bound); HiGHS gets what is left of that share
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
@@ -195,6 +196,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
         lp, mip_time = None, None  # mip_time: HiGHS's share of the stage (None: the whole budget)
+        master_bound = -np.inf  # a count stage's bound from the cover master (integer covers), when stronger
         forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
                        and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
         improved = None
@@ -217,16 +219,19 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 from .cover_master import cover_master
 
                 # the master's share of the stage (it stops early once its plan meets its bound); HiGHS the rest
-                rounded = None if _start_is_optimal(stage, problem, start, lp) else cover_master(
+                outcome = None if _start_is_optimal(stage, problem, start, lp) else cover_master(
                     form, problem, lp.x, start, time_limit=budget - (time.perf_counter() - began),
                     target=_stage_bound(stage, None, lp.objective))
+                rounded = None if outcome is None else outcome.x
+                master_bound = -np.inf if outcome is None else outcome.bound
                 how = "cover master"
             else:
                 rounded = None if lp is None else rounding(form, problem, lp.x, start)
                 how = "rounded LP"
-            _LOG.info("stage %s: LP bound %s, start %s, %s %s", stage.name, _show(None if lp is None else
+            _LOG.info("stage %s: LP bound %s, start %s, %s %s (bound %s)", stage.name, _show(None if lp is None else
                       lp.objective), _show(float(stage.c @ start)), how, _show(None if rounded is None else
-                                                                              float(stage.c @ rounded)))
+                                                                              float(stage.c @ rounded)),
+                      _show(master_bound))
             if rounded is not None and float(stage.c @ rounded) < float(stage.c @ start):
                 start = rounded
                 problem = replace(problem, warm_start=start)
@@ -236,7 +241,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize, **limit)
         aggregated = all(part.name in solved_counts for part in parts)
         if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
-                                         and _start_is_optimal(stage, problem, start, lp, options.mip_gap)):
+                                         and _start_is_optimal(stage, problem, start, lp, options.mip_gap,
+                                                               master_bound)):
             x = start
             proven = 0.0 if forced_zero else lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
@@ -272,8 +278,9 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 if result.x is not None:
                     result = replace(result, x=aggregated_stage.disaggregate(result.x))
             if lp is not None and result.x is not None and result.status != "optimal":
-                # a stage stopped early reports the LP's bound where HiGHS's is weaker or missing
-                result = replace(result, bound=_stage_bound(stage, result.bound, lp.objective))
+                # a stage stopped early reports the LP's bound (a count stage: or the cover master's, when
+                # stronger) where HiGHS's is weaker or missing
+                result = replace(result, bound=_stage_bound(stage, result.bound, max(lp.objective, master_bound)))
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
             _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
                       _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
@@ -501,8 +508,10 @@ def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]
     return stage.c, (value - tol if stage.maximize else -np.inf), (np.inf if stage.maximize else value + tol)
 
 
-def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=None, gap: float = 0.0) -> bool:
-    """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound."""
+def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=None, gap: float = 0.0,
+                      lower: float = -np.inf) -> bool:
+    """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound (or
+    `lower`, a stronger lower bound of a minimised integral stage, such as the cover master's)."""
     at_start = float(stage.c @ start)
     if not stage.maximize and at_start <= 0 and np.all(stage.c >= 0):
         return True  # a count of 0 cannot be improved
@@ -513,7 +522,7 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
     if lp is None:
         return False
     if stage.integral:
-        bound, tol = _integral_bound(stage, lp.objective), 1e-9
+        bound, tol = _integral_bound(stage, lp.objective if stage.maximize else max(lp.objective, lower)), 1e-9
     else:
         bound = lp.objective
         tol = max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
