@@ -201,7 +201,7 @@ class _Master:
     def _columns(self, since: int):
         """Covers since position `since` as CSC columns of the master (server row, then cards per type)."""
         owner = np.array(self.cover_owner[since:], dtype=np.int64)
-        cards = np.array(self.cover_cards[since:]).reshape(len(owner), -1)
+        cards = np.array(self.cover_cards[since:]).reshape(len(owner), len(self.capacity))
         dense = np.zeros((len(owner), 1 + cards.shape[1]))
         dense[:, 0] = 1.0
         dense[:, 1:] = cards
@@ -513,7 +513,7 @@ class _Master:
 
     def _cards(self) -> np.ndarray:
         """(covers x types) cards of each cover."""
-        return np.array(self.cover_cards).reshape(len(self.cover_cards), -1)
+        return np.array(self.cover_cards).reshape(len(self.cover_cards), len(self.capacity))
 
     def _start_columns(self, n_cov: int) -> np.ndarray | None:
         """The start as master columns (u first, then covers), when each server it serves uses a listed cover."""

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from inferno_mip.models.allocation import MipOptions, build
@@ -208,6 +208,7 @@ def test_cheapest_cover_matches_enumeration_on_tiny_servers(data):
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.0), level=st.integers(0, 1))
+@example(seed=2421, tightness=0.9493218423488304, level=0)  # a master with no cover at all
 def test_master_bound_lies_between_the_lp_bound_and_the_stage_optimum(seed, tightness, level):
     """On small fleets, with the earlier level held at its optimum and its plan as the start: the master's bound,
     rounded up, is at least the compact LP's and at most the stage's optimum proven by HiGHS on the compact form
