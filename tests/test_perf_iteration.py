@@ -464,17 +464,17 @@ def test_composition_closed_form_against_the_age_balance():
 
 
 def test_composition_tables_of_many_models_at_once():
-    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS, beyond by
-    the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12 in the
-    added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3 for the
-    trapezoid (2.5e-4 to 1.6e-3 measured at N = 48, 64, 66, 100, 128, 256, where the delay is up to e^99 times the
+    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS = 64,
+    beyond by the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12
+    in the added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3
+    for the trapezoid (2.5e-4 to 1.6e-3 measured at N = 66, 100, 128, 256, where the delay is up to e^99 times the
     chain's); zero with no age variance."""
     from inferno_mip.queueing.iteration import COMPOSITION_POINTS, EXACT_SLOTS, composition_tables, quadrature_nodes
 
     alpha, c0, gamma, m = 16.32, 0.421 + 0.01315625 * 128, 0.01315625, 1024.0
     var_age = decode_cost_variance(1.0, 128.0, m, 0.0, math.sqrt(1.0 - 1.0 / m))
     batches = np.array([1, 2, 8, 33, 48, 64, 65, 66, 100, 128, 256])
-    assert quadrature_nodes(batches).tolist() == [0, 0, 0, 0, EXACT_SLOTS, EXACT_SLOTS, 65, 65, 65, 65, 65]
+    assert EXACT_SLOTS == 64 and quadrature_nodes(batches).tolist() == [0, 0, 0, 0, 0, 0, 65, 65, 65, 65, 65]
     e_s, scv_i, slope = 400.0, 1.2, 0.1
     one = np.ones(batches.size)
     got = composition_tables(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
@@ -505,7 +505,7 @@ def test_composition_tables_quadrature_against_every_k_summed():
                                   in_tokens=float(rng.integers(64, 1024)), out_tokens=float(rng.integers(64, 1024)),
                                   max_batch=batch, max_queue=10 * batch, out_tokens_cv=1.0).service for _ in range(24)]
         cols = np.array([mdl.comp_args for mdl in models]).T
-        args = (*cols[:5], cols[5].astype(np.int64), *cols[6:])
+        args = (*cols[:5], cols[5].astype(np.int64), *cols[6:9])
         got, every = composition_tables(*args), composition_tables(*args, nodes=100_000)
         assert (every > 0.0).sum(axis=1).max() > 1  # the term reaches beyond light traffic
         assert np.allclose(np.log1p(got), np.log1p(every), atol=tol, rtol=0.0), batch
