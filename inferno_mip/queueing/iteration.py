@@ -244,6 +244,8 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
 
 COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
+_COMPOSITION_LOAD = (1.0 - _COMPOSITION_RHO)[:, None]  # 1 - rho, a column
+_MDC_SHAPE = _COMPOSITION_LOAD / np.maximum(_COMPOSITION_RHO, 1e-9)[:, None]  # (1 - rho)/rho, as service_variability
 QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k for max batches beyond EXACT_SLOTS
 EXACT_SLOTS = 64  # up to this max batch every k is summed
 
@@ -255,8 +257,13 @@ def quadrature_nodes(n_max) -> np.ndarray:
 
 
 def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
+    """composition_term as (M, G): each model's row."""
+    return composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes).T
+
+
+def composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
-    at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
+    at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (G, M).
 
     With memoryless output lengths and context reads that grow with a request's age, a batch holding old, long
     requests iterates slowly, and arrivals come per iteration in proportion to its length, so a full small batch
@@ -277,22 +284,25 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
     n_max = np.asarray(n_max, dtype=np.int64)
     # every k summed, or `nodes` points of quadrature (each model by its own max batch; nodes > 0: every k up to
     # nodes, that many points beyond), each group at once
-    tier = quadrature_nodes(n_max) if nodes == 0 else np.where(n_max <= nodes, 0, nodes)  # (non-decreasing in N)
-    if tier.min() != tier.max():
-        out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
+    def tier_of(n):  # (non-decreasing in N)
+        return quadrature_nodes(n) if nodes == 0 else np.where(n <= nodes, 0, nodes)
+    smallest, largest = int(n_max.min()), int(n_max.max())
+    if tier_of(smallest) != tier_of(largest):
+        tier = tier_of(n_max)
+        out = np.empty((COMPOSITION_POINTS, n_max.shape[0]))
         for value in np.unique(tier).tolist():
             rows = tier == value
-            out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
+            out[:, rows] = composition_term(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
                                            *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
                                            nodes=nodes)
         return out
-    nodes = int(tier[0])
+    nodes = int(tier_of(largest))
     alpha, c0, gamma, m, var_age, e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in
                                                         (alpha, c0, gamma, m, var_age, e_s, scv_i, slope))
     # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
-    rows, width = n_max.shape[0], int(n_max.max()) + 1
-    same = n_max.min() == n_max.max()  # (the usual case: one max batch for every model)
+    rows, width = n_max.shape[0], largest + 1
+    same = smallest == largest  # (the usual case: one max batch for every model)
     s = c0 + gamma * m
     k = np.arange(width, dtype=np.float64)[:, None]
     t_mf, gk, w, t, e1, decay = _scratch((6, width, rows), slot=1)  # (k, models) arrays, reused memory
@@ -347,13 +357,27 @@ def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, n
     else:
         ratio = _quadrature_ratio(t, w, e1, n_max, s, alpha, e_s, nodes, same)
     # term = (1 - rho) queue_factor at the residence's c_s^2 (M/D/c by Cosmetatos below 1) (ratio - 1)
-    rho = _COMPOSITION_RHO[:, None]
-    weight = service_variability(np.repeat(rho, rows, axis=1), scv_i, scv_i, slope)
-    weight *= 1.0 - rho
+    scv = np.maximum(scv_i, 0.0)  # constant in rho: (1 + scv)/2 + max(1 - scv, 0) (M/D/c ratio - 1/2)
+    below = np.subtract(1.0, scv)
+    np.maximum(below, 0.0, out=below)
+    scv += 1.0
+    scv *= 0.5
+    weight = _mdc_excess(slope)
+    weight *= below
+    weight += scv
+    weight *= _COMPOSITION_LOAD  # 1 - rho
     ratio -= 1.0
     np.maximum(ratio, 0.0, out=ratio)
     ratio *= weight
-    return ratio.T
+    return ratio
+
+
+def _mdc_excess(slope) -> np.ndarray:
+    """Cosmetatos' M/D/c ratio less 1/2 at composition_term's utilisations, (G, M): min(slope (1 - rho)/rho, 1/2)
+    (service_variability's form)."""
+    out = np.multiply(_MDC_SHAPE, slope)
+    np.minimum(out, 0.5, out=out)
+    return out
 
 
 def _clipped(a, b) -> np.ndarray:
@@ -436,47 +460,67 @@ def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
     return bufs[slot][:need].reshape(shape)
 
 
-COMPOSITION_CHUNK = 512  # models per composition_tables call (bounds its scratch: points x G x models floats)
+COMPOSITION_CHUNK = 512  # models per composition_term call (bounds its scratch: points x G x models floats)
 
 
 def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """composition_tables of the models that have none yet, computed together (one set of array operations), and
-    the full-batch factor tables, queue_factor + that term at the same utilisations; returns the term's table, the
-    factor's, and the steps between their points, each stacked over all the models (zeros where the term is off).
-    args: the models' comp_args as columns (10, M), if at hand."""
+    """composition_term of the models that have none yet, computed together (one set of array operations), and
+    the full-batch factor tables, queue_factor + that term at the same utilisations; returns the term's table, its
+    steps between points, the factor's table and its steps, each (G, M) over all the models (zeros where the term
+    is off). args: the models' comp_args as columns (10, M), if at hand."""
     todo = [i for i, mdl in enumerate(models) if mdl.comp_on and mdl._comp_src is None]
     if todo:
         every = len(todo) == len(models)
         if args is None:
             args = np.array([mdl.comp_args for mdl in models]).T
         cols = args if every else args[:, todo]
-        term = np.concatenate(
-            [composition_tables(*part[:5], part[5].astype(np.int64), *part[6:9])
-             for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1], COMPOSITION_CHUNK), axis=1)])
-        scv_i, slope, scv_s = (cols[i][:, None] for i in (7, 8, 9))
-        factor = service_variability(np.repeat(_COMPOSITION_RHO[None, :], cols.shape[1], axis=0), scv_i, scv_s, slope)
-        factor += term
-        src = np.empty((4,) + term.shape)  # term, its steps, factor, its steps (rows contiguous: read flat)
-        src[0], src[2] = term, factor
-        src[1::2, :, -1] = 0.0
-        np.subtract(src[0::2, :, 1:], src[0::2, :, :-1], out=src[1::2, :, :-1])
-        for row, i in enumerate(todo):  # each model keeps its row (a later sizing reuses it)
+        src = np.empty((4, COMPOSITION_POINTS, cols.shape[1]))  # term, its steps, factor, its steps
+        for lo in range(0, cols.shape[1], COMPOSITION_CHUNK):
+            part = cols[:, lo:lo + COMPOSITION_CHUNK]
+            src[0, :, lo:lo + COMPOSITION_CHUNK] = composition_term(*part[:5], part[5].astype(np.int64), *part[6:9])
+        # queue_factor at the table's utilisations (service_variability's general form): c_s^2 = max(scv_i + rho
+        # (scv_s - scv_i), 0); (1 + c_s^2)/2 + max(1 - c_s^2, 0) (M/D/c ratio - 1/2)
+        scv_i, slope, scv_s = cols[7], cols[8], cols[9]
+        scv, below = src[2], src[3]  # (its steps are written after it)
+        np.multiply(_COMPOSITION_RHO[:, None], scv_s - scv_i, out=scv)
+        scv += scv_i
+        np.maximum(scv, 0.0, out=scv)
+        np.subtract(1.0, scv, out=below)
+        np.maximum(below, 0.0, out=below)
+        below *= _mdc_excess(slope)
+        scv += 1.0
+        scv *= 0.5
+        scv += below
+        scv += src[0]
+        np.subtract(src[0::2, 1:], src[0::2, :-1], out=src[1::2, :-1])
+        src[1::2, -1] = 0.0
+        for row, i in enumerate(todo):  # each model keeps its column (a later sizing reuses it)
             models[i]._comp_src = src, row
         if every:
             return tuple(src)
-    return tuple(np.array([mdl._composition(j) for mdl in models]) for j in range(4))
+    # the models' columns, where they were computed (usually all in one call: one gather)
+    sources = [mdl._comp_src if mdl.comp_on else None for mdl in models]
+    first = next(s for s in sources if s is not None)[0]
+    if all(s is not None and s[0] is first for s in sources):
+        return tuple(first[:, :, [s[1] for s in sources]])
+    out = np.zeros((4, COMPOSITION_POINTS, len(models)))
+    for i, s in enumerate(sources):
+        if s is not None:
+            out[:, :, i] = s[0][:, :, s[1]]
+    return tuple(out)
 
 
 def _interpolate(p, st: ChainStats, table, step) -> np.ndarray:
     """A table at COMPOSITION_POINTS utilisations interpolated linearly at rho = min(lambda E[s], 1) (step: the
-    steps between its points): one model's, or stacked rows' (lazy row views)."""
+    steps between its points): one model's (G,), or stacked rows' (lazy row views of (G, M) tables)."""
     pos = np.multiply(st.lam, p.e_s)
     np.minimum(pos, 1.0, out=pos)
     pos *= COMPOSITION_POINTS - 1
     j = pos.astype(np.int64)  # (at rho = 1 the last point, whose step is 0)
     pos -= j  # the weight of the upper point
-    if hasattr(table, "idx"):  # stacked rows: the flat position of each row's point j
-        j += table.idx * COMPOSITION_POINTS
+    if hasattr(table, "idx"):  # stacked rows: the flat position of point j of each row's model
+        j *= table.table.shape[1]
+        j += table.idx
         table, step = table.table, step.table
     pos *= step.take(j)
     pos += table.take(j)
@@ -605,7 +649,7 @@ class IterationModel(ServiceModel):
         if self._comp_src is None:
             set_composition_tables([self])
         src, row = self._comp_src
-        return src[which, row]
+        return src[which, :, row]
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
