@@ -549,8 +549,8 @@ def test_composition_term_against_the_per_k_reference_on_random_models():
 def test_full_batch_factor_table_is_queue_factor_plus_the_term():
     """With every output CV > 0, row_adjust reads queue_factor + composition_delay at the full batch from one table
     (full_batch_factor): at the table's utilisations the same as the two computed apart (1e-12), between them
-    within 2 % (queue_factor's M/D/c curve interpolated linearly: 0.8 % here, 1.6 % at most on the speed benchmark's
-    workloads), stacked or alone."""
+    within 2 % (queue_factor's M/D/c curve interpolated linearly: 0.8 % here, 1.6 % at most on random sizing
+    workloads, N = 8-256), stacked or alone."""
     from inferno_mip.queueing.iteration import (COMPOSITION_POINTS, composition_delay, full_batch_factor,
                                                 set_composition_tables)
     from inferno_mip.queueing.rows import RowSet

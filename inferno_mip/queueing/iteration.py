@@ -23,7 +23,8 @@ context tokens read), same birth-death chain, four corrections measured against 
    prefill: more), and P(full) is scaled accordingly (occupancy_spread_factor, output CV < 1). With long-tailed
    lengths a small batch fills most often when its contexts are long, so a full batch iterates slower than the
    mean field; the light-traffic end of the delay is that of the chain slowed by the batch's composition
-   (composition_tables: a closed form per model, tabulated in the utilisation; composition_delay, output CV > 0).
+   (composition_term: a closed form per model, tabulated in the utilisation; composition_delay, output CV > 0;
+   with it, the full batch's queue_factor and the term come from one table, full_batch_factor).
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -242,16 +243,16 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
     return np.exp(x, out=x)
 
 
-COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
+COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_term
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
 _COMPOSITION_LOAD = (1.0 - _COMPOSITION_RHO)[:, None]  # 1 - rho, a column
 _MDC_SHAPE = _COMPOSITION_LOAD / np.maximum(_COMPOSITION_RHO, 1e-9)[:, None]  # (1 - rho)/rho, as service_variability
-QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k for max batches beyond EXACT_SLOTS
+QUADRATURE_NODES = 65  # points of k at which composition_term sums log r_k for max batches beyond EXACT_SLOTS
 EXACT_SLOTS = 64  # up to this max batch every k is summed
 
 
 def quadrature_nodes(n_max) -> np.ndarray:
-    """Points of k at which composition_tables sums log r_k for a model of max batch n_max: every k (0) up to
+    """Points of k at which composition_term sums log r_k for a model of max batch n_max: every k (0) up to
     EXACT_SLOTS, QUADRATURE_NODES beyond."""
     return np.where(np.asarray(n_max, dtype=np.int64) <= EXACT_SLOTS, 0, QUADRATURE_NODES)
 
@@ -381,7 +382,7 @@ def _mdc_excess(slope) -> np.ndarray:
 
 
 def _clipped(a, b) -> np.ndarray:
-    """r_k = max(a_k + rho b_k, 1) at composition_tables' inner utilisations rho (a, b: (points, models)), as
+    """r_k = max(a_k + rho b_k, 1) at composition_term's inner utilisations rho (a, b: (points, models)), as
     (utilisations, points, models) in scratch memory."""
     inner = _COMPOSITION_RHO[1:-1]
     r = np.multiply(inner[:, None, None], b, out=_scratch((inner.shape[0],) + b.shape))
@@ -391,7 +392,7 @@ def _clipped(a, b) -> np.ndarray:
 
 
 def _quadrature_ratio(t, w, e1, n_max, s, alpha, e_s, nodes, same) -> np.ndarray:
-    """composition_tables' W_c/W at its utilisations (G, models), the sum over k of log r_k by the trapezoid rule
+    """composition_term's W_c/W at its utilisations (G, models), the sum over k of log r_k by the trapezoid rule
     on `nodes` points of k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f =
     trapezoid_h + (f(1) + f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1,
     2, 3 and N - 2, N - 1, N; w, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the
@@ -448,7 +449,7 @@ _POOL = threading.local()
 
 
 def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
-    """A float64 array of this shape for use within one composition_tables call (slot 0 or 1: two at once):
+    """A float64 array of this shape for use within one composition_term call (slot 0 or 1: two at once):
     memory reused across calls (in this thread), since touching fresh memory costs more than the arithmetic done
     in it."""
     need = math.prod(shape)
@@ -529,7 +530,7 @@ def _interpolate(p, st: ChainStats, table, step) -> np.ndarray:
 
 def composition_delay(p, st: ChainStats) -> np.ndarray:
     """Term added to queue_factor for the composition of a filling batch (output CV > 0), at the model's max batch:
-    composition_tables interpolated linearly in rho = lambda E[s]."""
+    composition_term interpolated linearly in rho = lambda E[s]."""
     return _interpolate(p, st, p.comp_table, p.comp_step)
 
 
@@ -537,7 +538,7 @@ def full_batch_factor(p, st: ChainStats) -> np.ndarray:
     """queue_factor + composition_delay at the model's max batch from one table (output CV > 0; row_adjust's path
     unless either function is swapped, as benchmarks/perf_model.py does for its variants): both at the table's
     utilisations, interpolated linearly between them. Between them queue_factor's M/D/c curve is off by at most
-    1.6 % on benchmarks/perf_model_speed's workloads (the composition term's own interpolation is coarser)."""
+    1.6 % on random sizing workloads, N = 8-256 (the composition term's own interpolation is coarser)."""
     return _interpolate(p, st, p.factor_table, p.factor_step)
 
 
@@ -596,7 +597,7 @@ class IterationModel(ServiceModel):
         self.comp_all = self.comp_on  # (stacked rows: whether every model's is on)
         self.single_slot, self.all_decode = max_batch <= 1, m >= 2.0
         self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope, self.scv_s)
-        self._comp_src = None  # (tables, steps, row) once set_composition_tables has run
+        self._comp_src = None  # (its (4, G, M) block, column) once set_composition_tables has run
         self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
         self.itl_offset = (c1 * d1 - wp1) / (m - 1.0) if m >= 2.0 else 0.0
@@ -625,7 +626,7 @@ class IterationModel(ServiceModel):
 
     @property
     def comp_table(self) -> np.ndarray:
-        """composition_tables of this model (computed on first use; stack() computes many at once)."""
+        """composition_term of this model (computed on first use; stack() computes many at once)."""
         return self._composition(0)
 
     @property
