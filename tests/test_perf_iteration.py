@@ -464,17 +464,17 @@ def test_composition_closed_form_against_the_age_balance():
 
 
 def test_composition_tables_of_many_models_at_once():
-    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS, beyond by
-    the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12 in the
-    added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3 for the
-    trapezoid (2.5e-4 to 1.6e-3 measured at N = 48, 64, 66, 100, 128, 256, where the delay is up to e^99 times the
+    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS = 64,
+    beyond by the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12
+    in the added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3
+    for the trapezoid (2.5e-4 to 1.6e-3 measured at N = 66, 100, 128, 256, where the delay is up to e^99 times the
     chain's); zero with no age variance."""
     from inferno_mip.queueing.iteration import COMPOSITION_POINTS, EXACT_SLOTS, composition_tables, quadrature_nodes
 
     alpha, c0, gamma, m = 16.32, 0.421 + 0.01315625 * 128, 0.01315625, 1024.0
     var_age = decode_cost_variance(1.0, 128.0, m, 0.0, math.sqrt(1.0 - 1.0 / m))
     batches = np.array([1, 2, 8, 33, 48, 64, 65, 66, 100, 128, 256])
-    assert quadrature_nodes(batches).tolist() == [0, 0, 0, 0, EXACT_SLOTS, EXACT_SLOTS, 65, 65, 65, 65, 65]
+    assert EXACT_SLOTS == 64 and quadrature_nodes(batches).tolist() == [0, 0, 0, 0, 0, 0, 65, 65, 65, 65, 65]
     e_s, scv_i, slope = 400.0, 1.2, 0.1
     one = np.ones(batches.size)
     got = composition_tables(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
@@ -493,9 +493,9 @@ def test_composition_tables_of_many_models_at_once():
 
 
 def test_composition_tables_quadrature_against_every_k_summed():
-    """The trapezoid rule with its end-slope term (33 points for N = 34-64, 65 beyond) against every k summed, on
-    models whose term varies with the utilisation (clipped composition at high load): within 5e-3 in log up to
-    N = 64, 2e-2 at N = 100 and 256 (3.3e-3 and 1.2e-2 measured on 256 random sizing workloads)."""
+    """The trapezoid rule with its end-slope term (65 points beyond N = 64; every k summed up to 64) against every
+    k summed, on models whose term varies with the utilisation (clipped composition at high load): within 5e-3 in
+    log up to N = 64, 2e-2 at N = 100 and 256 (3.0e-3 and 1.2e-2 measured on 256 random sizing workloads)."""
     from inferno_mip.queueing.iteration import composition_tables
 
     rng = np.random.default_rng(3)
@@ -505,10 +505,77 @@ def test_composition_tables_quadrature_against_every_k_summed():
                                   in_tokens=float(rng.integers(64, 1024)), out_tokens=float(rng.integers(64, 1024)),
                                   max_batch=batch, max_queue=10 * batch, out_tokens_cv=1.0).service for _ in range(24)]
         cols = np.array([mdl.comp_args for mdl in models]).T
-        args = (*cols[:5], cols[5].astype(np.int64), *cols[6:])
+        args = (*cols[:5], cols[5].astype(np.int64), *cols[6:9])
         got, every = composition_tables(*args), composition_tables(*args, nodes=100_000)
         assert (every > 0.0).sum(axis=1).max() > 1  # the term reaches beyond light traffic
         assert np.allclose(np.log1p(got), np.log1p(every), atol=tol, rtol=0.0), batch
+
+
+def _random_composition_models(rng, batches, out_cv=None):
+    return [make_perf_model("iteration", dict(alpha=float(rng.uniform(2, 30)), beta=float(rng.uniform(0.005, 0.2)),
+                                              gamma=float(rng.uniform(5e-5, 3e-3))),
+                            in_tokens=float(rng.integers(16, 4096)), out_tokens=float(rng.integers(8, 2048)),
+                            max_batch=int(b), max_queue=4 * int(b),
+                            out_tokens_cv=float(rng.uniform(0.2, 2.0)) if out_cv is None else out_cv).service
+            for b in batches]
+
+
+def test_composition_term_against_the_per_k_reference_on_random_models():
+    """composition_term (recurrences as w = gamma e0 and gamma e1 with e1's simplified source, all models at once,
+    mixed max batches, the product only at the inner utilisations) against the reference: the original
+    recurrences run model by model at every k (_composition_by_recurrence), W_c/W = r_N prod_k r_k at each of the 17
+    utilisations, weighted by (1 - rho) variability_factor(scv_i, mdc_ratio): within 1e-11 in log(1 + term) where
+    every k is summed (N <= 64; 7e-15 measured), on random models, output CV 0.2-2."""
+    from inferno_mip.queueing.iteration import (COMPOSITION_POINTS, composition_term, mdc_ratio,
+                                                variability_factor)
+
+    rng = np.random.default_rng(11)
+    batches = rng.choice([1, 2, 3, 5, 8, 16, 17, 24, 32, 33, 40, 48, 63, 64], size=40)
+    models = _random_composition_models(rng, batches)
+    cols = np.array([mdl.comp_args for mdl in models]).T
+    got = composition_term(*cols[:5], cols[5].astype(np.int64), *cols[6:9])
+    assert got.shape == (COMPOSITION_POINTS, len(models))
+    rho = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
+    for j, mdl in enumerate(models):
+        alpha, c0, gamma, m, var_age, batch, e_s, scv_i, slope = cols[:9, j]
+        r = np.array([_composition_by_recurrence(alpha, c0, gamma, m, var_age, int(batch), x / e_s) for x in rho])
+        ratio = np.prod(r[:, 1:], axis=1) * r[:, -1]
+        light = variability_factor(np.full(rho.size, max(scv_i, 0.0)), mdc_ratio(slope, rho))
+        want = (1.0 - rho) * light * np.maximum(ratio - 1.0, 0.0)
+        assert np.allclose(np.log1p(got[:, j]), np.log1p(want), atol=1e-11, rtol=0.0), (j, int(batch))
+    assert (got[1:-1] > 0.0).any(axis=0).mean() > 0.5  # the term is on for most of them
+
+
+def test_full_batch_factor_table_is_queue_factor_plus_the_term():
+    """With every output CV > 0, row_adjust reads queue_factor + composition_delay at the full batch from one table
+    (full_batch_factor): at the table's utilisations the same as the two computed apart (1e-12), between them
+    within 2 % (queue_factor's M/D/c curve interpolated linearly: 0.8 % here, 1.6 % at most on random sizing
+    workloads, N = 8-256), stacked or alone."""
+    from inferno_mip.queueing.iteration import (COMPOSITION_POINTS, composition_delay, full_batch_factor,
+                                                set_composition_tables)
+    from inferno_mip.queueing.rows import RowSet
+
+    rng = np.random.default_rng(5)
+    models = _random_composition_models(rng, rng.choice([2, 8, 16, 32, 64, 100], size=12), out_cv=1.0)
+    assert all(mdl.comp_on for mdl in models)
+    term, _, factor, _ = set_composition_tables(models)
+    rho = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
+    fine = np.linspace(0.0, 1.0, 161)
+    for j, mdl in enumerate(models):
+        at_points = SimpleNamespace(lam=rho / mdl.e_s)
+        want = queue_factor(mdl, mdl.max_batch, at_points)
+        np.testing.assert_allclose(factor[:, j], want + term[:, j], rtol=1e-12)
+        between = SimpleNamespace(lam=fine / mdl.e_s)
+        exact = queue_factor(mdl, mdl.max_batch, between) + composition_delay(mdl, between)
+        np.testing.assert_allclose(full_batch_factor(mdl, between), exact, rtol=0.02)
+    pm = make_perf_model("iteration", dict(alpha=8.0, beta=0.05, gamma=5e-4), in_tokens=300, out_tokens=200,
+                         max_batch=16, max_queue=160, out_tokens_cv=1.0)
+    rs = RowSet([pm, pm], [0, 1, 1], [16, 16, 16], [160, 160, 160])
+    from inferno_mip.queueing.models import gather
+    rows = gather(rs.params, rs.mi)
+    lam = np.array([0.1, 0.5, 0.9]) / pm.service.e_s
+    np.testing.assert_allclose(full_batch_factor(rows, SimpleNamespace(lam=lam)),
+                               full_batch_factor(pm.service, SimpleNamespace(lam=lam)), rtol=1e-15)
 
 
 def test_one_model_in_stacked_form_takes_the_max_batch_path():

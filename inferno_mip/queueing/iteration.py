@@ -23,7 +23,8 @@ context tokens read), same birth-death chain, four corrections measured against 
    prefill: more), and P(full) is scaled accordingly (occupancy_spread_factor, output CV < 1). With long-tailed
    lengths a small batch fills most often when its contexts are long, so a full batch iterates slower than the
    mean field; the light-traffic end of the delay is that of the chain slowed by the batch's composition
-   (composition_tables: a closed form per model, tabulated in the utilisation; composition_delay, output CV > 0).
+   (composition_term: a closed form per model, tabulated in the utilisation; composition_delay, output CV > 0;
+   with it, the full batch's queue_factor and the term come from one table, full_batch_factor).
 4. Metrics as vLLM reports them: the first token is emitted by the prefill iteration (c + m - 1 iterations per
    request); TTFT = wait + boundary wait + prefill at admission (batch min(k + 1, N)); ITL = mean decode
    interval = (S - mean-field prefill)/(m - 1), S the chain's mean service time.
@@ -158,14 +159,38 @@ def queue_factor(p, batch, st: ChainStats) -> np.ndarray:
         es, es2 = share_moments(p, batch)
         scv_s, slope = es2 / (es * es) - 1.0, cosmetatos_slope(np.asarray(batch, dtype=np.float64))
         high = low = False
-    rho = np.minimum(st.lam * es, 1.0)
-    scv = np.maximum(p.scv_i + rho * (scv_s - p.scv_i), 0.0)
+    rho = np.multiply(st.lam, es)
+    np.minimum(rho, 1.0, out=rho)
+    return service_variability(rho, p.scv_i, scv_s, slope, high, low)
+
+
+def service_variability(rho, scv_i, scv_s, slope, high=False, low=False) -> np.ndarray:
+    """queue_factor at the full batch's utilisation rho (an array it may overwrite): c_s^2 = max(scv_i + rho
+    (scv_s - scv_i), 0); high (low): c_s^2 >= 1 (< 1) in every row."""
+    scv = np.multiply(rho, scv_s - scv_i)
+    scv += scv_i
+    np.maximum(scv, 0.0, out=scv)
     if high:  # so is their mix: Allen-Cunneen only
-        return 0.5 * (1.0 + scv)
-    deterministic = mdc_ratio(slope, rho)
+        scv += 1.0
+        scv *= 0.5
+        return scv
     if low:
+        deterministic = mdc_ratio(slope, rho)
         return scv + (1.0 - scv) * deterministic
-    return variability_factor(scv, deterministic)
+    # variability_factor(scv, mdc_ratio(slope, rho)) with fewer passes (this runs for every evaluated rate):
+    # (1 + scv)/2 + max(1 - scv, 0) (M/D/c ratio - 1/2)
+    excess = np.subtract(1.0, rho)  # the M/D/c ratio's excess over 1/2, capped at 1/2
+    np.maximum(rho, 1e-9, out=rho)
+    excess /= rho
+    excess *= slope
+    np.minimum(excess, 0.5, out=excess)
+    below = np.subtract(1.0, scv)
+    np.maximum(below, 0.0, out=below)
+    excess *= below
+    scv += 1.0
+    scv *= 0.5
+    scv += excess
+    return scv
 
 
 def mdc_ratio(slope, rho):
@@ -218,162 +243,213 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
     return np.exp(x, out=x)
 
 
-COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_tables
+COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_term
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
-QUADRATURE_NODES = 65  # points of k at which composition_tables sums log r_k for max batches beyond 64
-EXACT_SLOTS = 33  # up to this max batch every k is summed; from there to 64, EXACT_SLOTS points (at most 2 apart)
+_COMPOSITION_LOAD = (1.0 - _COMPOSITION_RHO)[:, None]  # 1 - rho, a column
+_MDC_SHAPE = _COMPOSITION_LOAD / np.maximum(_COMPOSITION_RHO, 1e-9)[:, None]  # (1 - rho)/rho, as service_variability
+QUADRATURE_NODES = 65  # points of k at which composition_term sums log r_k for max batches beyond EXACT_SLOTS
+EXACT_SLOTS = 64  # up to this max batch every k is summed
 
 
 def quadrature_nodes(n_max) -> np.ndarray:
-    """Points of k at which composition_tables sums log r_k for a model of max batch n_max: every k (0) up to
-    EXACT_SLOTS, EXACT_SLOTS points (h <= 2 slots apart) up to 2 (EXACT_SLOTS - 1), QUADRATURE_NODES beyond."""
-    n_max = np.asarray(n_max, dtype=np.int64)
-    return np.where(n_max <= EXACT_SLOTS, 0, np.where(n_max <= 2 * (EXACT_SLOTS - 1), EXACT_SLOTS, QUADRATURE_NODES))
+    """Points of k at which composition_term sums log r_k for a model of max batch n_max: every k (0) up to
+    EXACT_SLOTS, QUADRATURE_NODES beyond."""
+    return np.where(np.asarray(n_max, dtype=np.int64) <= EXACT_SLOTS, 0, QUADRATURE_NODES)
 
 
 def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
+    """composition_term as (M, G): each model's row."""
+    return composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes).T
+
+
+def composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
-    at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (M, G).
+    at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (G, M).
 
     With memoryless output lengths and context reads that grow with a request's age, a batch holding old, long
     requests iterates slowly, and arrivals come per iteration in proportion to its length, so a full small batch
-    iterates slower than the mean field T_mf(k) = alpha + k (c0 + gamma m): by a factor r_k = 1 + gamma e_k/T_mf(k),
-    e_k the residents' excess age sum. Balancing that age sum per occupancy state (var_age: Var of a resident's age,
-    tokens^2; g v = gamma var_age) gives a tridiagonal system in e whose expansion to first order in lambda,
-    e_k = max(e0_k + lambda e1_k, 0), is two forward recurrences (T = T_mf + gamma e0):
+    iterates slower than the mean field T_mf(k) = alpha + k s (s = c0 + gamma m): by a factor r_k = 1 + gamma
+    e_k/T_mf(k), e_k the residents' excess age sum. Balancing that age sum per occupancy state (var_age: Var of a
+    resident's age, tokens^2; g v = gamma var_age) gives a tridiagonal system in e whose expansion to first order
+    in lambda, e_k = max(e0_k + lambda e1_k, 0), is two forward recurrences (T = T_mf + gamma e0):
         e0_k = e0_{k-1} + g v (k-1)/T_{k-1},
         e1_k = e1_{k-1} + (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k) - g v (k-1) gamma e1_{k-1}/T_{k-1}^2  (k < N),
-        e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2,
-    run one k at a time for all models at once (e1's is linear: e1_k = a_k e1_{k-1} + b_k); the sum over k of
-    log r_k takes every k up to EXACT_SLOTS, beyond that the trapezoid rule (quadrature_nodes). The chain whose mu(k)
-    is slowed by r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued request waits r_N
-    longer; the head's normalisation is left out: at light load it is 1, and the term is weighted by 1 - rho).
-    Against the balance solved to convergence per rate (benchmarks/perf_model_composition.py) this scores the same
-    TTFT grid points (benchmarks/RESULTS.md)."""
+        e1_N = e1_{N-1} - T_N m e0_N/N^2 - g v (N-1) gamma e1_{N-1}/T_{N-1}^2.
+    Since T_k (e0_{k+1} - e0_k) = g v k, e1's inner source is -m T_k e0_{k+1}/(k (k+1)); both run as w = gamma e0
+    (w_k = w_{k-1} + G (k-1)/T_{k-1}, G = gamma g v) and gamma e1, one k at a time for all models at once. The
+    sum over k of log r_k takes every k up to EXACT_SLOTS, beyond that the trapezoid rule (quadrature_nodes). The
+    chain whose mu(k) is slowed by r_k has its delay W_c = W r_N prod_k r_k (the block's weight, and a queued
+    request waits r_N longer; the head's normalisation is left out: at light load it is 1, and the term is
+    weighted by 1 - rho, so it is 0 at rho = 1). Against the balance solved to convergence per rate
+    (benchmarks/perf_model_composition.py) this scores the same TTFT grid points (benchmarks/RESULTS.md)."""
     n_max = np.asarray(n_max, dtype=np.int64)
     # every k summed, or `nodes` points of quadrature (each model by its own max batch; nodes > 0: every k up to
     # nodes, that many points beyond), each group at once
-    tier = quadrature_nodes(n_max) if nodes == 0 else np.where(n_max <= nodes, 0, nodes)
-    if tier.min() != tier.max():
-        out = np.empty((n_max.shape[0], COMPOSITION_POINTS))
+    def tier_of(n):  # (non-decreasing in N)
+        return quadrature_nodes(n) if nodes == 0 else np.where(n <= nodes, 0, nodes)
+    smallest, largest = int(n_max.min()), int(n_max.max())
+    if tier_of(smallest) != tier_of(largest):
+        tier = tier_of(n_max)
+        out = np.empty((COMPOSITION_POINTS, n_max.shape[0]))
         for value in np.unique(tier).tolist():
             rows = tier == value
-            out[rows] = composition_tables(*(np.asarray(v, dtype=np.float64)[rows] for v in
+            out[:, rows] = composition_term(*(np.asarray(v, dtype=np.float64)[rows] for v in
                                              (alpha, c0, gamma, m, var_age)), n_max[rows],
                                            *(np.asarray(v, dtype=np.float64)[rows] for v in (e_s, scv_i, slope)),
                                            nodes=nodes)
         return out
-    nodes = int(tier[0])
+    nodes = int(tier_of(largest))
+    alpha, c0, gamma, m, var_age, e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in
+                                                        (alpha, c0, gamma, m, var_age, e_s, scv_i, slope))
     # k along axis 0, the models along axis 1: each step of a recurrence is one row operation over all models
-    alpha, c0, gamma, m, var_age = (np.asarray(v, dtype=np.float64)[None, :] for v in (alpha, c0, gamma, m, var_age))
-    rows, width = n_max.shape[0], int(n_max.max()) + 1
-    cols = np.arange(rows)
-    gv = gamma * var_age
+    rows, width = n_max.shape[0], largest + 1
+    same = smallest == largest  # (the usual case: one max batch for every model)
+    s = c0 + gamma * m
     k = np.arange(width, dtype=np.float64)[:, None]
-    t_mf, gvk, e0, t, base, aux, aux2 = _scratch((7, width, rows), slot=1)  # (k, models) arrays, reused memory
-    np.multiply(c0 + gamma * m, k, out=t_mf)
+    t_mf, gk, w, t, e1, decay = _scratch((6, width, rows), slot=1)  # (k, models) arrays, reused memory
+    np.multiply(s, k, out=t_mf)
     t_mf += alpha
-    np.multiply(gv, k, out=gvk)
-    e0[0] = 0.0
-    np.copyto(t, t_mf)
+    np.multiply(gamma * gamma * var_age, k, out=gk)
+    w[0] = 0.0
     tmp = np.empty(rows)
-    e0_k, t_k, gvk_k, t_mf_k, g = list(e0), list(t), list(gvk), list(t_mf), gamma[0]  # row views, indexed fast
-    for j in range(1, width):
-        np.divide(gvk_k[j - 1], t_k[j - 1], out=tmp)
-        np.add(e0_k[j - 1], tmp, out=e0_k[j])
-        np.multiply(g, e0_k[j], out=t_k[j])
-        np.add(t_k[j], t_mf_k[j], out=t_k[j])
-    nn = n_max[None, :].astype(np.float64)
-    np.multiply(t, k / (k + 1.0), out=base)  # inner k (1 <= k < N): (m/k) (T_k k/(k+1) e0_{k+1} - T_k e0_k - g v k)
-    base[:-1] *= e0[1:]
-    base[-1] *= e0[-1]
-    np.multiply(t, e0, out=aux)
-    base -= aux
-    base -= gvk
-    np.divide(m, np.maximum(k, 1.0), out=aux)
-    base *= aux
-    if n_max.min() == n_max.max():
-        base[0], base[n_max[0]:] = 0.0, 0.0
+    add, divide, multiply = np.add, np.divide, np.multiply
+    w_k, t_k, gk_k, t_mf_k = list(w), list(t), list(gk), list(t_mf)  # row views, made once (positional out: faster)
+    for j in range(1, width):  # w_k = w_{k-1} + G (k-1)/T_{k-1}, T_{k-1} = T_mf(k-1) + w_{k-1}
+        add(t_mf_k[j - 1], w_k[j - 1], t_k[j - 1])
+        divide(gk_k[j - 1], t_k[j - 1], tmp)
+        add(w_k[j - 1], tmp, w_k[j])
+    add(t_mf_k[-1], w_k[-1], t_k[-1])
+    # gamma e1_k = decay_k gamma e1_{k-1} + m base_k, base_k = -T_k w_{k+1}/(k (k+1)) (k < N), -T_N w_N/N^2 (k = N)
+    multiply(t[1:-1], w[2:], out=e1[1:-1])
+    e1[1:-1] /= k[1:-1] * -(k[1:-1] + 1.0)
+    e1[0] = 0.0
+    if same:
+        multiply(t[-1], w[-1], out=e1[-1])
+        e1[-1] /= -float(width - 1) ** 2
     else:
-        base[(k < 1.0) | (k >= nn)] = 0.0
-    base[n_max, cols] = -t[n_max, cols] * m[0] * e0[n_max, cols] / (n_max * n_max).astype(np.float64)
-    decay = aux[:-1]  # at k + 1: 1 - g v k gamma/T_k^2, the e1_k term's coefficient
-    np.multiply(gvk[:-1], gamma, out=decay)
-    np.multiply(t[:-1], t[:-1], out=aux2[:-1])
-    decay /= aux2[:-1]
-    np.subtract(1.0, decay, out=decay)
-    e1 = base  # in place: e1_k = decay_k e1_{k-1} + base_k
+        cols = np.arange(rows)
+        e1[k >= n_max[None, :]] = 0.0  # beyond N: no term (r_k = 1)
+        e1[n_max, cols] = t[n_max, cols] * w[n_max, cols] / -(n_max * n_max).astype(np.float64)
+    e1 *= m
+    multiply(t[:-1], t[:-1], out=decay[1:])  # decay_k = 1 - G (k-1)/T_{k-1}^2
+    divide(gk[:-1], decay[1:], out=decay[1:])
+    np.subtract(1.0, decay[1:], out=decay[1:])
     e1_k, decay_k = list(e1), list(decay)
     for j in range(2, width):
-        np.multiply(e1_k[j - 1], decay_k[j - 1], out=tmp)
-        np.add(e1_k[j], tmp, out=e1_k[j])
-    # sum_{k=1..N} log r_k: every k up to QUADRATURE_NODES, beyond by the trapezoid rule on that many points of
-    # k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f = trapezoid_h + (f(1) +
-    # f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1, 2, 3 and N - 2,
-    # N - 1, N; e0, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the (points x
-    # utilisations x models) work does not grow with N
-    exact = nodes == 0
-    if exact:  # k > N: r_k = 1 (its coefficient gamma/T_mf zeroed)
-        e0q, e1q, scale = e0[1:], e1[1:], gamma / t_mf[1:]
-        scale[k[1:] > nn] = 0.0
-        last = n_max - 1
+        multiply(e1_k[j - 1], decay_k[j], tmp)
+        add(e1_k[j], tmp, e1_k[j])
+    # r_k = max(a_k + rho b_k, 1), a = T/T_mf = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]);
+    # at rho = 0 it is a_k (>= 1), and the term is 0 at rho = 1: the product over k runs at the inner utilisations,
+    # as (utilisations, points, models)
+    if nodes == 0:  # every k
+        a, b = divide(t[1:], t_mf[1:]), divide(e1[1:], t_mf[1:])
+        b /= e_s
+        if not same:  # k > N: r_k = 1
+            beyond = k[1:] > n_max[None, :]
+            a[beyond], b[beyond] = 1.0, 0.0
+        ratio = np.empty((COMPOSITION_POINTS, rows))
+        ratio[-1] = 1.0  # (rho = 1: no term)
+        last = -1 if same else (n_max - 1, np.arange(rows))
+        np.multiply.reduce(a, axis=0, out=ratio[0])  # rho = 0: r_k = a_k
+        ratio[0] *= a[last]
+        r = _clipped(a, b)
+        np.multiply.reduce(r, axis=1, out=ratio[1:-1])
+        ratio[1:-1] *= r[:, -1] if same else r[:, last[0], last[1]]
     else:
-        same = n_max.min() == n_max.max()  # (the usual case: one max batch, so the same k for every model)
-        span = nn[:, :1] if same else nn
-        pos = np.concatenate((1.0 + (span - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * span,
-                              3.0 + 0.0 * span, span - 2.0, span - 1.0))  # the nodes, then the slopes' integer points
-        low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :1 if same else None])
-        frac = pos - low
-        if same:  # whole rows of k
-            def at(a):
-                lo = a[low[:, 0]]
-                return lo + (a[low[:, 0] + 1] - lo) * frac
-        else:  # each model its own k: flat positions
-            low *= rows
-            low += cols
-            def at(a):
-                lo = np.take(a, low)
-                return lo + (np.take(a, low + rows) - lo) * frac
-        e0q, e1q, scale = at(e0), at(e1), gamma / (alpha + (c0 + gamma * m) * pos)
-        h = (nn[0] - 1.0) / (nodes - 1)
-        last = np.full(rows, nodes - 1)
-    # r_k = max(a_k + rho b_k, 1), a = 1 + gamma e0/T_mf, b = gamma e1/(T_mf E[s]) (lambda = rho/E[s]), as
-    # (points, utilisations, models): the product over k runs along axis 0, which numpy does row by row
-    e_s, scv_i, slope = (np.asarray(v, dtype=np.float64) for v in (e_s, scv_i, slope))
-    a = e0q * scale
-    a += 1.0
-    b = e1q * scale
-    b /= e_s
-    r = np.multiply(_COMPOSITION_RHO[None, :, None], b[:, None, :], out=_scratch((b.shape[0], COMPOSITION_POINTS, rows)))
-    r += a[:, None, :]
-    np.maximum(r, 1.0, out=r)
-    r_n = r[last, :, cols].T  # at k = N: (G, models)
-    if exact:  # prod_k r_k
-        ratio = np.prod(r, axis=0)
-    else:  # equal weights h inside, h/2 + 1/2 at the ends: powers of products instead of a log per point
-        q = nodes
-        ends = np.sqrt(r[0] * r_n)  # ratio = P^h ends^(h + 1), P the product of the inner points
-        ratio = np.prod(r[1:q - 1], axis=0)
-        ratio *= ends
-        ratio **= h
-        ratio *= ends
-        r1, r2, r3, rm2, rm1 = r[0], r[q], r[q + 1], r[q + 2], r[q + 3]
-        ratio *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
-            ** ((1.0 - h * h) / 24.0)
-    ratio *= r_n
-    rho = _COMPOSITION_RHO[:, None]
-    light = variability_factor(np.maximum(scv_i, 0.0), mdc_ratio(slope, rho))  # queue_factor at the residence's c_s^2
+        ratio = _quadrature_ratio(t, w, e1, n_max, s, alpha, e_s, nodes, same)
+    # term = (1 - rho) queue_factor at the residence's c_s^2 (M/D/c by Cosmetatos below 1) (ratio - 1)
+    scv = np.maximum(scv_i, 0.0)  # constant in rho: (1 + scv)/2 + max(1 - scv, 0) (M/D/c ratio - 1/2)
+    below = np.subtract(1.0, scv)
+    np.maximum(below, 0.0, out=below)
+    scv += 1.0
+    scv *= 0.5
+    weight = _mdc_excess(slope)
+    weight *= below
+    weight += scv
+    weight *= _COMPOSITION_LOAD  # 1 - rho
     ratio -= 1.0
     np.maximum(ratio, 0.0, out=ratio)
-    ratio *= (1.0 - rho) * light
-    return ratio.T
+    ratio *= weight
+    return ratio
+
+
+def _mdc_excess(slope) -> np.ndarray:
+    """Cosmetatos' M/D/c ratio less 1/2 at composition_term's utilisations, (G, M): min(slope (1 - rho)/rho, 1/2)
+    (service_variability's form)."""
+    out = np.multiply(_MDC_SHAPE, slope)
+    np.minimum(out, 0.5, out=out)
+    return out
+
+
+def _clipped(a, b) -> np.ndarray:
+    """r_k = max(a_k + rho b_k, 1) at composition_term's inner utilisations rho (a, b: (points, models)), as
+    (utilisations, points, models) in scratch memory."""
+    inner = _COMPOSITION_RHO[1:-1]
+    r = np.multiply(inner[:, None, None], b, out=_scratch((inner.shape[0],) + b.shape))
+    r += a
+    np.fmax(r, 1.0, out=r)  # (no NaN here: fmax is np.maximum without its NaN test, faster)
+    return r
+
+
+def _quadrature_ratio(t, w, e1, n_max, s, alpha, e_s, nodes, same) -> np.ndarray:
+    """composition_term's W_c/W at its utilisations (G, models), the sum over k of log r_k by the trapezoid rule
+    on `nodes` points of k in [1, N] plus half the end points and the end-slope term (Euler-Maclaurin: sum f =
+    trapezoid_h + (f(1) + f(N))/2 + (1 - h^2)/12 (f'(N) - f'(1)), the slopes by second-order differences at k = 1,
+    2, 3 and N - 2, N - 1, N; w, e1 and T_mf are smooth in k, interpolated linearly between integers), so that the
+    (points x utilisations x models) work does not grow with N."""
+    rows = n_max.shape[0]
+    nn = n_max[None, :].astype(np.float64)
+    span = nn[:, :1] if same else nn
+    pos = np.concatenate((1.0 + (span - 1.0) * np.linspace(0.0, 1.0, nodes)[:, None], 2.0 + 0.0 * span,
+                          3.0 + 0.0 * span, span - 2.0, span - 1.0))  # the nodes, then the slopes' integer points
+    low = np.minimum(np.maximum(pos.astype(np.int64), 1), (n_max - 1)[None, :1 if same else None])
+    frac = pos - low
+    if same:  # whole rows of k
+        def at(x):
+            lo = x[low[:, 0]]
+            return lo + (x[low[:, 0] + 1] - lo) * frac
+    else:  # each model its own k: flat positions
+        low *= rows
+        low += np.arange(rows)
+        def at(x):
+            lo = np.take(x, low)
+            return lo + (np.take(x, low + rows) - lo) * frac
+    t_pos = alpha + s * pos
+    a = at(w)  # a = 1 + w/T_mf, b = gamma e1/(T_mf E[s]) at the points
+    a /= t_pos
+    a += 1.0
+    b = at(e1)
+    b /= t_pos
+    b /= e_s
+    ratio = np.empty((COMPOSITION_POINTS, rows))
+    ratio[-1] = 1.0  # (rho = 1: no term)
+    h = (nn[0] - 1.0) / (nodes - 1)
+    _trapezoid_product(a[None], nodes, h, ratio[:1])  # rho = 0: r_k = a_k
+    _trapezoid_product(_clipped(a, b), nodes, h, ratio[1:-1])
+    return ratio
+
+
+def _trapezoid_product(r, q, h, out) -> None:
+    """out = exp(sum over k = 1..N of log r_k) r_N from r at _quadrature_ratio's points (axis 1: q equally spaced
+    nodes, then k = 2, 3, N - 2, N - 1): equal weights h inside, h/2 + 1/2 at the ends, and the end-slope term;
+    powers of products instead of a log per point."""
+    r1, r_n = r[:, 0], r[:, q - 1]
+    ends = np.sqrt(r1 * r_n)  # ratio = P^h ends^(h + 1), P the product of the inner points
+    np.multiply.reduce(r[:, 1:q - 1], axis=1, out=out)
+    out *= ends
+    out **= h
+    out *= ends
+    r2, r3, rm2, rm1 = r[:, q], r[:, q + 1], r[:, q + 2], r[:, q + 3]
+    out *= ((r_n * r_n * r_n * rm2) * (r1 * r1 * r1 * r3) / ((rm1 * rm1) * (rm1 * rm1) * (r2 * r2) * (r2 * r2))) \
+        ** ((1.0 - h * h) / 24.0)
+    out *= r_n
 
 
 _POOL = threading.local()
 
 
 def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
-    """A float64 array of this shape for use within one composition_tables call (slot 0 or 1: two at once):
+    """A float64 array of this shape for use within one composition_term call (slot 0 or 1: two at once):
     memory reused across calls (in this thread), since touching fresh memory costs more than the arithmetic done
     in it."""
     need = math.prod(shape)
@@ -385,47 +461,88 @@ def _scratch(shape: tuple, slot: int = 0) -> np.ndarray:
     return bufs[slot][:need].reshape(shape)
 
 
-COMPOSITION_CHUNK = 512  # models per composition_tables call (bounds its scratch: points x G x models floats)
+COMPOSITION_CHUNK = 512  # models per composition_term call (bounds its scratch: points x G x models floats)
 
 
-def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """composition_tables of the models that have none yet, computed together (one set of array operations), and
-    the steps between their points; returns both stacked over all the models (zeros where the term is off).
-    args: the models' comp_args as columns (9, M), if at hand."""
+def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """composition_term of the models that have none yet, computed together (one set of array operations), and
+    the full-batch factor tables, queue_factor + that term at the same utilisations; returns the term's table, its
+    steps between points, the factor's table and its steps, each (G, M) over all the models (zeros where the term
+    is off). args: the models' comp_args as columns (10, M), if at hand."""
     todo = [i for i, mdl in enumerate(models) if mdl.comp_on and mdl._comp_src is None]
     if todo:
         every = len(todo) == len(models)
         if args is None:
             args = np.array([mdl.comp_args for mdl in models]).T
         cols = args if every else args[:, todo]
-        tables = np.ascontiguousarray(np.concatenate(  # rows contiguous: composition_delay reads them flat
-            [composition_tables(*part[:5], part[5].astype(np.int64), *part[6:])
-             for part in np.split(cols, range(COMPOSITION_CHUNK, cols.shape[1], COMPOSITION_CHUNK), axis=1)]))
-        steps = np.zeros_like(tables)
-        np.subtract(tables[:, 1:], tables[:, :-1], out=steps[:, :-1])
-        for row, i in enumerate(todo):  # each model keeps its row (a later sizing reuses it)
-            models[i]._comp_src = tables, steps, row
+        src = np.empty((4, COMPOSITION_POINTS, cols.shape[1]))  # term, its steps, factor, its steps
+        for lo in range(0, cols.shape[1], COMPOSITION_CHUNK):
+            part = cols[:, lo:lo + COMPOSITION_CHUNK]
+            src[0, :, lo:lo + COMPOSITION_CHUNK] = composition_term(*part[:5], part[5].astype(np.int64), *part[6:9])
+        # queue_factor at the table's utilisations (service_variability's general form): c_s^2 = max(scv_i + rho
+        # (scv_s - scv_i), 0); (1 + c_s^2)/2 + max(1 - c_s^2, 0) (M/D/c ratio - 1/2)
+        scv_i, slope, scv_s = cols[7], cols[8], cols[9]
+        scv, below = src[2], src[3]  # (its steps are written after it)
+        np.multiply(_COMPOSITION_RHO[:, None], scv_s - scv_i, out=scv)
+        scv += scv_i
+        np.maximum(scv, 0.0, out=scv)
+        np.subtract(1.0, scv, out=below)
+        np.maximum(below, 0.0, out=below)
+        below *= _mdc_excess(slope)
+        scv += 1.0
+        scv *= 0.5
+        scv += below
+        scv += src[0]
+        np.subtract(src[0::2, 1:], src[0::2, :-1], out=src[1::2, :-1])
+        src[1::2, -1] = 0.0
+        for row, i in enumerate(todo):  # each model keeps its column (a later sizing reuses it)
+            models[i]._comp_src = src, row
         if every:
-            return tables, steps
-    return np.array([mdl.comp_table for mdl in models]), np.array([mdl.comp_step for mdl in models])
+            return tuple(src)
+    # the models' columns, where they were computed (usually all in one call: one gather)
+    sources = [mdl._comp_src if mdl.comp_on else None for mdl in models]
+    first = next(s for s in sources if s is not None)[0]
+    if all(s is not None and s[0] is first for s in sources):
+        return tuple(first[:, :, [s[1] for s in sources]])
+    out = np.zeros((4, COMPOSITION_POINTS, len(models)))
+    for i, s in enumerate(sources):
+        if s is not None:
+            out[:, :, i] = s[0][:, :, s[1]]
+    return tuple(out)
+
+
+def _interpolate(p, st: ChainStats, table, step) -> np.ndarray:
+    """A table at COMPOSITION_POINTS utilisations interpolated linearly at rho = min(lambda E[s], 1) (step: the
+    steps between its points): one model's (G,), or stacked rows' (lazy row views of (G, M) tables)."""
+    pos = np.multiply(st.lam, p.e_s)
+    np.minimum(pos, 1.0, out=pos)
+    pos *= COMPOSITION_POINTS - 1
+    j = pos.astype(np.int64)  # (at rho = 1 the last point, whose step is 0)
+    pos -= j  # the weight of the upper point
+    if hasattr(table, "idx"):  # stacked rows: the flat position of point j of each row's model
+        j *= table.table.shape[1]
+        j += table.idx
+        table, step = table.table, step.table
+    pos *= step.take(j)
+    pos += table.take(j)
+    return pos
 
 
 def composition_delay(p, st: ChainStats) -> np.ndarray:
     """Term added to queue_factor for the composition of a filling batch (output CV > 0), at the model's max batch:
-    composition_tables interpolated linearly in rho = lambda E[s] (p.comp_step: the steps between its points)."""
-    pos = st.lam * p.e_s
-    np.minimum(pos, 1.0, out=pos)
-    pos *= COMPOSITION_POINTS - 1
-    j = pos.astype(np.int64)
-    np.minimum(j, COMPOSITION_POINTS - 2, out=j)
-    pos -= j  # the weight of the upper point
-    table, step = p.comp_table, p.comp_step
-    if hasattr(table, "idx"):  # stacked rows: the flat position of each row's point j
-        j += table.idx * COMPOSITION_POINTS
-        table, step = table.table, step.table
-    pos *= step.ravel()[j]
-    pos += table.ravel()[j]
-    return pos
+    composition_term interpolated linearly in rho = lambda E[s]."""
+    return _interpolate(p, st, p.comp_table, p.comp_step)
+
+
+def full_batch_factor(p, st: ChainStats) -> np.ndarray:
+    """queue_factor + composition_delay at the model's max batch from one table (output CV > 0; row_adjust's path
+    unless either function is swapped, as benchmarks/perf_model.py does for its variants): both at the table's
+    utilisations, interpolated linearly between them. Between them queue_factor's M/D/c curve is off by at most
+    1.6 % on random sizing workloads, N = 8-256 (the composition term's own interpolation is coarser)."""
+    return _interpolate(p, st, p.factor_table, p.factor_step)
+
+
+_QUEUE_FACTOR, _COMPOSITION_DELAY = queue_factor, composition_delay  # the model's own (row_adjust)
 
 
 class IterationModel(ServiceModel):
@@ -477,9 +594,10 @@ class IterationModel(ServiceModel):
         # composition_delay (no age variance without output-length spread)
         self.var_age = out_cv * out_cv * decode_cost_variance(1.0, n, m, 0.0, out_cv) if out_cv > 0.0 else 0.0
         self.comp_on = bool(g > 0.0 and self.var_age > 0.0 and not compat)
+        self.comp_all = self.comp_on  # (stacked rows: whether every model's is on)
         self.single_slot, self.all_decode = max_batch <= 1, m >= 2.0
-        self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope)
-        self._comp_src = None  # (tables, steps, row) once set_composition_tables has run
+        self.comp_args = (a, b + g * n, g, m, self.var_age, max_batch, self.e_s, self.scv_i, self.slope, self.scv_s)
+        self._comp_src = None  # (its (4, G, M) block, column) once set_composition_tables has run
         self.pf_base, self.pf_slope = c1 * (a - d1) + wp1, c1 * d1  # prefill(B), B >= 1
         self.iters_n = c1 + m - 1.0  # ITL = S/I + (c delta - w_p)/(m - 1) (row_latencies)
         self.itl_offset = (c1 * d1 - wp1) / (m - 1.0) if m >= 2.0 else 0.0
@@ -508,7 +626,7 @@ class IterationModel(ServiceModel):
 
     @property
     def comp_table(self) -> np.ndarray:
-        """composition_tables of this model (computed on first use; stack() computes many at once)."""
+        """composition_term of this model (computed on first use; stack() computes many at once)."""
         return self._composition(0)
 
     @property
@@ -516,13 +634,23 @@ class IterationModel(ServiceModel):
         """comp_table's steps between consecutive points (0 after the last)."""
         return self._composition(1)
 
+    @property
+    def factor_table(self) -> np.ndarray:
+        """queue_factor + comp_table at the same utilisations (full_batch_factor)."""
+        return self._composition(2)
+
+    @property
+    def factor_step(self) -> np.ndarray:
+        """factor_table's steps between consecutive points (0 after the last)."""
+        return self._composition(3)
+
     def _composition(self, which: int) -> np.ndarray:
         if not self.comp_on:
             return np.zeros(COMPOSITION_POINTS)
         if self._comp_src is None:
             set_composition_tables([self])
-        src = self._comp_src
-        return src[which][src[2]]
+        src, row = self._comp_src
+        return src[which, :, row]
 
     @staticmethod
     def row_adjust(p, st: ChainStats, n) -> ChainStats:
@@ -531,30 +659,35 @@ class IterationModel(ServiceModel):
         # one too: admissions and departures happen at boundaries). Lost arrivals (k = N + Q) are left out.
         # (in place where a temporary is ours: this runs for every evaluated rate)
         lost, p_block = st.blocking, st.p_block
-        below = 1.0 - st.p_head[:, 0]  # 0 < k < N
+        below = np.subtract(1.0, st.p_head[:, 0])  # 0 < k < N
         below -= p_block
         np.maximum(below, 0.0, out=below)
         full = at_max_batch(p, n)
-        if p.single_slot if full else np.any(n <= 1):  # exact 0 at N = 1
+        if p.single_slot if full else np.any(n <= 1):  # exact 0 at N = 1 (1 - p_0 - p_block cancels)
             below = np.where(n > 1, below, 0.0)
         busy = p_block - lost  # admitted arrivals that find k >= 1
         np.maximum(busy, 0.0, out=busy)
         busy += below
-        in_service = st.num_in_service - n * lost  # sum_k min(k, N) p_k over admitted arrivals
+        in_service = n * lost  # sum_k min(k, N) p_k over admitted arrivals
+        np.subtract(st.num_in_service, in_service, out=in_service)
         np.maximum(in_service, 0.0, out=in_service)
-        spread = 2.0 * p.half_delta_n * in_service
-        spread += p.alpha
+        mean_half = p.half_delta_n * in_service  # half the mean iteration's work part, T/2 - alpha/2
+        spread = np.add(mean_half, p.half_alpha)  # k Var(cost)/(2 T): half_var_cost in_service/(2 (T/2))
         spread += 1e-300
         np.divide(p.half_var_cost * in_service, spread, out=spread)
+        spread *= 0.5
         boundary = st.lam * p.var_term
         boundary += p.half_alpha
         boundary *= busy
-        boundary += p.half_delta_n * in_service
+        boundary += mean_half
         boundary += spread
         boundary /= np.maximum(1.0 - lost, 1e-300)
-        factor = queue_factor(p, n, st)
-        if p.comp_on and full:  # some output CV > 0 (stacked rows: any of them)
-            factor = factor + composition_delay(p, st)
+        if p.comp_all and full and queue_factor is _QUEUE_FACTOR and composition_delay is _COMPOSITION_DELAY:
+            factor = full_batch_factor(p, st)  # every output CV > 0: one lookup
+        else:
+            factor = queue_factor(p, n, st)
+            if p.comp_on and full:
+                factor = factor + composition_delay(p, st)
         if p.spread_on:  # some output CV < 1 (stacked rows: any of them)
             factor = factor * occupancy_spread_factor(p, st)
         wait = st.wait_time * factor
@@ -574,8 +707,8 @@ class IterationModel(ServiceModel):
         affine = all(m.affine for m in models)
         out = {"compat": models[0].compat, "affine": affine, "scv_high": all(m.scv_high for m in models),
                "scv_low": all(m.scv_low for m in models), "spread_on": any(m.spread_on for m in models),
-               "comp_on": any(m.comp_on for m in models), "single_slot": any(m.single_slot for m in models),
-               "all_decode": all(m.all_decode for m in models)}
+               "comp_on": any(m.comp_on for m in models), "comp_all": all(m.comp_on for m in models),
+               "single_slot": any(m.single_slot for m in models), "all_decode": all(m.all_decode for m in models)}
         columns = np.array([mdl.scalar_values for mdl in models]).T.copy()  # one pass over the models
         names = cls.SCALARS + cls.AFFINE_SCALARS
         comp_args, columns = columns[len(names):], columns[:len(names)]
@@ -588,7 +721,8 @@ class IterationModel(ServiceModel):
             for name in cls.TABLES:
                 out[name] = pad_rows([getattr(mdl, name) for mdl in models], width + 1)
         if out["comp_on"]:
-            out["comp_table"], out["comp_step"] = set_composition_tables(models, comp_args)
+            out["comp_table"], out["comp_step"], out["factor_table"], out["factor_step"] = \
+                set_composition_tables(models, comp_args)
         return SimpleNamespace(**out)
 
     @staticmethod
