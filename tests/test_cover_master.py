@@ -109,20 +109,27 @@ def test_stage_bound_takes_the_better_of_the_backend_and_the_rounded_lp():
     assert _stage_bound(rate, 7.0, 7.5) == 7.0
 
 
+def _multi_assign_fleet(seed: int):
+    """A 20-server multi-assign fleet with tight capacity: its compact form and the greedy plan as a start."""
+    system = generate(servers=20, accelerators=12, classes=3, seed=seed, tightness=0.5)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    return form, form.vector(greedy.solve(table).counts, table)
+
+
+def _stops_at_its_start(problem: MipProblem, options: SolveOptions) -> MipResult:
+    """A backend that never proves anything: every stage stops at its start, with no bound."""
+    x = problem.warm_start
+    return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
+
+
 def test_a_count_stage_stopped_without_a_backend_bound_reports_the_lp_bound():
     """A backend that stops every stage at its start with no bound: the answer names each count stage that
     stopped with the LP's bound and gap, and the stages never reached."""
-    system = generate(servers=20, accelerators=12, classes=3, seed=3, tightness=0.5)
-    table = build_table(system, Settings())
-    form = build(table, MipOptions(heterogeneous=True))
-    start = form.vector(greedy.solve(table).counts, table)
-
-    def stops(problem: MipProblem, options: SolveOptions) -> MipResult:
-        x = problem.warm_start
-        return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
+    form, start = _multi_assign_fleet(3)
 
     options = SolveOptions(60.0, 1e-4, 1, 0, parse_speedups("default") - {"weighted-counts", "cover-master"})
-    result = solve_lexicographic(form, stops, options, start)
+    result = solve_lexicographic(form, _stops_at_its_start, options, start)
     assert result.status == "time-limit"
     stopped = [note for note in result.message.split("; ") if note.startswith("unserved")]
     assert "unserved priority 3 stopped at its time share at 2 with bound 1, gap 5.0e-01" in stopped
@@ -134,21 +141,16 @@ def test_the_cover_masters_bound_proves_count_stages_the_lp_bound_does_not():
     """The same backend that never proves anything, on a fleet where the compact LP's bound proves only the first
     count stage: with the cover master every count stage is proven by its bound over integer covers (and meets the
     plain path's counts, 1 / 0 / 1), without it the two lower ones stop with the LP's bound 0."""
-    system = generate(servers=20, accelerators=12, classes=3, seed=5, tightness=0.5)
-    table = build_table(system, Settings())
-    form = build(table, MipOptions(heterogeneous=True))
-    start = form.vector(greedy.solve(table).counts, table)
-
-    def stops(problem: MipProblem, options: SolveOptions) -> MipResult:
-        x = problem.warm_start
-        return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
-
+    form, start = _multi_assign_fleet(5)
     speedups = parse_speedups("default") - {"weighted-counts"}
-    counts = [(name, status, objective) for name, status, objective, _ in
-              solve_lexicographic(form, stops, SolveOptions(60.0, 1e-4, 1, 0, speedups), start).stages
+
+    def solved(speedups):
+        return solve_lexicographic(form, _stops_at_its_start, SolveOptions(60.0, 1e-4, 1, 0, speedups), start)
+
+    counts = [(name, status, objective) for name, status, objective, _ in solved(speedups).stages
               if name.startswith("unserved")]
     assert counts == [(f"unserved priority {p}", "skipped", n) for p, n in ((1, 1.0), (2, 0.0), (3, 1.0))]
-    without = solve_lexicographic(form, stops, SolveOptions(60.0, 1e-4, 1, 0, speedups - {"cover-master"}), start)
+    without = solved(speedups - {"cover-master"})
     assert "unserved priority 2 stopped at its time share at 1 with bound 0" in without.message
 
 
