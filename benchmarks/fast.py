@@ -15,6 +15,8 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
         --variants "default;+aggregate-patterns"                     # multi-assign servers aggregated
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2 --heterogeneous --time-limit 10 --cpu-clock \
         --variants "$BEFORE,lp-round;default"                         # multi-assign: the cover master (third round)
+    python benchmarks/fast.py fleet --servers 200 --seeds 0,1,2 --heterogeneous --time-limit 10 --cpu-clock \
+        --against "$BEFORE,lp-round,cover-master"                     # count stages per level with the master
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,

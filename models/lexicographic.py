@@ -50,8 +50,13 @@ FIX_RTOL = 1e-9
 #                 integer covers priced exactly from its LP (models.cover_master) instead of the LP rounded server
 #                 by server, within the stage's time share, and take its Lagrangian bound where stronger than the
 #                 LP's (the skip test and a stopped stage's bound); HiGHS gets what is left of that share
+#   master-levels  with cover-master, multi-assign count stages stay one per level where weighted-counts would
+#                  merge them: the master's bound over covers is a bound per level (a weighted stage's LP trades a
+#                  fraction of a higher-level server against the weight's worth of lower ones), so per level it
+#                  proves the higher levels and finds fewer unserved (RESULTS.md, "Heterogeneous, fifth round")
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
-            "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master")
+            "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
+            "master-levels")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
 # seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
 # (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
@@ -61,7 +66,7 @@ SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "wei
 # most 50-server runs (median 1.8x), but not on all (0.6x once), and at 1,000 servers in 10 s it trades the lower
 # level for the first (benchmarks/RESULTS.md, "Heterogeneous, second round"): available by name. cover-master is on
 # by default: it changes only the multi-assign count stages' starts and time split (RESULTS.md, "Heterogeneous, third
-# round").
+# round"); so is master-levels, which changes only how a multi-assign fleet's count stages are split.
 DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
@@ -172,7 +177,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         log.extend(agg_log)
         notes.extend(f"aggregated {name} stopped at its time share" for name, st, _, _ in agg_log
                      if st not in ("optimal", "skipped", "aggregated"))
-    plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups
+    per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and _master_applies(form))
+    plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups and not per_level
             else [(s, (s,)) for s in form.stages])
     for index, (stage, parts) in enumerate(plan):
         if not stage.c.any():

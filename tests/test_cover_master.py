@@ -231,3 +231,27 @@ def test_master_bound_lies_between_the_lp_bound_and_the_stage_optimum(seed, tigh
     assert math.ceil(out.bound - 1e-6) >= math.ceil(lp.objective - 1e-6)
     if out.x is not None:
         assert _keeps_every_row(problem, out.x) and stage.c @ out.x >= exact.objective - 1e-9
+
+
+def test_multi_assign_count_stages_stay_per_level_with_the_cover_master():
+    """By default (master-levels) the count stages of a multi-assign fleet are one per level, each proven by the
+    master's bound with the backend that never proves anything (as above); without master-levels they are one
+    weighted stage."""
+    system = generate(servers=20, accelerators=12, classes=3, seed=5, tightness=0.5)
+    table = build_table(system, Settings())
+    form = build(table, MipOptions(heterogeneous=True))
+    start = form.vector(greedy.solve(table).counts, table)
+
+    def stops(problem: MipProblem, options: SolveOptions) -> MipResult:
+        x = problem.warm_start
+        return MipResult("time-limit", x, float(problem.c @ x), -np.inf)
+
+    def counts(speedups):
+        return [(name, status, objective) for name, status, objective, _ in
+                solve_lexicographic(form, stops, SolveOptions(60.0, 1e-4, 1, 0, speedups), start).stages
+                if name.startswith("unserved")]
+
+    assert counts(parse_speedups("default")) == [(f"unserved priority {p}", "skipped", n)
+                                                 for p, n in ((1, 1.0), (2, 0.0), (3, 1.0))]
+    merged = counts(parse_speedups("default") - {"master-levels"})
+    assert [name for name, _, _ in merged] == ["unserved, all priorities (weighted)"]
