@@ -32,7 +32,6 @@ its count meets the bound. The bound leaves that tie-break out.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -41,13 +40,13 @@ import scipy.sparse as sp
 
 from .allocation import SHARE_STEPS
 from .cover_pricing import cheapest_cover
+from .lexicographic import integral_bound
 from .patterns import COVER_RTOL, _cover_from
 
 _LOG = logging.getLogger(__name__)
 PRICING_SHARE = 0.5  # of the master's time, at most, for pricing its LP
 BOUND_RTOL = 1e-6  # the bound prices covers of the load less this (relative): a plan the stage's rows accept
                    # within their tolerance is one of them
-BOUND_TOL = 1e-6  # a bound this close to an integer (relative) proves that integer, as models.lexicographic
 CARD_EPS = 1e-9  # pricing's tie-break (fewest cards) costs all cards together this much, in servers
 TIE_BREAK = 0.4  # the most all cards together may cost in the master, in servers of the stage's level
 DIVE_SHARE = 0.5  # of the master's MIP time, at most, on the covers of small reduced cost (``_Master._dive``)
@@ -227,17 +226,11 @@ class _Master:
         h.addRows(len(row_lb), np.clip(row_lb, -inf, inf), np.clip(row_ub, -inf, inf), 0, np.zeros(1, np.int32),
                   np.zeros(0, np.int32), np.zeros(0))
         # u columns: the server row, and the held rows
-        held = (self.held.tocsc() if n_held else sp.csc_matrix((0, self.n_srv)))
-        starts, index, values = [], [], []
-        at = 0
-        for k in range(self.n_srv):
-            rows = held.indices[held.indptr[k]:held.indptr[k + 1]]
-            starts.append(at)
-            index.extend([k, *(self.n_srv + types + rows).tolist()])
-            values.extend([1.0, *held.data[held.indptr[k]:held.indptr[k + 1]].tolist()])
-            at += 1 + len(rows)
-        h.addCols(self.n_srv, self.cost_u.astype(np.float64), np.zeros(self.n_srv), np.ones(self.n_srv), len(index),
-                  np.array(starts, np.int32), np.array(index, np.int32), np.array(values, np.float64))
+        u = sp.vstack([sp.identity(self.n_srv, format="csc"), sp.csc_matrix((types, self.n_srv)),
+                       self.held if n_held else sp.csc_matrix((0, self.n_srv))], format="csc")
+        u.sort_indices()
+        h.addCols(self.n_srv, self.cost_u.astype(np.float64), np.zeros(self.n_srv), np.ones(self.n_srv), u.nnz,
+                  u.indptr[:-1].astype(np.int32), u.indices.astype(np.int32), u.data.astype(np.float64))
         return h
 
     def _add_columns(self, h, since: int) -> None:
@@ -276,13 +269,13 @@ class _Master:
                       time.perf_counter() - began)
             self._add_columns(h, since)  # the covers found serve the MIP even when pricing stops here
             # the rounded bound can rise no further than the LP's value
-            if len(self.cover_n) == since or _rounded(self.bound) >= _rounded(value):
+            if len(self.cover_n) == since or integral_bound(self.bound) >= integral_bound(value):
                 break
         n_cov = len(self.cover_n)
         if self.card_cost:  # the MIP's tie-break: every card a cover uses costs a little
             h.changeColsCost(n_cov, np.arange(self.n_srv, self.n_srv + n_cov, dtype=np.int32),
                              self._cards().sum(axis=1) * self.card_cost)
-        target = max(target, _rounded(self.bound)) - self.outside_cost  # in the master's objective
+        target = max(target, integral_bound(self.bound)) - self.outside_cost  # in the master's objective
         total = self.n_srv + n_cov
         h.changeColsIntegrality(total, np.arange(total, dtype=np.int32),
                                 np.full(total, int(highspy.HighsVarType.kInteger), dtype=np.uint8))
@@ -457,8 +450,7 @@ class _Master:
         np.minimum.at(least, owner, priced)
         size = np.where(held, -least, 0.0)
         order = todo[np.lexsort((todo, -served_lp[todo], size[todo], -self.cost_u[todo], level[todo], ~held[todo]))]
-        by_owner = np.argsort(owner, kind="stable")
-        spans = np.searchsorted(owner[by_owner], np.arange(self.n_srv + 1))
+        by_owner, spans = self._by_owner(owner)
         chosen = np.full(self.n_srv, -1, dtype=np.int64)
         chosen[owner[z[self.n_srv:] > 0.5]] = np.flatnonzero(z[self.n_srv:] > 0.5)
         for k in order.tolist():
@@ -498,8 +490,7 @@ class _Master:
         worth = cards @ type_price + 1e-6 * cards.sum(axis=1)
         z = z.copy()
         free = self.capacity - cards.T @ z[self.n_srv:]
-        by_owner = np.argsort(owner, kind="stable")
-        spans = np.searchsorted(owner[by_owner], np.arange(self.n_srv + 1))
+        by_owner, spans = self._by_owner(owner)
         for j in np.flatnonzero(z[self.n_srv:] > 0.5).tolist():
             k = owner[j]
             own = by_owner[spans[k]:spans[k + 1]]
@@ -510,6 +501,12 @@ class _Master:
                 z[self.n_srv + j], z[self.n_srv + best] = 0.0, 1.0
                 free = room - cards[best]
         return z
+
+    def _by_owner(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The covers ordered by server (stable), and where each server's run starts: server k's covers are
+        by_owner[spans[k]:spans[k + 1]]."""
+        by_owner = np.argsort(owner, kind="stable")
+        return by_owner, np.searchsorted(owner[by_owner], np.arange(self.n_srv + 1))
 
     def _cards(self) -> np.ndarray:
         """(covers x types) cards of each cover."""
@@ -556,9 +553,3 @@ def _span_min(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.nda
     out = np.minimum.reduceat(padded, idx)[::2]
     return np.where(last > first, out, np.inf)
 
-
-def _rounded(bound: float) -> float:
-    """An integral stage's bound rounded up to the integer it proves (-inf stays)."""
-    if not np.isfinite(bound):
-        return bound
-    return float(math.ceil(bound - BOUND_TOL * max(1.0, abs(bound)))) + 0.0

@@ -492,7 +492,7 @@ def _stage_bound(stage: Stage, bound: float | None, lp_bound: float) -> float:
     """The better of a backend's bound (None or infinite when it has none) and the LP's; an integral stage's LP
     bound rounded to the next integer."""
     if stage.integral:
-        lp_bound = _integral_bound(stage, lp_bound)
+        lp_bound = integral_bound(lp_bound, stage.maximize)
     if bound is None or not np.isfinite(bound):
         return lp_bound
     return min(bound, lp_bound) if stage.maximize else max(bound, lp_bound)
@@ -528,17 +528,18 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
     if lp is None:
         return False
     if stage.integral:
-        bound, tol = _integral_bound(stage, lp.objective if stage.maximize else max(lp.objective, lower)), 1e-9
+        bound, tol = integral_bound(lp.objective if stage.maximize else max(lp.objective, lower), stage.maximize), 1e-9
     else:
         bound = lp.objective
         tol = max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
     return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
 
 
-def _integral_bound(stage: Stage, lp_bound: float) -> float:
-    """An integral stage's LP bound rounded to the integer it proves (within LP_TOL of an integer: that one)."""
-    tol = LP_TOL * max(1.0, abs(lp_bound))
-    return float(np.floor(lp_bound + tol) if stage.maximize else np.ceil(lp_bound - tol)) + 0.0  # no -0
+def integral_bound(bound: float, maximize: bool = False) -> float:
+    """An integral stage's bound (LP or other relaxation) rounded to the integer it proves (within LP_TOL of an
+    integer: that one); an infinite bound stays."""
+    tol = LP_TOL * max(1.0, abs(bound))
+    return float(np.floor(bound + tol) if maximize else np.ceil(bound - tol)) + 0.0  # no -0
 
 
 def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, log, message: str = "") -> LexResult:
