@@ -246,7 +246,6 @@ def occupancy_spread_factor(p, st: ChainStats) -> np.ndarray:
 COMPOSITION_POINTS = 17  # utilisations rho = j/16 at which a model tabulates composition_term
 _COMPOSITION_RHO = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
 _COMPOSITION_LOAD = (1.0 - _COMPOSITION_RHO)[:, None]  # 1 - rho, a column
-_MDC_SHAPE = _COMPOSITION_LOAD / np.maximum(_COMPOSITION_RHO, 1e-9)[:, None]  # (1 - rho)/rho, as service_variability
 QUADRATURE_NODES = 65  # points of k at which composition_term sums log r_k for max batches beyond EXACT_SLOTS
 EXACT_SLOTS = 64  # up to this max batch every k is summed
 
@@ -358,14 +357,7 @@ def composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nod
     else:
         ratio = _quadrature_ratio(t, w, e1, n_max, s, alpha, e_s, nodes, same)
     # term = (1 - rho) queue_factor at the residence's c_s^2 (M/D/c by Cosmetatos below 1) (ratio - 1)
-    scv = np.maximum(scv_i, 0.0)  # constant in rho: (1 + scv)/2 + max(1 - scv, 0) (M/D/c ratio - 1/2)
-    below = np.subtract(1.0, scv)
-    np.maximum(below, 0.0, out=below)
-    scv += 1.0
-    scv *= 0.5
-    weight = _mdc_excess(slope)
-    weight *= below
-    weight += scv
+    weight = service_variability(_table_rho(rows), scv_i, scv_i, slope)  # (c_s^2 constant in rho: scv_i)
     weight *= _COMPOSITION_LOAD  # 1 - rho
     ratio -= 1.0
     np.maximum(ratio, 0.0, out=ratio)
@@ -373,12 +365,9 @@ def composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nod
     return ratio
 
 
-def _mdc_excess(slope) -> np.ndarray:
-    """Cosmetatos' M/D/c ratio less 1/2 at composition_term's utilisations, (G, M): min(slope (1 - rho)/rho, 1/2)
-    (service_variability's form)."""
-    out = np.multiply(_MDC_SHAPE, slope)
-    np.minimum(out, 0.5, out=out)
-    return out
+def _table_rho(models: int) -> np.ndarray:
+    """composition_term's utilisations for each of `models` models, (G, M) (for service_variability to overwrite)."""
+    return np.repeat(_COMPOSITION_RHO[:, None], models, axis=1)
 
 
 def _clipped(a, b) -> np.ndarray:
@@ -479,20 +468,8 @@ def set_composition_tables(models, args: np.ndarray | None = None) -> tuple[np.n
         for lo in range(0, cols.shape[1], COMPOSITION_CHUNK):
             part = cols[:, lo:lo + COMPOSITION_CHUNK]
             src[0, :, lo:lo + COMPOSITION_CHUNK] = composition_term(*part[:5], part[5].astype(np.int64), *part[6:9])
-        # queue_factor at the table's utilisations (service_variability's general form): c_s^2 = max(scv_i + rho
-        # (scv_s - scv_i), 0); (1 + c_s^2)/2 + max(1 - c_s^2, 0) (M/D/c ratio - 1/2)
-        scv_i, slope, scv_s = cols[7], cols[8], cols[9]
-        scv, below = src[2], src[3]  # (its steps are written after it)
-        np.multiply(_COMPOSITION_RHO[:, None], scv_s - scv_i, out=scv)
-        scv += scv_i
-        np.maximum(scv, 0.0, out=scv)
-        np.subtract(1.0, scv, out=below)
-        np.maximum(below, 0.0, out=below)
-        below *= _mdc_excess(slope)
-        scv += 1.0
-        scv *= 0.5
-        scv += below
-        scv += src[0]
+        # queue_factor at the table's utilisations, plus the term
+        np.add(service_variability(_table_rho(cols.shape[1]), cols[7], cols[9], cols[8]), src[0], out=src[2])
         np.subtract(src[0::2, 1:], src[0::2, :-1], out=src[1::2, :-1])
         src[1::2, -1] = 0.0
         for row, i in enumerate(todo):  # each model keeps its column (a later sizing reuses it)
