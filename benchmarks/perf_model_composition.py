@@ -12,7 +12,7 @@ interpolates linearly in rho = lambda E[s] between a light-traffic end (the resi
 end (the work shares' c_s^2, the batch always full with the stationary composition: the mean field). The variant
 takes the light-traffic end's delay from the composition-corrected chain instead:
 W = W_chain f + (1 - rho) (W_c - W_chain) f_i. Nothing is fitted. Solved per rate it made sizing 7-23x slower than
-`new` with varying lengths (RESULTS.md); the model carries its closed form instead (iteration.composition_tables,
+`new` with varying lengths (RESULTS.md); the model carries its closed form instead (iteration.composition_term,
 composition_delay), and this module is the reference it is checked against (the model's own term is switched off
 wherever this one is scored, see without_model_term).
 

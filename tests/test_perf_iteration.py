@@ -426,7 +426,7 @@ def test_composition_tabulated_once_per_model_against_the_exact_solve():
 
 def _composition_by_recurrence(alpha, c0, gamma, m, var_age, n_max, lam):
     """r_k = 1 + gamma max(e0_k + lambda e1_k, 0)/T_mf(k), k = 0..N, by the recurrences of
-    iteration.composition_tables run one k at a time (each to its fixed point: T uses e0_k as soon as it is known)."""
+    iteration.composition_term run one k at a time (each to its fixed point: T uses e0_k as soon as it is known)."""
     gv, size = gamma * var_age, n_max + 1
     t_mf = alpha + (c0 + gamma * m) * np.arange(size)
     e0, t = np.zeros(size), t_mf.copy()
@@ -444,7 +444,7 @@ def _composition_by_recurrence(alpha, c0, gamma, m, var_age, n_max, lam):
 
 
 def test_composition_closed_form_against_the_age_balance():
-    """The first-order closed form of the filling batch's composition (the recurrences of composition_tables)
+    """The first-order closed form of the filling batch's composition (the recurrences of composition_term)
     against the age balance solved to convergence (benchmarks/perf_model_occupancy.composition_ratio):
     llama_70b/H100, geometric lengths, M = 8 and 32. The full batch's slowdown, which sets P(full), within 1 %
     up to half the capacity; every occupancy within 2 % in log at light load (10 %)."""
@@ -463,13 +463,13 @@ def test_composition_closed_form_against_the_age_balance():
                 assert np.allclose(np.log(got[1:]), np.log(want[1:]), atol=0.02)
 
 
-def test_composition_tables_of_many_models_at_once():
-    """composition_tables (all models in one set of array operations; sums over k exact up to EXACT_SLOTS = 64,
+def test_composition_term_of_many_models_at_once():
+    """composition_term (all models in one set of array operations; sums over k exact up to EXACT_SLOTS = 64,
     beyond by the trapezoid rule with its end-slope term) against the recurrences run model by model: within 1e-12
     in the added delay's log where every k is summed (and at N = 65, whose 65 points fall on the integers), 5e-3
     for the trapezoid (2.5e-4 to 1.6e-3 measured at N = 66, 100, 128, 256, where the delay is up to e^99 times the
     chain's); zero with no age variance."""
-    from inferno_mip.queueing.iteration import COMPOSITION_POINTS, EXACT_SLOTS, composition_tables, quadrature_nodes
+    from inferno_mip.queueing.iteration import COMPOSITION_POINTS, EXACT_SLOTS, composition_term, quadrature_nodes
 
     alpha, c0, gamma, m = 16.32, 0.421 + 0.01315625 * 128, 0.01315625, 1024.0
     var_age = decode_cost_variance(1.0, 128.0, m, 0.0, math.sqrt(1.0 - 1.0 / m))
@@ -477,8 +477,8 @@ def test_composition_tables_of_many_models_at_once():
     assert EXACT_SLOTS == 64 and quadrature_nodes(batches).tolist() == [0, 0, 0, 0, 0, 0, 65, 65, 65, 65, 65]
     e_s, scv_i, slope = 400.0, 1.2, 0.1
     one = np.ones(batches.size)
-    got = composition_tables(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
-                             scv_i * one, slope * one)
+    got = composition_term(alpha * one, c0 * one, gamma * one, m * one, var_age * one, batches, e_s * one,
+                           scv_i * one, slope * one).T  # a row per model
     rho = np.linspace(0.0, 1.0, COMPOSITION_POINTS)
     for row, batch in zip(got, batches):
         r = np.array([_composition_by_recurrence(alpha, c0, gamma, m, var_age, batch, x / e_s) for x in rho])
@@ -487,16 +487,16 @@ def test_composition_tables_of_many_models_at_once():
         tol = 1e-12 if batch <= EXACT_SLOTS or batch == 65 else 5e-3
         assert np.allclose(np.log1p(row), np.log1p(want), atol=tol, rtol=0.0), batch
     assert got[0].max() == 0.0  # one slot: a full batch is one request, no composition
-    none = composition_tables(alpha * one, c0 * one, gamma * one, m * one, 0.0 * one, batches, e_s * one,
-                              scv_i * one, slope * one)
+    none = composition_term(alpha * one, c0 * one, gamma * one, m * one, 0.0 * one, batches, e_s * one,
+                            scv_i * one, slope * one)
     assert not none.any()
 
 
-def test_composition_tables_quadrature_against_every_k_summed():
+def test_composition_term_quadrature_against_every_k_summed():
     """The trapezoid rule with its end-slope term (65 points beyond N = 64; every k summed up to 64) against every
     k summed, on models whose term varies with the utilisation (clipped composition at high load): within 5e-3 in
     log up to N = 64, 2e-2 at N = 100 and 256 (3.0e-3 and 1.2e-2 measured on 256 random sizing workloads)."""
-    from inferno_mip.queueing.iteration import composition_tables
+    from inferno_mip.queueing.iteration import composition_term
 
     rng = np.random.default_rng(3)
     for batch, tol in ((48, 5e-3), (64, 5e-3), (100, 2e-2), (256, 2e-2)):
@@ -506,7 +506,7 @@ def test_composition_tables_quadrature_against_every_k_summed():
                                   max_batch=batch, max_queue=10 * batch, out_tokens_cv=1.0).service for _ in range(24)]
         cols = np.array([mdl.comp_args for mdl in models]).T
         args = (*cols[:5], cols[5].astype(np.int64), *cols[6:9])
-        got, every = composition_tables(*args), composition_tables(*args, nodes=100_000)
+        got, every = composition_term(*args), composition_term(*args, nodes=100_000)
         assert (every > 0.0).sum(axis=1).max() > 1  # the term reaches beyond light traffic
         assert np.allclose(np.log1p(got), np.log1p(every), atol=tol, rtol=0.0), batch
 

@@ -256,11 +256,6 @@ def quadrature_nodes(n_max) -> np.ndarray:
     return np.where(np.asarray(n_max, dtype=np.int64) <= EXACT_SLOTS, 0, QUADRATURE_NODES)
 
 
-def composition_tables(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
-    """composition_term as (M, G): each model's row."""
-    return composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes).T
-
-
 def composition_term(alpha, c0, gamma, m, var_age, n_max, e_s, scv_i, slope, nodes: int = 0) -> np.ndarray:
     """Per model (all arguments (M,) arrays, n_max >= 1 integers), the term composition_delay adds to queue_factor
     at COMPOSITION_POINTS utilisations rho = lambda E[s] = j/(G - 1): (G, M).
