@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .allocation import Formulation, Stage
+from .count_rounding import CountGroups, round_counts
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,18 @@ def aggregate(table, full: Formulation) -> Aggregation | None:
     A = sp.csr_matrix((vals, (rows, cols)), shape=(len(row_lb), n))
     unserved_cols = np.array(unserved_cols, dtype=np.int64)
     priorities = np.array(priorities)
+    count_groups = CountGroups(option_col=np.concatenate(option_cols).astype(np.int64),
+                               option_group=np.repeat(np.arange(len(option_cols)), [len(c) for c in option_cols]),
+                               size=np.array([len(m) for m in members], dtype=np.float64),
+                               unserved_col=unserved_cols, priority=priorities)
     stages = [Stage(stage.name, left_out_objective(stage, n, unserved_cols, priorities), integral=True)
               for stage in count_stages]
     empty = np.zeros(0, dtype=np.int64)
     form = Formulation(A=A, row_lb=np.array(row_lb), row_ub=np.array(row_ub), lb=np.array(lb), ub=np.array(ub),
                        integer=np.array(integer, dtype=bool), stages=tuple(stages), candidates=empty,
                        full_cols=empty, partial_cols=empty, unserved_cols=unserved_cols, heterogeneous=False,
-                       n_candidates=0)
+                       n_candidates=0, info={"capacity_rows": np.arange(len(members), len(row_lb)),
+                                             "count_groups": count_groups, "rounding": round_counts})
     return Aggregation(form, tuple(members), tuple(options), tuple(option_cols), unserved_cols)
 
     

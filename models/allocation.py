@@ -297,6 +297,7 @@ def _single_assign(b: _Builder, table: CandidateTable, kept, served_rows, option
                   np.r_[np.ones(m), -np.ones(len(split_servers))], -np.inf, 0.0)
     info["z_cols"] = z
     info["server"] = srv  # server row of each kept candidate
+    info["priority"] = np.array([row.priority for row in table.rows])  # per server row (models.count_rounding)
     upr = table.unit_per_replica[kept].astype(float)
     has = partial >= 0
     parts = _Parts(

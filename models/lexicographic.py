@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .allocation import Formulation, Stage
+from .count_rounding import round_counts
 from .patterns import round_and_repair
 from .relaxation import lp_optimum, reduced_cost_fixing
 
@@ -39,9 +40,9 @@ FIX_RTOL = 1e-9
 #   patterns   multi-assign full service as one binary per non-dominated minimal covering pattern of a server
 #              (models.patterns): the LP covers no server with fractions of replicas
 #   covers     multi-assign servers in the compact form get disaggregated cover rows (models.allocation._cover_cuts)
-#   lp-round   multi-assign count stages start from their LP optimum rounded and repaired
-#              (models.patterns.round_and_repair) when that is better than the start (and skip their MIP when it
-#              meets the LP bound)
+#   lp-round   count stages start from their LP optimum rounded and repaired (multi-assign:
+#              models.patterns.round_and_repair; single-assign, full or aggregated: models.count_rounding) when that
+#              is better than the start (and skip their MIP when it meets the LP bound)
 #   aggregate-patterns  multi-assign count stages solved on interchangeable servers aggregated over their
 #                     covering patterns (models.multi_aggregate), then mapped back
 #   aggregate-stages  best-effort and value MIPs with the servers whose partial service is held at 0 aggregated
@@ -211,14 +212,16 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if improved is not None:
                 start = improved
                 problem = replace(problem, warm_start=start)
-        rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else None)
+        rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else round_counts)
         master = "cover-master" in options.speedups and _master_applies(form)
         # this stage's time; a count stage with the cover master takes more, as the count of a level outranks
         # everything after it
         budget = remaining * (1.0 if stage.name == "value" else MASTER_STAGE_SHARE if master and stage.integral
                               else EARLY_STAGE_SHARE)
-        if ("lp-round" in options.speedups and stage.integral and rounding is not None and start is not None
-                and float(stage.c @ start) > 0):  # a count of 0 needs no better start (and is skipped below)
+        aggregated = all(part.name in solved_counts for part in parts)
+        # a count of 0 needs no better start (it is skipped below), nor one the aggregated stages solved
+        if ("lp-round" in options.speedups and stage.integral and start is not None and not aggregated
+                and float(stage.c @ start) > 0):
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
                             time_limit=budget)
             if lp is not None and master:
@@ -245,7 +248,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
             limit = {"time_limit": budget} if master else {}  # multi-assign: within the stage's time
             lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize, **limit)
-        aggregated = all(part.name in solved_counts for part in parts)
         if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
                                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap,
                                                                master_bound)):
@@ -476,11 +478,24 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
     mapped = aggregation.disaggregate(form, sub.x)
     if mapped is None or not _feasible(form, mapped):  # pragma: no cover - a mapped plan keeps every row
         return x, set(), log
+    counts = [s for s in form.stages if s.integral]
     if sub.status != "optimal":
-        counts = [s for s in form.stages if s.integral]
         better = x is None or [float(s.c @ mapped) for s in counts] < [float(s.c @ x) for s in counts]
-        return (mapped if better else x), set(), log
-    return mapped, {s.name for s in form.stages if s.integral}, log
+        # the levels solved before the aggregated solve stopped are optimal in both plans (a plan lexicographically
+        # at least as good as the mapped one has their optimal counts too)
+        return (mapped if better else x), _solved_prefix(sub.stages, counts), log
+    return mapped, {s.name for s in counts}, log
+
+
+def _solved_prefix(stages, counts) -> set[str]:
+    """The count stages an aggregated solve proved before its first stage that it did not (``LexResult.stages``)."""
+    names = {s.name for s in counts}
+    solved: set[str] = set()
+    for name, status, _, _ in stages:
+        if status not in ("optimal", "skipped") or name not in names:
+            break
+        solved.add(name)
+    return solved
 
 
 def _master_applies(form: Formulation) -> bool:
