@@ -9,7 +9,9 @@ the bound:
   aggregated one), each *option* a column taking members of its group onto one accelerator type;
 - every option first takes its LP count rounded down (these fit the capacity together: every coefficient is >= 0);
 - then the members still left out take, group by group, the options that fit the capacity still free, the group's
-  options the LP uses most first, then the fewest cards first.
+  options the LP uses most first, then the fewest cards first;
+- last, a member of the held or the stage's levels still left out gets room where one member of any group can move
+  off the full type to another of its options that fits (every group keeps its count, so every count row holds).
 Groups go in priority order: levels held at their optimum by earlier stages first, then the stage's own levels,
 then lower levels; within a level, the groups the LP serves most first. Three plans are tried (all options' LP
 counts first; level by level; the start's plan kept for the held levels) and the best one that keeps every row of
@@ -68,8 +70,8 @@ def round_counts(form, problem, lp_x: np.ndarray, start: np.ndarray | None = Non
     if start is not None and held.any():
         kept = held[groups.option_group]
         own = np.where(kept, np.rint(start[groups.option_col]), 0.0)
-        plans.append(placement.fill(order[~held[order]], np.where(kept, 0.0, floors), False, rescued[tier[rescued] == 1],
-                                    base=own))
+        plans.append(placement.fill(order[~held[order]], np.where(kept, 0.0, floors), False,
+                                    rescued[tier[rescued] == 1], base=own))
     best = None
     for counts in plans:
         x = placement.vector(counts)
