@@ -153,7 +153,10 @@ class _Lagrangian:
         known = np.full(self.n_srv, math.inf)
         if self.owner:
             np.minimum.at(known, np.array(self.owner), self.matrix().T @ cost)
-        for k in np.flatnonzero(served < np.minimum(leave, known)).tolist():
+        # (those with most to gain first: where time runs out, the rest keep the lower bound)
+        todo = np.flatnonzero(served < np.minimum(leave, known))
+        todo = todo[np.lexsort((todo, served[todo] - np.minimum(leave, known)[todo]))]
+        for k in todo.tolist():
             if time.perf_counter() - began > time_left:
                 break
             a, b = int(s.first[k]), int(s.last[k])
@@ -174,8 +177,8 @@ class _Lagrangian:
         u, n, w = option
         s = self.s
         a, b = int(s.first[k]), int(s.last[k])
-        idx = np.r_[s.n_cols[a:b], s.u_col[k], s.w_col[k]]
-        val = np.r_[n, u, w]
+        idx = np.concatenate((s.n_cols[a:b], (s.u_col[k], s.w_col[k])))
+        val = np.concatenate((n, (u, w)))
         keep = val != 0
         return idx[keep], val[keep]
 
