@@ -16,7 +16,8 @@ relax them.
 The multipliers come from column generation on a Dantzig-Wolfe master (one convexity row per server, the coupling
 rows; columns: servers' options, first the start's plan and the options priced at the compact LP's duals, then
 each round's priced options). Each round's L(y) is a bound; at the master LP's optimum L = its value, the bound
-over integer covers. L at the compact LP's duals is at least the LP's bound (the options are points of the compact
+over integer covers. A round prices exactly only the servers a vectorised lower bound does not settle, those with
+most to gain first; when time runs out, the rest count with that lower bound. L at the compact LP's duals is at least the LP's bound (the options are points of the compact
 form's per-server relaxation), when no local row is left out.
 """
 
@@ -119,8 +120,8 @@ class _Lagrangian:
 
     def evaluate(self, y: np.ndarray, time_left: float = math.inf) -> tuple[float, list, np.ndarray]:
         """L(y) in the minimised sense (sign · c), per server its best option found ((u, n, w) or None) and that
-        option's cost at these multipliers; (-inf, [], []) when a per-server problem has negative replica prices
-        or time runs out (no bound then)."""
+        option's cost at these multipliers; (-inf, [], []) when replicas get a negative price or a server has no
+        option (no bound then). Servers not priced exactly within `time_left` seconds count with a lower bound."""
         began = time.perf_counter()
         y = self.clip(y)
         cost = self.c - self.A_D.T @ y
