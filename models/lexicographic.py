@@ -56,7 +56,8 @@ FIX_RTOL = 1e-9
 #                  proves the higher levels and finds fewer unserved (RESULTS.md, "Heterogeneous, fifth round")
 #   stage-bound  with cover-master, a multi-assign best-effort or value stage that HiGHS stops short of a proof (or
 #                does not start) takes the Lagrangian bound over integer covers (models.stage_bound) where stronger
-#                than HiGHS's, and is proven when its plan meets it within the gap (RESULTS.md, "sixth round")
+#                than HiGHS's, and the plan of that bound's master where better; it is proven when its plan meets
+#                the bound within the gap (RESULTS.md, "sixth round")
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
             "master-levels", "stage-bound")
@@ -79,10 +80,12 @@ MIN_MIP_TIME = 0.05  # seconds below which a stage's MIP is not started (its sta
 PRESOLVE_PER_NONZERO = 4e-5  # s: HiGHS's presolve of a multi-assign stage at 1,000 x 20 (61,000 nonzeros) took about
                              # 2.5 s CPU whatever its time limit; with less time than that left, the MIP is not started
 STAGE_BOUND_SHARE = 0.25  # of a multi-assign best-effort or value stage's MIP time, at most, kept for its bound over
-                          # covers (models.stage_bound), computed only when HiGHS stops short of a proof
+                          # covers and its master's plan (models.stage_bound), used only when HiGHS stops short of a
+                          # proof
 STAGE_BOUND_STARVED_SHARE = 0.5  # of such a stage's time, at most, for that bound where HiGHS is not started (the
                                  # rest goes to the later stages)
-STAGE_BOUND_PER_SERVER = 3e-3  # s: about what that bound took per server (50 and 1,000 x 20: 1.5-4 ms)
+STAGE_BOUND_PER_SERVER = 1e-2  # s: about what that bound and its master's plan took per server (50 and 200 x 20:
+                               # 3-9 ms)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
 
@@ -507,7 +510,8 @@ def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, res
                        time_limit: float) -> MipResult:
     """A stopped multi-assign best-effort or value stage with the Lagrangian bound over integer covers
     (models.stage_bound) where it is stronger, computed within `time_limit` seconds from the compact LP's duals and
-    the stage's plan; optimal when the plan meets it within `gap`."""
+    the stage's plan, and the plan of the bound's master where better; optimal when the plan meets the bound within
+    `gap`."""
     from .stage_bound import stage_bound
 
     if time_limit <= 0:
@@ -515,8 +519,12 @@ def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, res
     objective = float(stage.c @ result.x)
     slack = gap * max(abs(objective), 1e-9)
     found = stage_bound(form, problem, result.x, lp.row_dual, time_limit,
-                        target=objective + slack if stage.maximize else objective - slack)
-    _LOG.info("stage %s: bound over covers %s (%d rounds)", stage.name, _show(found.bound), found.rounds)
+                        target=objective + slack if stage.maximize else objective - slack, plans=True)
+    _LOG.info("stage %s: bound over covers %s (%d rounds), master's plan %s", stage.name, _show(found.bound),
+              found.rounds, _show(None if found.x is None else float(stage.c @ found.x)))
+    if found.x is not None:  # better than the stage's plan, and it keeps every row
+        objective = float(stage.c @ found.x)
+        result = replace(result, x=found.x, objective=objective)
     if not np.isfinite(found.bound):
         return result
     bound = found.bound if result.bound is None or not np.isfinite(result.bound) else (

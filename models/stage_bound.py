@@ -23,6 +23,7 @@ form's per-server relaxation), when no local row is left out.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from .cover_pricing import cheapest_cover
 BOUND_RTOL = 1e-6  # loads priced this much lighter (relative): a plan the rows accept within tolerance is a cover
 SAFETY_RTOL = 1e-9  # the bound is loosened by this much of the magnitudes summed into it (floating point)
 REDUCED_TOL = 1e-9  # (relative) an option enters the master when its reduced cost is below -this
+MIN_PLAN_TIME = 0.05  # s: the master's MIP is not started with less time left
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class StageBound:
     bound: float
     rounds: int
     master_value: float | None  # the Dantzig-Wolfe master LP's value in the stage's sense (None: not solved)
+    x: np.ndarray | None = None  # a plan from the master's MIP over integer options (``plans``), None if none
 
 
 class _Servers:
@@ -245,11 +248,13 @@ def _partial(price: np.ndarray, rate: np.ndarray, ub: np.ndarray, need: float, c
 
 
 def stage_bound(form, problem, start: np.ndarray | None = None, duals: np.ndarray | None = None,
-                time_limit: float = 5.0, target: float | None = None) -> StageBound:
+                time_limit: float = 5.0, target: float | None = None, plans: bool = False) -> StageBound:
     """The Lagrangian bound over integer covers of a multi-assign best-effort or value stage `problem` (module
     docstring), improved by column generation within `time_limit` seconds: an upper bound of a maximised stage, a
     lower one of a minimised stage. `duals`: the compact LP's row duals (HiGHS's, minimised sense) to start from;
-    `start`: a plan of the stage (the master's first columns). Stops once the bound reaches `target`."""
+    `start`: a plan of the stage (the master's first columns). Stops once the bound reaches `target`. With
+    `plans`, the time left after the bound goes to the master's MIP over its options made integer
+    (``_integer_plan``), whose plan comes back when it is better than `start`."""
     import highspy
 
     began = time.perf_counter()
@@ -292,7 +297,68 @@ def stage_bound(form, problem, start: np.ndarray | None = None, duals: np.ndarra
         if not added or best >= master_value - 1e-9 * max(1.0, abs(master_value)):
             break
     bound = lag.sign * best
-    return StageBound(bound, rounds, None if master_value is None else lag.sign * master_value)
+    x = None
+    left = time_limit - (time.perf_counter() - began)
+    if plans and start is not None and best < goal and left > MIN_PLAN_TIME:
+        x = _integer_plan(lag, start, left)
+    return StageBound(bound, rounds, None if master_value is None else lag.sign * master_value, x)
+
+
+def _integer_plan(lag: _Lagrangian, start: np.ndarray, time_limit: float) -> np.ndarray | None:
+    """The master's MIP (one option per server within the coupling rows) over its options made integer (a relaxed
+    partial plan's replicas rounded down, its served share recomputed), solved by HiGHS from `start` within
+    `time_limit` seconds; the plan when it keeps every row of the stage and is better than `start`, else None."""
+    import highspy
+
+    s, problem = lag.s, lag.problem
+    lag.add_plan(start)
+    vectors = []
+    for k, (idx, val) in zip(lag.owner, lag.vectors):
+        n_pos = np.isin(idx, s.n_cols)
+        if np.all(val[n_pos] == np.floor(val[n_pos])):
+            vectors.append((idx, val))
+            continue
+        val = val.copy()
+        val[n_pos] = np.floor(val[n_pos] + 1e-9)
+        a, b = int(s.first[k]), int(s.last[k])
+        served = float(s.rate[a:b][np.searchsorted(s.n_cols[a:b], idx[n_pos])] @ val[n_pos])
+        w = s.w_max[k] if s.need[k] <= 0 else min(s.w_max[k], math.floor(SHARE_STEPS * served / s.need[k] + 1e-9))
+        val[idx == s.w_col[k]] = w
+        keep = val != 0
+        vectors.append((idx[keep], val[keep]))
+    integer = copy.copy(lag)  # the same servers and rows, these columns
+    integer.vectors, integer.owner, integer._all = vectors, list(lag.owner), None
+    h = _master_model(integer)
+    _add_columns(h, integer, 0)
+    n = len(vectors)
+    h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), np.full(n, int(highspy.HighsVarType.kInteger),
+                                                                      dtype=np.uint8))
+    X = integer.matrix()
+    at_start = lag.c @ start
+    begin = np.zeros(n)  # the start's columns (the last added per server, or its earlier copy)
+    index = {(k, idx.tobytes(), np.round(val, 9).tobytes()): j for j, (k, (idx, val)) in
+             enumerate(zip(integer.owner, vectors))}
+    for k in range(lag.n_srv):
+        a, b = int(s.first[k]), int(s.last[k])
+        idx, val = lag.column(k, (float(start[s.u_col[k]]), start[s.n_cols[a:b]], float(start[s.w_col[k]])))
+        j = index.get((k, idx.tobytes(), np.round(val, 9).tobytes()))
+        if j is not None:
+            begin[j] = 1.0
+    h.setOptionValue("time_limit", max(time_limit, 1e-3))
+    h.setOptionValue("mip_rel_gap", 1e-6)
+    if np.all(np.bincount(integer.owner, weights=begin, minlength=lag.n_srv) == 1):
+        solution = highspy.HighsSolution()
+        solution.col_value = begin.tolist()
+        h.setSolution(solution)
+    h.run()
+    if h.getInfo().primal_solution_status != 2:
+        return None
+    x = X @ np.rint(np.array(h.getSolution().col_value))
+    x[problem.integer] = np.rint(x[problem.integer])
+    ax = problem.A @ x
+    keeps = (np.all(ax >= problem.row_lb - 1e-6) and np.all(ax <= problem.row_ub + 1e-6)
+             and np.all(x >= problem.lb - 1e-9) and np.all(x <= problem.ub + 1e-9))
+    return x if keeps and lag.c @ x < at_start - 1e-9 * max(1.0, abs(at_start)) else None
 
 
 def _master_model(lag: _Lagrangian):

@@ -10,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferno_mip.models.allocation import MipOptions, build
-from inferno_mip.models.lexicographic import MipResult, SolveOptions, parse_speedups, solve_lexicographic
+from inferno_mip.models.lexicographic import (MipResult, SolveOptions, _feasible, parse_speedups,
+                                              solve_lexicographic)
 from inferno_mip.models.relaxation import lp_optimum
 from inferno_mip.models.stage_bound import stage_bound
 from inferno_mip.scenarios import generate
 from inferno_mip.solvers import greedy
 from inferno_mip.solvers.highs import solve_stage
 from inferno_mip.tables import Settings, build_table
+
+from test_cover_master import _multi_assign_fleet, _stops_at_its_start
 
 WITHOUT = parse_speedups("default") - {"stage-bound"}
 
@@ -47,17 +50,26 @@ def _proven_stages(form, start):
 @given(seed=st.integers(0, 10_000), servers=st.integers(6, 10), tightness=st.floats(0.4, 1.0))
 def test_bound_lies_between_the_compact_lp_and_the_proven_stage_optimum(seed, servers, tightness):
     """On small random multi-assign fleets: each best-effort stage's bound is at least its optimum (HiGHS, gap
-    1e-9) and at most the compact LP's bound; each value stage's bound the other way round; up to tolerance."""
+    1e-9) and at most the compact LP's bound; each value stage's bound the other way round; up to tolerance. The
+    master's plan, when it gives one, keeps every row and lies between the start and the optimum."""
     form, start = _fleet(seed, servers, tightness)
     for problem, optimum in _proven_stages(form, start):
         lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, problem.c,
                         problem.maximize)
-        found = stage_bound(form, problem, problem.warm_start, lp.row_dual, time_limit=30.0)
+        found = stage_bound(form, problem, problem.warm_start, lp.row_dual, time_limit=30.0, plans=True)
         tol = 1e-6 * max(1.0, abs(optimum))
         if problem.maximize:
             assert optimum - tol <= found.bound <= lp.objective + tol
         else:
             assert lp.objective - tol <= found.bound <= optimum + tol
+        if found.x is not None:  # the master's plan: it keeps every row, beats the start, and not the optimum
+            x, sign = found.x, (-1.0 if problem.maximize else 1.0)
+            ax = problem.A @ x
+            assert np.all(ax >= problem.row_lb - 1e-6) and np.all(ax <= problem.row_ub + 1e-6)
+            assert np.all(x >= problem.lb) and np.all(x <= problem.ub)
+            assert np.all(x[problem.integer] == np.rint(x[problem.integer]))
+            assert sign * (problem.c @ x) < sign * (problem.c @ problem.warm_start)
+            assert sign * (problem.c @ x) >= sign * optimum - tol
 
 
 def test_bound_is_stronger_than_the_compact_lp_on_a_tight_fleet():
@@ -95,3 +107,22 @@ def test_the_bound_proves_a_stage_the_lp_does_not():
     assert "best-effort rate priority 2 stopped" in without.message
     assert "best-effort rate priority 2 stopped" not in with_bound.message
     assert [obj for _, _, obj, _ in with_bound.stages] == pytest.approx([obj for _, _, obj, _ in without.stages])
+
+
+def test_the_bound_masters_plan_improves_a_stopped_stage():
+    """With a backend that stops every stage at its start (tests/test_cover_master.py), the best-effort stage of
+    priority 2 takes the plan of its bound's master: 8.679 req/s of service against the start's 7.850 (measured
+    once), the counts the same and every row kept."""
+    form, start = _multi_assign_fleet(2)
+
+    def run(speedups):
+        return solve_lexicographic(form, _stops_at_its_start, SolveOptions(60.0, 1e-4, 1, 0, speedups), start)
+
+    with_plan, without = run(parse_speedups("default")), run(WITHOUT)
+    rate = {name: obj for name, _, obj, _ in with_plan.stages}
+    rate_without = {name: obj for name, _, obj, _ in without.stages}
+    assert rate["best-effort rate priority 2"] == pytest.approx(8.679, abs=1e-3)
+    assert rate_without["best-effort rate priority 2"] == pytest.approx(7.8497, abs=1e-3)
+    counts = [s for s in form.stages if s.integral]
+    assert [s.c @ with_plan.x for s in counts] == [s.c @ without.x for s in counts]
+    assert _feasible(form, with_plan.x)
