@@ -82,6 +82,8 @@ PRESOLVE_PER_NONZERO = 4e-5  # s: HiGHS's presolve of a multi-assign stage at 1,
 STAGE_BOUND_SHARE = 0.25  # of a multi-assign best-effort or value stage's MIP time, at most, kept for its bound over
                           # covers and its master's plan (models.stage_bound), used only when HiGHS stops short of a
                           # proof
+STAGE_PLAN_SHARE = 0.4  # of that reserve, at least, for its master's plan after HiGHS (at 200 x 20 the bound alone
+                        # took the whole reserve; the plan then needs 0.3-0.6 s); none where HiGHS is not started
 STAGE_BOUND_STARVED_SHARE = 0.5  # of such a stage's time, at most, for that bound where HiGHS is not started (the
                                  # rest goes to the later stages)
 STAGE_BOUND_PER_SERVER = 1e-2  # s: about what that bound and its master's plan took per server (50 and 200 x 20:
@@ -309,7 +311,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if bounding and result.x is not None and result.status != "optimal":
                 left = budget - (time.perf_counter() - began)  # without HiGHS, the stage's time up to a share
                 result = _bound_over_covers(form, problem, stage, result, lp, gap,
-                                            min(left, STAGE_BOUND_STARVED_SHARE * budget) if starved else left)
+                                            min(left, STAGE_BOUND_STARVED_SHARE * budget) if starved else left,
+                                            0.0 if starved else STAGE_PLAN_SHARE)
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
             _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
                       _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
@@ -507,11 +510,11 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
 
 
 def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, result: MipResult, lp, gap: float,
-                       time_limit: float) -> MipResult:
+                       time_limit: float, plan_share: float = 0.0) -> MipResult:
     """A stopped multi-assign best-effort or value stage with the Lagrangian bound over integer covers
     (models.stage_bound) where it is stronger, computed within `time_limit` seconds from the compact LP's duals and
-    the stage's plan, and the plan of the bound's master where better; optimal when the plan meets the bound within
-    `gap`."""
+    the stage's plan, and the plan of the bound's master where better (at least `plan_share` of the time for it);
+    optimal when the plan meets the bound within `gap`."""
     from .stage_bound import stage_bound
 
     if time_limit <= 0:
@@ -519,7 +522,8 @@ def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, res
     objective = float(stage.c @ result.x)
     slack = gap * max(abs(objective), 1e-9)
     found = stage_bound(form, problem, result.x, lp.row_dual, time_limit,
-                        target=objective + slack if stage.maximize else objective - slack, plans=True)
+                        target=objective + slack if stage.maximize else objective - slack, plans=True,
+                        plan_share=plan_share)
     _LOG.info("stage %s: bound over covers %s (%d rounds), master's plan %s", stage.name, _show(found.bound),
               found.rounds, _show(None if found.x is None else float(stage.c @ found.x)))
     if found.x is not None:  # better than the stage's plan, and it keeps every row

@@ -248,13 +248,14 @@ def _partial(price: np.ndarray, rate: np.ndarray, ub: np.ndarray, need: float, c
 
 
 def stage_bound(form, problem, start: np.ndarray | None = None, duals: np.ndarray | None = None,
-                time_limit: float = 5.0, target: float | None = None, plans: bool = False) -> StageBound:
+                time_limit: float = 5.0, target: float | None = None, plans: bool = False,
+                plan_share: float = 0.0) -> StageBound:
     """The Lagrangian bound over integer covers of a multi-assign best-effort or value stage `problem` (module
     docstring), improved by column generation within `time_limit` seconds: an upper bound of a maximised stage, a
     lower one of a minimised stage. `duals`: the compact LP's row duals (HiGHS's, minimised sense) to start from;
     `start`: a plan of the stage (the master's first columns). Stops once the bound reaches `target`. With
-    `plans`, the time left after the bound goes to the master's MIP over its options made integer
-    (``_integer_plan``), whose plan comes back when it is better than `start`."""
+    `plans`, the time left after the bound (at least `plan_share` of it) goes to the master's MIP over its options
+    made integer (``_integer_plan``), whose plan comes back when it is better than `start`."""
     import highspy
 
     began = time.perf_counter()
@@ -276,7 +277,8 @@ def stage_bound(form, problem, start: np.ndarray | None = None, duals: np.ndarra
     rounds, master_value = 1, None
     h = _master_model(lag)
     since = 0
-    while time.perf_counter() - began < time_limit and best < goal:
+    pricing = time_limit * (1.0 - (plan_share if plans else 0.0))  # the rest for the master's MIP
+    while time.perf_counter() - began < pricing and best < goal:
         since = _add_columns(h, lag, since)
         h.setOptionValue("time_limit", max(time_limit - (time.perf_counter() - began), 1e-3))
         h.run()
@@ -285,7 +287,7 @@ def stage_bound(form, problem, start: np.ndarray | None = None, duals: np.ndarra
         master_value = h.getInfo().objective_function_value
         row_dual = np.array(h.getSolution().row_dual)
         pi, y = row_dual[:lag.n_srv], row_dual[lag.n_srv:]
-        value, options, option_cost = lag.evaluate(y, time_limit - (time.perf_counter() - began))
+        value, options, option_cost = lag.evaluate(y, pricing - (time.perf_counter() - began))
         if not math.isfinite(value):
             break
         rounds += 1
