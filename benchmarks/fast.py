@@ -112,20 +112,22 @@ def cycles(args) -> None:
 @contextlib.contextmanager
 def cpu_clock():
     """Within it, the staged solve's clock is this process's CPU time: each stage's entry in a solution's timings
-    is its CPU time, and its time limits count CPU seconds, the cover master's shares within a stage too (HiGHS's
-    own limit per run stays wall time)."""
+    is its CPU time, and its time limits count CPU seconds, the cover master's and the stage bound's shares within a
+    stage too (HiGHS's own limit per run stays wall time)."""
     import types
 
     import inferno_mip.models.cover_master as cover_master
     import inferno_mip.models.lexicographic as lexicographic
+    import inferno_mip.models.stage_bound as stage_bound
     import inferno_mip.solvers.exact as exact
 
-    saved = lexicographic.time, exact.time, cover_master.time
-    lexicographic.time = exact.time = cover_master.time = types.SimpleNamespace(perf_counter=time.process_time)
+    saved = lexicographic.time, exact.time, cover_master.time, stage_bound.time
+    lexicographic.time = exact.time = cover_master.time = stage_bound.time = types.SimpleNamespace(
+        perf_counter=time.process_time)
     try:
         yield
     finally:
-        lexicographic.time, exact.time, cover_master.time = saved
+        lexicographic.time, exact.time, cover_master.time, stage_bound.time = saved
 
 
 def stages(args) -> None:

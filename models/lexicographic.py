@@ -55,9 +55,13 @@ FIX_RTOL = 1e-9
 #                  merge them: the master's bound over covers is a bound per level (a weighted stage's LP trades a
 #                  fraction of a higher-level server against the weight's worth of lower ones), so per level it
 #                  proves the higher levels and finds fewer unserved (RESULTS.md, "Heterogeneous, fifth round")
+#   stage-bound  with cover-master, a multi-assign best-effort or value stage that HiGHS stops short of a proof (or
+#                does not start) takes the Lagrangian bound over integer covers (models.stage_bound) where stronger
+#                than HiGHS's, and the plan of that bound's master where better; it is proven when its plan meets
+#                the bound within the gap (RESULTS.md, "sixth round")
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
-            "master-levels")
+            "master-levels", "stage-bound")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
 # seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
 # (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
@@ -76,6 +80,15 @@ MASTER_STAGE_SHARE = 0.7  # of the remaining time, at most, for a count stage st
 MIN_MIP_TIME = 0.05  # seconds below which a stage's MIP is not started (its start stands, with its LP bound)
 PRESOLVE_PER_NONZERO = 4e-5  # s: HiGHS's presolve of a multi-assign stage at 1,000 x 20 (61,000 nonzeros) took about
                              # 2.5 s CPU whatever its time limit; with less time than that left, the MIP is not started
+STAGE_BOUND_SHARE = 0.25  # of a multi-assign best-effort or value stage's MIP time, at most, kept for its bound over
+                          # covers and its master's plan (models.stage_bound), used only when HiGHS stops short of a
+                          # proof
+STAGE_PLAN_SHARE = 0.4  # of that reserve, at least, for its master's plan after HiGHS (at 200 x 20 the bound alone
+                        # took the whole reserve; the plan then needs 0.3-0.6 s); none where HiGHS is not started
+STAGE_BOUND_STARVED_SHARE = 0.5  # of such a stage's time, at most, for that bound where HiGHS is not started (the
+                                 # rest goes to the later stages)
+STAGE_BOUND_PER_SERVER = 1e-2  # s: about what that bound and its master's plan took per server (50 and 200 x 20:
+                               # 3-9 ms)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
 
@@ -274,9 +287,17 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 aggregated_stage = aggregate_stage(form, problem)
             if master:  # multi-assign: HiGHS gets what the LP, the start and the aggregation left of the stage's time
                 mip_time = budget - (time.perf_counter() - began)
+            # a multi-assign best-effort or value stage keeps a share of its time for the bound over covers, used
+            # if HiGHS stops short of a proof (or is not started)
+            bounding = ("stage-bound" in options.speedups and master and not stage.integral and lp is not None
+                        and lp.row_dual is not None)
+            if bounding:
+                reserve = min(STAGE_BOUND_SHARE * mip_time, STAGE_BOUND_PER_SERVER * len(form.unserved_cols))
+                mip_time -= reserve
             stage_options = SolveOptions(budget if mip_time is None else mip_time, gap, options.threads,
                                          options.seed, options.speedups, abs_gap)
-            if mip_time is not None and mip_time < MIN_MIP_TIME + PRESOLVE_PER_NONZERO * problem.A.nnz:
+            starved = mip_time is not None and mip_time < MIN_MIP_TIME + PRESOLVE_PER_NONZERO * problem.A.nnz
+            if starved:
                 # no time left for HiGHS (whose presolve does not stop at its time limit): the start stands
                 result = MipResult("time-limit", start, float(stage.c @ start), None)
             elif aggregated_stage is None:
@@ -289,6 +310,11 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 # a stage stopped early reports the LP's bound (a count stage: or the cover master's, when
                 # stronger) where HiGHS's is weaker or missing
                 result = replace(result, bound=_stage_bound(stage, result.bound, max(lp.objective, master_bound)))
+            if bounding and result.x is not None and result.status != "optimal":
+                left = budget - (time.perf_counter() - began)  # without HiGHS, the stage's time up to a share
+                result = _bound_over_covers(form, problem, stage, result, lp, gap,
+                                            min(left, STAGE_BOUND_STARVED_SHARE * budget) if starved else left,
+                                            0.0 if starved else STAGE_PLAN_SHARE)
             log.append((stage.name, result.status, result.objective, time.perf_counter() - began))
             _LOG.info("stage %s: %s, objective %s, bound %s, gap %s, %.2f s", stage.name, result.status,
                       _show(result.objective), _show(result.bound), _show(_gap(result.objective, result.bound),
@@ -496,6 +522,34 @@ def _solved_prefix(stages, counts) -> set[str]:
             break
         solved.add(name)
     return solved
+
+
+def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, result: MipResult, lp, gap: float,
+                       time_limit: float, plan_share: float = 0.0) -> MipResult:
+    """A stopped multi-assign best-effort or value stage with the Lagrangian bound over integer covers
+    (models.stage_bound) where it is stronger, computed within `time_limit` seconds from the compact LP's duals and
+    the stage's plan, and the plan of the bound's master where better (at least `plan_share` of the time for it);
+    optimal when the plan meets the bound within `gap`."""
+    from .stage_bound import stage_bound
+
+    if time_limit <= 0:
+        return result
+    objective = float(stage.c @ result.x)
+    slack = gap * max(abs(objective), 1e-9)
+    found = stage_bound(form, problem, result.x, lp.row_dual, time_limit,
+                        target=objective + slack if stage.maximize else objective - slack, plans=True,
+                        plan_share=plan_share)
+    _LOG.info("stage %s: bound over covers %s (%d rounds), master's plan %s", stage.name, _show(found.bound),
+              found.rounds, _show(None if found.x is None else float(stage.c @ found.x)))
+    if found.x is not None:  # better than the stage's plan, and it keeps every row
+        objective = float(stage.c @ found.x)
+        result = replace(result, x=found.x, objective=objective)
+    if not np.isfinite(found.bound):
+        return result
+    bound = found.bound if result.bound is None or not np.isfinite(result.bound) else (
+        min(result.bound, found.bound) if stage.maximize else max(result.bound, found.bound))
+    proven = _gap(objective, bound) is not None and _gap(objective, bound) <= gap
+    return replace(result, status="optimal" if proven else result.status, bound=bound)
 
 
 def _master_applies(form: Formulation) -> bool:

@@ -17,6 +17,7 @@ class LpSolution:
     sign: float
     reduced_lower: np.ndarray  # >= 0: the minimised objective grows at least this much per unit above lb
     reduced_upper: np.ndarray  # <= 0: the same per unit below ub
+    row_dual: np.ndarray | None = None  # HiGHS's row duals in the minimisation frame (> 0: a lower bound binds)
 
 
 def lp_optimum(A: sp.csr_matrix, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.ndarray, ub: np.ndarray,
@@ -48,7 +49,8 @@ def lp_optimum(A: sp.csr_matrix, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.
     solution = h.getSolution()
     x = np.array(solution.col_value, dtype=np.float64)
     dual = np.array(solution.col_dual, dtype=np.float64)
-    return LpSolution(float(c @ x), x, sign, np.maximum(dual, 0.0), np.minimum(dual, 0.0))
+    return LpSolution(float(c @ x), x, sign, np.maximum(dual, 0.0), np.minimum(dual, 0.0),
+                      np.array(solution.row_dual, dtype=np.float64))
 
 
 def reduced_cost_fixing(lp: LpSolution, c: np.ndarray, incumbent: np.ndarray, lb: np.ndarray, ub: np.ndarray,

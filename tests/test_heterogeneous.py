@@ -127,7 +127,8 @@ def test_cpsat_on_patterns_agrees_with_highs_on_the_compact_form(seed):
 def test_default_speedups_include_lp_rounding_and_the_cover_master_only():
     from inferno_mip.models.lexicographic import parse_speedups
 
-    assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round", "cover-master", "master-levels"}
+    assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round", "cover-master", "master-levels",
+                                                                      "stage-bound"}
 
 
 def test_each_new_speedup_is_switchable():
