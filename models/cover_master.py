@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from .allocation import SHARE_STEPS
 from .cover_pricing import cheapest_cover
-from .lexicographic import integral_bound
+from .lexicographic import master_applies, integral_bound
 from .patterns import COVER_RTOL, _cover_from
 
 _LOG = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def cover_master(form, problem, lp_x: np.ndarray, start: np.ndarray | None = Non
     docstring) within `time_limit` seconds, stopping early at a plan whose count is at most `target` (a lower
     bound of the stage: no plan is better), with the master's bound on the stage; None when the form has pattern
     servers or the master does not apply."""
-    if not form.heterogeneous or {"patterns", "pattern_cols"} & set(form.info) or "capacity_rows" not in form.info:
+    if not master_applies(form):
         return None
     began = time.perf_counter()
     master = _Master(form, problem, start)

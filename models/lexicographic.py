@@ -63,15 +63,17 @@ SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "wei
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
             "master-levels", "stage-bound")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
-# seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it had fixed
-# (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives 25,245.
+# seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it
+# had fixed (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives
+# 25,245.
 # patterns and covers are exact but not faster on the multi-assign fleets measured (benchmarks/RESULTS.md,
 # "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
 # 3.6 s there; they stay available by name. aggregate-patterns is exact and proves the count stages faster on
 # most 50-server runs (median 1.8x), but not on all (0.6x once), and at 1,000 servers in 10 s it trades the lower
 # level for the first (benchmarks/RESULTS.md, "Heterogeneous, second round"): available by name. cover-master is on
 # by default: it changes only the multi-assign count stages' starts and time split (RESULTS.md, "Heterogeneous, third
-# round"); so is master-levels, which changes only how a multi-assign fleet's count stages are split.
+# round"); so is master-levels, which changes only how a multi-assign fleet's count stages are split, and so is
+# stage-bound, which acts only where HiGHS stops a multi-assign best-effort or value stage short of a proof.
 DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
@@ -191,7 +193,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         log.extend(agg_log)
         notes.extend(f"aggregated {name} stopped at its time share" for name, st, _, _ in agg_log
                      if st not in ("optimal", "skipped", "aggregated"))
-    per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and _master_applies(form))
+    per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and master_applies(form))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups and not per_level
             else [(s, (s,)) for s in form.stages])
     for index, (stage, parts) in enumerate(plan):
@@ -226,7 +228,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 start = improved
                 problem = replace(problem, warm_start=start)
         rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else round_counts)
-        master = "cover-master" in options.speedups and _master_applies(form)
+        master = "cover-master" in options.speedups and master_applies(form)
         # this stage's time; a count stage with the cover master takes more, as the count of a level outranks
         # everything after it
         budget = remaining * (1.0 if stage.name == "value" else MASTER_STAGE_SHARE if master and stage.integral
@@ -552,9 +554,11 @@ def _bound_over_covers(form: Formulation, problem: MipProblem, stage: Stage, res
     return replace(result, status="optimal" if proven else result.status, bound=bound)
 
 
-def _master_applies(form: Formulation) -> bool:
-    """Whether models.cover_master can build count-stage starts for `form`: the compact multi-assign form."""
-    return form.heterogeneous and not {"patterns", "pattern_cols", "rounding"} & set(form.info)
+def master_applies(form: Formulation) -> bool:
+    """Whether models.cover_master can build count-stage starts for `form`: the compact multi-assign form (no
+    pattern servers, no aggregation with its own rounding) with its capacity rows."""
+    return (form.heterogeneous and not {"patterns", "pattern_cols", "rounding"} & set(form.info)
+            and "capacity_rows" in form.info)
 
 
 def _stage_bound(stage: Stage, bound: float | None, lp_bound: float) -> float:

@@ -17,8 +17,9 @@ The multipliers come from column generation on a Dantzig-Wolfe master (one conve
 rows; columns: servers' options, first the start's plan and the options priced at the compact LP's duals, then
 each round's priced options). Each round's L(y) is a bound; at the master LP's optimum L = its value, the bound
 over integer covers. A round prices exactly only the servers a vectorised lower bound does not settle, those with
-most to gain first; when time runs out, the rest count with that lower bound. L at the compact LP's duals is at least the LP's bound (the options are points of the compact
-form's per-server relaxation), when no local row is left out.
+most to gain first; when time runs out, the rest count with that lower bound. L at the compact LP's duals is at
+least the LP's bound (the options are points of the compact form's per-server relaxation), when no local row is
+left out.
 """
 
 from __future__ import annotations
