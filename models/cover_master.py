@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from .allocation import SHARE_STEPS
 from .cover_pricing import cheapest_cover
-from .lexicographic import master_applies, integral_bound
+from .lexicographic import integral_bound, master_applies
 from .patterns import COVER_RTOL, _cover_from
 
 _LOG = logging.getLogger(__name__)
