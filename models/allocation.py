@@ -132,6 +132,15 @@ class Formulation:
         return self.info["replicas"]
 
 
+def keeps_rows(model, x: np.ndarray, tol: float = 1e-6, bound_tol: float | None = None) -> bool:
+    """Whether `x` keeps every row and column bound of `model` (a Formulation or a stage's MipProblem: both have
+    ``A, row_lb, row_ub, lb, ub``) within `tol` (`bound_tol` for the column bounds, `tol` if None)."""
+    bound_tol = tol if bound_tol is None else bound_tol
+    ax = model.A @ x
+    return bool(np.all(x >= model.lb - bound_tol) and np.all(x <= model.ub + bound_tol)
+                and np.all(ax >= model.row_lb - tol) and np.all(ax <= model.row_ub + tol))
+
+
 def presolve(table: CandidateTable, options: MipOptions) -> np.ndarray:
     """Candidates worth offering the solver: per (server, accelerator) the batch sizes not dominated.
 

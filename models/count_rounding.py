@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .allocation import keeps_rows
+
 TOL = 1e-6
 MOVE_TRIES = 8  # members moved off a full type tried per option, to make room for one left out
 
@@ -75,7 +77,7 @@ def round_counts(form, problem, lp_x: np.ndarray, start: np.ndarray | None = Non
     best = None
     for counts in plans:
         x = placement.vector(counts)
-        if _keeps_rows(problem, x) and (best is None or problem.c @ x < problem.c @ best - TOL):
+        if keeps_rows(problem, x) and (best is None or problem.c @ x < problem.c @ best - TOL):
             best = x
     return best
 
@@ -194,9 +196,3 @@ class _Placement:
         if self.row[j] < 0 or self.cards[j] <= 0:
             return np.inf
         return float(np.floor((free[self.row[j]] + TOL) / self.cards[j]))
-
-
-def _keeps_rows(problem, x: np.ndarray, tol: float = 1e-6) -> bool:
-    ax = problem.A @ x
-    return bool(np.all(x >= problem.lb - tol) and np.all(x <= problem.ub + tol)
-                and np.all(ax >= problem.row_lb - tol) and np.all(ax <= problem.row_ub + tol))

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .allocation import Formulation, Stage
+from .allocation import Formulation, Stage, keeps_rows
 from .count_rounding import round_counts
 from .patterns import round_and_repair
 from .relaxation import lp_optimum, reduced_cost_fixing
@@ -184,7 +184,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     extra_lb: list[float] = []
     extra_ub: list[float] = []
     lb, ub = form.lb, form.ub
-    x = warm_start if warm_start is not None and _feasible(form, warm_start) else None
+    x = warm_start if warm_start is not None and keeps_rows(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
     fixed_at: dict[str, float] = {}  # objective each solved stage is held at
@@ -454,7 +454,7 @@ def separable_optimum(form: Formulation) -> np.ndarray | None:
     left_out = form.unserved_cols[(form.unserved_cols >= 0) & ~served]
     if len(left_out):
         return None  # a server whose every full service was dropped: not separable
-    return x if _feasible(form, x) else None
+    return x if keeps_rows(form, x) else None
 
 
 def weighted_counts(stages: tuple[Stage, ...], ub: np.ndarray) -> list[tuple[Stage, tuple[Stage, ...]]]:
@@ -504,7 +504,7 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
     if sub.x is None:
         return x, set(), log  # the full count stages start from scratch
     mapped = aggregation.disaggregate(form, sub.x)
-    if mapped is None or not _feasible(form, mapped):  # pragma: no cover - a mapped plan keeps every row
+    if mapped is None or not keeps_rows(form, mapped):  # pragma: no cover - a mapped plan keeps every row
         return x, set(), log
     counts = [s for s in form.stages if s.integral]
     if sub.status != "optimal":
@@ -631,9 +631,3 @@ def _gap(objective: float | None, bound: float | None) -> float | None:
     if objective is None or bound is None:
         return None
     return abs(objective - bound) / max(abs(objective), 1e-9)
-
-
-def _feasible(form: Formulation, x: np.ndarray, tol: float = 1e-6) -> bool:
-    ax = form.A @ x
-    return bool(np.all(x >= form.lb - tol) and np.all(x <= form.ub + tol) and np.all(ax >= form.row_lb - tol)
-                and np.all(ax <= form.row_ub + tol))

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .allocation import SHARE_STEPS
+from .allocation import SHARE_STEPS, keeps_rows
 from .cover_master import _span_min
 from .cover_pricing import cheapest_cover
+from .lexicographic import master_applies
 
 BOUND_RTOL = 1e-6  # loads priced this much lighter (relative): a plan the rows accept within tolerance is a cover
 SAFETY_RTOL = 1e-9  # the bound is loosened by this much of the magnitudes summed into it (floating point)
@@ -86,9 +87,7 @@ class _Servers:
 def applies(form, problem) -> bool:
     """Whether the bound is defined for `problem`: a stage of the compact multi-assign form (no pattern servers)
     whose objective lies on the replica, unserved and share columns."""
-    if not form.heterogeneous or {"patterns", "pattern_cols", "rounding"} & set(form.info):
-        return False
-    if not {"capacity_rows", "share_cols", "server_of_full"} <= set(form.info):
+    if not master_applies(form) or not {"share_cols", "server_of_full"} <= set(form.info):
         return False
     own = np.zeros(form.n_vars, dtype=bool)
     own[form.full_cols] = True
@@ -187,11 +186,22 @@ class _Lagrangian:
         keep = val != 0
         return idx[keep], val[keep]
 
+    def plan_option(self, k: int, x: np.ndarray) -> tuple[float, np.ndarray, float]:
+        """Server k's part of the plan `x` as an option (u, n, w)."""
+        s = self.s
+        a, b = int(s.first[k]), int(s.last[k])
+        return float(x[s.u_col[k]]), x[s.n_cols[a:b]].copy(), float(x[s.w_col[k]])
+
+    @staticmethod
+    def key(k: int, idx: np.ndarray, val: np.ndarray) -> tuple:
+        """What tells two master columns apart: the server and its option's values (rounded to 1e-9)."""
+        return k, idx.tobytes(), np.round(val, 9).tobytes()
+
     def add(self, k: int, option) -> bool:
         if option is None:
             return False
         idx, val = self.column(k, option)
-        key = (k, idx.tobytes(), np.round(val, 9).tobytes())
+        key = self.key(k, idx, val)
         if key in self.seen:
             return False
         self.seen.add(key)
@@ -218,10 +228,8 @@ class _Lagrangian:
 
     def add_plan(self, x: np.ndarray) -> None:
         """The plan `x` (every server's part of it) as master columns."""
-        s = self.s
         for k in range(self.n_srv):
-            a, b = int(s.first[k]), int(s.last[k])
-            self.add(k, (float(x[s.u_col[k]]), x[s.n_cols[a:b]].copy(), float(x[s.w_col[k]])))
+            self.add(k, self.plan_option(k, x))
 
 
 def _partial(price: np.ndarray, rate: np.ndarray, ub: np.ndarray, need: float, c_w: float,
@@ -339,12 +347,9 @@ def _integer_plan(lag: _Lagrangian, start: np.ndarray, time_limit: float) -> np.
     X = integer.matrix()
     at_start = lag.c @ start
     begin = np.zeros(n)  # the start's columns (the last added per server, or its earlier copy)
-    index = {(k, idx.tobytes(), np.round(val, 9).tobytes()): j for j, (k, (idx, val)) in
-             enumerate(zip(integer.owner, vectors))}
+    index = {lag.key(k, idx, val): j for j, (k, (idx, val)) in enumerate(zip(integer.owner, vectors))}
     for k in range(lag.n_srv):
-        a, b = int(s.first[k]), int(s.last[k])
-        idx, val = lag.column(k, (float(start[s.u_col[k]]), start[s.n_cols[a:b]], float(start[s.w_col[k]])))
-        j = index.get((k, idx.tobytes(), np.round(val, 9).tobytes()))
+        j = index.get(lag.key(k, *lag.column(k, lag.plan_option(k, start))))
         if j is not None:
             begin[j] = 1.0
     h.setOptionValue("time_limit", max(time_limit, 1e-3))
@@ -358,9 +363,7 @@ def _integer_plan(lag: _Lagrangian, start: np.ndarray, time_limit: float) -> np.
         return None
     x = X @ np.rint(np.array(h.getSolution().col_value))
     x[problem.integer] = np.rint(x[problem.integer])
-    ax = problem.A @ x
-    keeps = (np.all(ax >= problem.row_lb - 1e-6) and np.all(ax <= problem.row_ub + 1e-6)
-             and np.all(x >= problem.lb - 1e-9) and np.all(x <= problem.ub + 1e-9))
+    keeps = keeps_rows(problem, x, bound_tol=1e-9)
     return x if keeps and lag.c @ x < at_start - 1e-9 * max(1.0, abs(at_start)) else None
 
 

@@ -147,7 +147,8 @@ def test_metrics_on_demand_match_a_full_pass():
 @pytest.mark.parametrize("seed", range(3))
 def test_aggregated_count_stages_map_back_to_the_full_optimum(seed):
     from inferno_mip.models.aggregate import aggregate, start_vector
-    from inferno_mip.models.lexicographic import SolveOptions, _feasible, solve_lexicographic
+    from inferno_mip.models.allocation import keeps_rows
+    from inferno_mip.models.lexicographic import SolveOptions, solve_lexicographic
     from inferno_mip.solvers import highs
 
     table = build_table(generate(servers=40, accelerators=8, classes=3, seed=seed, tightness=0.6), Settings())
@@ -159,7 +160,7 @@ def test_aggregated_count_stages_map_back_to_the_full_optimum(seed):
     full = solve_lexicographic(form, highs.solve_stage, plain_options)
     small = solve_lexicographic(agg.form, highs.solve_stage, plain_options)
     mapped = agg.disaggregate(form, small.x)
-    assert _feasible(form, mapped)
+    assert keeps_rows(form, mapped)
     assert [float(s.c @ mapped) for s in counts] == [float(s.c @ small.x) for s in agg.form.stages]
     assert [float(s.c @ mapped) for s in counts] == [round(float(s.c @ full.x)) for s in counts]
     assert np.array_equal(start_vector(agg, mapped, form), small.x)  # the map back and forth agree
@@ -425,7 +426,8 @@ def test_aggregated_stages_match_plain_staged_path(seed, tightness, speedups):
 
 def test_aggregated_stage_disaggregates_to_a_plan_of_the_original_stage():
     """Groups form, and an aggregated point maps back to a feasible point of the original MIP, same objective."""
-    from inferno_mip.models.lexicographic import MipProblem, SolveOptions, _feasible
+    from inferno_mip.models.allocation import keeps_rows
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions
     from inferno_mip.models.stage_aggregate import aggregate_stage
     from inferno_mip.solvers import greedy, highs
 
@@ -442,6 +444,6 @@ def test_aggregated_stage_disaggregates_to_a_plan_of_the_original_stage():
     plain = highs.solve_stage(problem, SolveOptions())
     small = highs.solve_stage(agg.problem, SolveOptions())
     x = agg.disaggregate(small.x)
-    assert _feasible(form, x)
+    assert keeps_rows(form, x)
     assert float(value.c @ x) == pytest.approx(small.objective, rel=1e-12)
     assert small.objective == pytest.approx(plain.objective, rel=1e-7)

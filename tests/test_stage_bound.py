@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferno_mip.models.allocation import MipOptions, build
-from inferno_mip.models.lexicographic import (MipResult, SolveOptions, _feasible, parse_speedups,
-                                              solve_lexicographic)
+from inferno_mip.models.allocation import MipOptions, build, keeps_rows
+from inferno_mip.models.lexicographic import MipResult, SolveOptions, parse_speedups, solve_lexicographic
 from inferno_mip.models.relaxation import lp_optimum
 from inferno_mip.models.stage_bound import stage_bound
 from inferno_mip.scenarios import generate
@@ -125,4 +124,4 @@ def test_the_bound_masters_plan_improves_a_stopped_stage():
     assert rate_without["best-effort rate priority 2"] == pytest.approx(7.8497, abs=1e-3)
     counts = [s for s in form.stages if s.integral]
     assert [s.c @ with_plan.x for s in counts] == [s.c @ without.x for s in counts]
-    assert _feasible(form, with_plan.x)
+    assert keeps_rows(form, with_plan.x)
