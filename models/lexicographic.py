@@ -91,6 +91,8 @@ STAGE_BOUND_STARVED_SHARE = 0.5  # of such a stage's time, at most, for that bou
                                  # rest goes to the later stages)
 STAGE_BOUND_PER_SERVER = 1e-2  # s: about what that bound and its master's plan took per server (50 and 200 x 20:
                                # 3-9 ms)
+LP_TEST_SHARE = 0.25  # of a single-assign best-effort or value stage's time, at most, for the LP that may prove its
+                     # start optimal (at 10,000 x 20 that LP took 14-50 s, longer than the stage's share)
 EARLY_STAGE_SHARE = 0.5  # of the remaining time, at most, for a stage before the last (a timed-out stage keeps
                          # its incumbent's value, which is feasible, and the next stages go on)
 
@@ -217,7 +219,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                              lb=lb, ub=stage_ub, integer=form.integer, c=stage.c, maximize=stage.maximize,
                              warm_start=start, fixed_rows=len(extra_rows))
         began = time.perf_counter()
-        lp, mip_time = None, None  # mip_time: HiGHS's share of the stage (None: the whole budget)
+        lp, lp_tried = None, False
         master_bound = -np.inf  # a count stage's bound from the cover master (integer covers), when stronger
         forced_zero = ("skip" in options.speedups and start is not None and stage.zero_with
                        and fixed_at.get(stage.zero_with) == 0.0 and float(stage.c @ start) == 0.0)
@@ -237,8 +239,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         # a count of 0 needs no better start (it is skipped below), nor one the aggregated stages solved
         if ("lp-round" in options.speedups and stage.integral and start is not None and not aggregated
                 and float(stage.c @ start) > 0):
-            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
-                            time_limit=budget)
+            lp, lp_tried = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
+                                      time_limit=budget), True
             if lp is not None and master:
                 from .cover_master import cover_master
 
@@ -261,11 +263,14 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 problem = replace(problem, warm_start=start)
         if start is not None and not stage.integral and not forced_zero and (
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
-            limit = {"time_limit": budget} if master else {}  # multi-assign: within the stage's time
-            lp = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize, **limit)
+            # multi-assign: within the stage's time (its bound over covers starts from the LP's duals); single-assign:
+            # a share of it, as the test can only prove the start optimal and HiGHS solves that LP again
+            limit = budget if master else LP_TEST_SHARE * budget
+            lp, lp_tried = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
+                                      limit), True
         if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
                                          and _start_is_optimal(stage, problem, start, lp, options.mip_gap,
-                                                               master_bound)):
+                                                               master_bound, lp_tried)):
             x = start
             proven = 0.0 if forced_zero else lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
@@ -287,8 +292,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups:
                 from .stage_aggregate import aggregate_stage
                 aggregated_stage = aggregate_stage(form, problem)
-            if master:  # multi-assign: HiGHS gets what the LP, the start and the aggregation left of the stage's time
-                mip_time = budget - (time.perf_counter() - began)
+            # HiGHS gets what the LP, the starts and the aggregation left of the stage's time
+            mip_time = budget - (time.perf_counter() - began)
             # a multi-assign best-effort or value stage keeps a share of its time for the bound over covers, used
             # if HiGHS stops short of a proof (or is not started)
             bounding = ("stage-bound" in options.speedups and master and not stage.integral and lp is not None
@@ -296,9 +301,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if bounding:
                 reserve = min(STAGE_BOUND_SHARE * mip_time, STAGE_BOUND_PER_SERVER * len(form.unserved_cols))
                 mip_time -= reserve
-            stage_options = SolveOptions(budget if mip_time is None else mip_time, gap, options.threads,
-                                         options.seed, options.speedups, abs_gap)
-            starved = mip_time is not None and mip_time < MIN_MIP_TIME + PRESOLVE_PER_NONZERO * problem.A.nnz
+            stage_options = SolveOptions(mip_time, gap, options.threads, options.seed, options.speedups, abs_gap)
+            starved = mip_time < MIN_MIP_TIME + (PRESOLVE_PER_NONZERO * problem.A.nnz if master else 0.0)
             if starved:
                 # no time left for HiGHS (whose presolve does not stop at its time limit): the start stands
                 result = MipResult("time-limit", start, float(stage.c @ start), None)
@@ -588,15 +592,16 @@ def _keep_optimal(stage: Stage, value: float) -> tuple[np.ndarray, float, float]
 
 
 def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=None, gap: float = 0.0,
-                      lower: float = -np.inf) -> bool:
+                      lower: float = -np.inf, lp_tried: bool = False) -> bool:
     """Whether the stage's start is optimal without a MIP solve: nothing to gain, or it meets the LP bound (or
-    `lower`, a stronger lower bound of a minimised integral stage, such as the cover master's)."""
+    `lower`, a stronger lower bound of a minimised integral stage, such as the cover master's). Without `lp` the LP
+    is solved here, unless `lp_tried` (it failed or ran out of its time)."""
     at_start = float(stage.c @ start)
     if not stage.maximize and at_start <= 0 and np.all(stage.c >= 0):
         return True  # a count of 0 cannot be improved
     if stage.name == "value" and lp is None:
         return False  # its LP bound is rarely tight; the MIP's root solves that LP anyway
-    if lp is None:
+    if lp is None and not lp_tried:
         lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, stage.maximize)
     if lp is None:
         return False

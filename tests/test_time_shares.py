@@ -1,0 +1,94 @@
+"""The staged solve keeps within the caller's time limit: a stage's LP test and its MIP share the stage's time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+import inferno_mip.models.lexicographic as lexicographic
+from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.lexicographic import LP_TEST_SHARE, MipProblem, SolveOptions, solve_lexicographic
+from inferno_mip.models.relaxation import lp_optimum
+from inferno_mip.scenarios import generate
+from inferno_mip.solvers import greedy, highs
+from inferno_mip.tables import Settings, build_table
+
+TIME_LIMIT = 100.0  # seconds of the fake clock below
+
+
+class _Clock:
+    """A clock that moves only when the fake LP and backend below say they took time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _solve(monkeypatch, lp_seconds: float):
+    """The binding fleet's staged solve (default speed-ups) where every LP takes `lp_seconds` of the fake clock (and
+    runs out of time, returning None, when its limit is shorter) and every MIP 1 s; returns the result, the LP calls
+    of non-integral stages as (clock, limit) and the MIP calls as (clock, limit)."""
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
+    form = build(table, MipOptions(dominance=True))
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
+    clock = _Clock()
+    monkeypatch.setattr(lexicographic, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    integral = {stage.c.tobytes(): stage.integral for stage in form.stages}
+    lp_calls, mip_calls = [], []
+
+    def fake_lp(A, row_lb, row_ub, lb, ub, c, maximize, time_limit=None):
+        if not integral.get(c.tobytes(), True):
+            lp_calls.append((clock.now, time_limit))
+        if time_limit is not None and time_limit < lp_seconds:
+            clock.now += time_limit
+            return None
+        clock.now += lp_seconds
+        return lp_optimum(A, row_lb, row_ub, lb, ub, c, maximize)
+
+    def fake_backend(problem, options):
+        mip_calls.append((clock.now, options.time_limit))
+        result = highs.solve_stage(problem, SolveOptions(60.0, options.mip_gap, abs_gap=options.abs_gap))
+        clock.now += 1.0
+        return result
+
+    monkeypatch.setattr(lexicographic, "lp_optimum", fake_lp)
+    result = solve_lexicographic(form, fake_backend, SolveOptions(TIME_LIMIT), start)
+    return result, lp_calls, mip_calls
+
+
+@pytest.mark.parametrize("lp_seconds", [7.0, 40.0])
+def test_stage_lp_and_mip_stay_within_the_time_limit(monkeypatch, lp_seconds):
+    """The LP that may prove a best-effort or value stage's start optimal gets at most its share of what is left,
+    and HiGHS only what the stage has left after it, so no MIP may run past the caller's limit; an LP that runs out
+    of its share costs that share, not the answer (the same optimum as with fast LPs)."""
+    result, lp_calls, mip_calls = _solve(monkeypatch, lp_seconds)
+    assert lp_calls and mip_calls
+    assert any(limit < lp_seconds for _, limit in lp_calls) == (lp_seconds > 10)  # 40 s: a stage's LP runs out
+    for now, limit in lp_calls:
+        assert limit is not None and limit <= LP_TEST_SHARE * (TIME_LIMIT - now) + 1e-9
+    for now, limit in mip_calls:
+        assert now + limit <= TIME_LIMIT + 1e-9
+    reference, _, _ = _solve(monkeypatch, 0.0)
+    assert result.status == reference.status == "optimal"
+    assert [s[:3] for s in result.stages if s[1] == "optimal"] == [s[:3] for s in reference.stages
+                                                                    if s[1] == "optimal"]
+    assert result.objective == pytest.approx(reference.objective, rel=1e-7)
+
+
+def test_a_stage_lp_that_ran_out_is_not_solved_again(monkeypatch):
+    """The skip test does not solve again, without a time limit, the LP that just ran out of its share."""
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
+    form = build(table, MipOptions())
+    stage = next(s for s in form.stages if s.maximize)
+    problem = MipProblem(A=form.A, row_lb=form.row_lb, row_ub=form.row_ub, lb=form.lb, ub=form.ub,
+                         integer=form.integer, c=stage.c, maximize=True)
+    start = form.vector(greedy.solve(table).counts, table)
+    calls = []
+    monkeypatch.setattr(lexicographic, "lp_optimum", lambda *args, **kwargs: calls.append(args) or None)
+    assert not lexicographic._start_is_optimal(stage, problem, start, lp=None, lp_tried=True)
+    assert not calls
+    lexicographic._start_is_optimal(stage, problem, start, lp=None)
+    assert len(calls) == 1
