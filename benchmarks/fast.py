@@ -6,6 +6,7 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py cycles --servers 200 --cycles 20 --incremental
     python benchmarks/fast.py cycles --servers 50 --cycles 200 --incremental --tightness 2   # capacity not binding
     python benchmarks/fast.py stages --servers 50 --cycles 20           # where a binding cycle's CPU goes
+    python benchmarks/fast.py budgets --servers 50 --cycles 40 --limits 0.1,0.2,0.5 --cpu-clock   # short limits
     python benchmarks/fast.py fleet --servers 1000 --seeds 0,1,2        # balanced 1,000 x 20, three seeds
     python benchmarks/fast.py fleet --servers 10000 --seeds 0
     python benchmarks/fast.py fleet --servers 1000 --seeds 0 --heterogeneous --time-limit 10
@@ -35,6 +36,7 @@ import contextlib
 import statistics
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -159,6 +161,39 @@ def stages(args) -> None:
     print(f"| whole cycle | {len(totals)} | {1e3 * statistics.median(totals):.1f} | {1e3 * total_mean:.1f} | 100% |")
 
 
+def budgets(args) -> None:
+    """Warm controller cycles (Solver.update) under each of --limits against the same cycles solved to the proven
+    optimum (--time-limit): CPU per cycle, and in how many cycles the answer has the optimum's unserved counts, and
+    those with its objective too (best effort and value reached)."""
+    family, loads = cycle_loads(args)
+    limits = [float(v) for v in args.limits.split(",")]
+    with cpu_clock() if args.cpu_clock else contextlib.nullcontext():
+        solvers = {limit: Solver(loads[0], solver="highs", time_limit=limit, speedups=args.speedups)
+                   for limit in limits}
+        reference = Solver(loads[0], solver="highs", time_limit=args.time_limit, speedups=args.speedups)
+        for solver in (*solvers.values(), reference):  # warm-up
+            solver.solve()
+        rows: dict[float, list] = {limit: [] for limit in limits}
+        for system in loads[1:]:
+            best = reference.update(system)
+            for limit, solver in solvers.items():
+                seconds, s = cpu(lambda: solver.update(system))
+                counts = _unserved(s) == _unserved(best)
+                rows[limit].append((seconds, s.status, counts,
+                                    counts and abs(s.objective - best.objective) <= 1e-7 * abs(best.objective)))
+    print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
+          f"cycles, loads x lognormal(0, {args.sigma}), speedups={args.speedups}, Solver.update"
+          f"{', time limits on the CPU clock' if args.cpu_clock else ''}; against the optimum within "
+          f"{args.time_limit:g} s\n")
+    print("| time limit s | p50 ms | p99 ms | optimum's unserved counts | and its objective | statuses |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for limit, row in rows.items():
+        seconds = [r[0] for r in row]
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r[1] for r in row).items()))
+        print(f"| {limit:g} | {1e3 * statistics.median(seconds):.1f} | {1e3 * _percentile(seconds, 99):.1f} | "
+              f"{sum(r[2] for r in row)} of {len(row)} | {sum(r[3] for r in row)} of {len(row)} | {statuses} |")
+
+
 def fleet(args) -> None:
     import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
 
@@ -256,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     tab.add_argument("--servers", type=int, default=1000)
     tab.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
     tab.add_argument("--seed", type=int, default=0)
-    for name, fn in (("cycles", cycles), ("stages", stages), ("fleet", fleet)):
+    for name, fn in (("cycles", cycles), ("stages", stages), ("fleet", fleet), ("budgets", budgets)):
         p = sub.add_parser(name)
         p.set_defaults(run=fn)
         p.add_argument("--servers", type=int, default=1000 if name == "fleet" else 50)
@@ -269,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--variants", help="speed-up sets separated by ';' (each a comma list; '+a,b' means the "
                        "first set plus a and b), run interleaved")
         p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
-    for name in ("cycles", "stages"):
+    for name in ("cycles", "stages", "budgets"):
         cyc = sub.choices[name]
         cyc.add_argument("--cycles", type=int, default=200 if name == "cycles" else 20)
         cyc.add_argument("--seed", type=int, default=0)
@@ -278,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(2.0: capacity does not bind)")
     sub.choices["cycles"].add_argument("--incremental", action="store_true",
                                        help="also run each variant through one Solver object kept across cycles")
+    bud = sub.choices["budgets"]
+    bud.add_argument("--limits", default="0.1,0.2,0.5", help="time limits (s, comma-separated) of the cycles")
+    bud.add_argument("--cpu-clock", action="store_true", help="as for fleet")
     fl = sub.choices["fleet"]
     fl.add_argument("--seeds", default="0,1,2")
     fl.add_argument("--gap", type=float, default=1e-4)

@@ -78,7 +78,8 @@ DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", 
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
-MASTER_STAGE_SHARE = 0.7  # of the remaining time, at most, for a count stage started by the cover master
+COUNT_STAGE_SHARE = 0.7  # of the remaining time, at most, for a count stage (and for the aggregated count stages):
+                         # the count of a level outranks everything after it
 MIN_MIP_TIME = 0.05  # seconds below which a stage's MIP is not started (its start stands, with its LP bound)
 PRESOLVE_PER_NONZERO = 4e-5  # s: HiGHS's presolve of a multi-assign stage at 1,000 x 20 (61,000 nonzeros) took about
                              # 2.5 s CPU whatever its time limit; with less time than that left, the MIP is not started
@@ -198,6 +199,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and master_applies(form))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups and not per_level
             else [(s, (s,)) for s in form.stages])
+    last = max((i for i, (stage, _) in enumerate(plan) if stage.c.any()), default=-1)
     for index, (stage, parts) in enumerate(plan):
         if not stage.c.any():
             continue
@@ -231,10 +233,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 problem = replace(problem, warm_start=start)
         rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else round_counts)
         master = "cover-master" in options.speedups and master_applies(form)
-        # this stage's time; a count stage with the cover master takes more, as the count of a level outranks
-        # everything after it
-        budget = remaining * (1.0 if stage.name == "value" else MASTER_STAGE_SHARE if master and stage.integral
-                              else EARLY_STAGE_SHARE)
+        # this stage's time: the last one takes what is left, a count stage more than the others
+        budget = remaining * (1.0 if index == last else COUNT_STAGE_SHARE if stage.integral else EARLY_STAGE_SHARE)
         aggregated = all(part.name in solved_counts for part in parts)
         # a count of 0 needs no better start (it is skipped below), nor one the aggregated stages solved
         if ("lp-round" in options.speedups and stage.integral and start is not None and not aggregated
@@ -499,7 +499,7 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
     from .aggregate import start_vector
 
     began = time.perf_counter()
-    sub_options = replace(options, time_limit=(deadline - began) * EARLY_STAGE_SHARE,
+    sub_options = replace(options, time_limit=(deadline - began) * COUNT_STAGE_SHARE,
                           speedups=options.speedups - {"aggregate", "aggregate-patterns"})
     sub_start = (aggregation.start_vector(x, form) if hasattr(aggregation, "start_vector")
                  else start_vector(aggregation, x, form))
