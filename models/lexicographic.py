@@ -624,6 +624,8 @@ def _result(form: Formulation, x: np.ndarray, status: str, bound: float | None, 
     objective = float(form.stages[-1].c @ x)
     if status == "optimal" and (bound is None or not np.isfinite(bound)):
         bound = objective
+    if bound is not None and not np.isfinite(bound):  # a stage stopped before any bound: none is known
+        bound = None
     return LexResult(x, status, objective, bound, _gap(objective, bound), log, message)
 
 

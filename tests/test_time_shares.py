@@ -7,8 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 import inferno_mip.models.lexicographic as lexicographic
+from inferno_mip.models.aggregate import aggregate
 from inferno_mip.models.allocation import MipOptions, build
-from inferno_mip.models.lexicographic import LP_TEST_SHARE, MipProblem, SolveOptions, solve_lexicographic
+from inferno_mip.models.lexicographic import (COUNT_STAGE_SHARE, LP_TEST_SHARE, MipProblem, SolveOptions,
+                                              solve_lexicographic)
 from inferno_mip.models.relaxation import lp_optimum
 from inferno_mip.scenarios import generate
 from inferno_mip.solvers import greedy, highs
@@ -27,12 +29,14 @@ class _Clock:
         return self.now
 
 
-def _solve(monkeypatch, lp_seconds: float):
+def _solve(monkeypatch, lp_seconds: float, seed: int = 3, aggregated: bool = False):
     """The binding fleet's staged solve (default speed-ups) where every LP takes `lp_seconds` of the fake clock (and
     runs out of time, returning None, when its limit is shorter) and every MIP 1 s; returns the result, the LP calls
-    of non-integral stages as (clock, limit) and the MIP calls as (clock, limit)."""
-    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
+    of non-integral stages as (clock, limit) and the MIP calls as (clock, limit). With `aggregated` the count stages
+    are solved on the aggregation of interchangeable servers first (models.aggregate), as solve() does."""
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=seed, tightness=0.9), Settings())
     form = build(table, MipOptions(dominance=True))
+    aggregation = aggregate(table, form) if aggregated else None
     start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
     clock = _Clock()
     monkeypatch.setattr(lexicographic, "time", SimpleNamespace(perf_counter=clock.perf_counter))
@@ -55,7 +59,7 @@ def _solve(monkeypatch, lp_seconds: float):
         return result
 
     monkeypatch.setattr(lexicographic, "lp_optimum", fake_lp)
-    result = solve_lexicographic(form, fake_backend, SolveOptions(TIME_LIMIT), start)
+    result = solve_lexicographic(form, fake_backend, SolveOptions(TIME_LIMIT), start, aggregation)
     return result, lp_calls, mip_calls
 
 
@@ -92,3 +96,38 @@ def test_a_stage_lp_that_ran_out_is_not_solved_again(monkeypatch):
     assert not calls
     lexicographic._start_is_optimal(stage, problem, start, lp=None)
     assert len(calls) == 1
+
+
+def test_the_count_stages_take_their_share_of_the_time(monkeypatch):
+    """The count MIP (here the aggregated one, solved first) may run until COUNT_STAGE_SHARE of the caller's time
+    is spent, whatever its LP took: the counts outrank every later stage."""
+    result, _, mip_calls = _solve(monkeypatch, 7.0, seed=0, aggregated=True)
+    assert any(name.startswith("aggregated") for name, *_ in result.stages)
+    now, limit = mip_calls[0]
+    assert now + limit == pytest.approx(COUNT_STAGE_SHARE * TIME_LIMIT)
+
+
+def test_a_value_stage_stopped_without_a_bound_reports_none(monkeypatch):
+    """HiGHS stopped before it has a bound reports an infinite one; with no LP bound either (its LP ran out of time,
+    as at 10,000 servers) the answer says "no bound" (None), which JSON can carry, rather than an infinite gap."""
+    import json
+
+    from inferno_mip.models.lexicographic import MipResult
+
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
+
+    def backend(problem, options):
+        result = highs.solve_stage(problem, options)
+        if problem.c is form.stages[-1].c:
+            return MipResult("time-limit", result.x, result.objective, -float("inf"))
+        return result
+
+    real_lp = lexicographic.lp_optimum
+    monkeypatch.setattr(lexicographic, "lp_optimum", lambda A, row_lb, row_ub, lb, ub, c, maximize, time_limit=None:
+                        None if c is form.stages[-1].c else real_lp(A, row_lb, row_ub, lb, ub, c, maximize))
+    result = solve_lexicographic(form, backend, SolveOptions(60.0), start)
+    assert result.status == "time-limit" and result.x is not None
+    assert result.bound is None and result.gap is None
+    json.dumps({"bound": result.bound, "gap": result.gap}, allow_nan=False)
