@@ -302,7 +302,8 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                 reserve = min(STAGE_BOUND_SHARE * mip_time, STAGE_BOUND_PER_SERVER * len(form.unserved_cols))
                 mip_time -= reserve
             stage_options = SolveOptions(mip_time, gap, options.threads, options.seed, options.speedups, abs_gap)
-            starved = mip_time < MIN_MIP_TIME + (PRESOLVE_PER_NONZERO * problem.A.nnz if master else 0.0)
+            starved = start is not None and mip_time < MIN_MIP_TIME + (PRESOLVE_PER_NONZERO * problem.A.nnz
+                                                                       if master else 0.0)
             if starved:
                 # no time left for HiGHS (whose presolve does not stop at its time limit): the start stands
                 result = MipResult("time-limit", start, float(stage.c @ start), None)

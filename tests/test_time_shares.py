@@ -131,3 +131,17 @@ def test_a_value_stage_stopped_without_a_bound_reports_none(monkeypatch):
     assert result.status == "time-limit" and result.x is not None
     assert result.bound is None and result.gap is None
     json.dumps({"bound": result.bound, "gap": result.gap}, allow_nan=False)
+
+
+def test_little_time_and_no_start_still_answers(monkeypatch):
+    """With too little time for a MIP and no start to stand in for it, HiGHS still gets the stage's few
+    milliseconds: the solve answers (a plan that keeps every row, or none), it does not fail."""
+    from inferno_mip.models.allocation import keeps_rows
+
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=0, tightness=0.9), Settings())
+    form = build(table, MipOptions())
+    clock = _Clock()
+    monkeypatch.setattr(lexicographic, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    result = solve_lexicographic(form, highs.solve_stage, SolveOptions(0.04), None)
+    assert result.status in ("time-limit", "optimal", "failed")
+    assert result.x is None or keeps_rows(form, result.x)
