@@ -199,7 +199,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and master_applies(form))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups and not per_level
             else [(s, (s,)) for s in form.stages])
-    last = max((i for i, (stage, _) in enumerate(plan) if stage.c.any()), default=-1)
+    final = max((i for i, (stage, _) in enumerate(plan) if stage.c.any()), default=-1)  # the last stage to solve
     for index, (stage, parts) in enumerate(plan):
         if not stage.c.any():
             continue
@@ -234,7 +234,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         rounding = form.info.get("rounding", round_and_repair if form.heterogeneous else round_counts)
         master = "cover-master" in options.speedups and master_applies(form)
         # this stage's time: the last one takes what is left, a count stage more than the others
-        budget = remaining * (1.0 if index == last else COUNT_STAGE_SHARE if stage.integral else EARLY_STAGE_SHARE)
+        budget = remaining * (1.0 if index == final else COUNT_STAGE_SHARE if stage.integral else EARLY_STAGE_SHARE)
         aggregated = all(part.name in solved_counts for part in parts)
         # a count of 0 needs no better start (it is skipped below), nor one the aggregated stages solved
         if ("lp-round" in options.speedups and stage.integral and start is not None and not aggregated

@@ -107,6 +107,14 @@ def test_the_count_stages_take_their_share_of_the_time(monkeypatch):
     assert now + limit == pytest.approx(COUNT_STAGE_SHARE * TIME_LIMIT)
 
 
+def test_the_last_stage_may_use_all_the_time_left(monkeypatch):
+    """The value stage, solved last, may run until the caller's limit, whatever the stages before it solved."""
+    result, _, mip_calls = _solve(monkeypatch, 7.0)
+    assert [name for name, status, *_ in result.stages][-1] == "value" and len(mip_calls) >= 2
+    now, limit = mip_calls[-1]
+    assert now + limit == pytest.approx(TIME_LIMIT)
+
+
 def test_a_value_stage_stopped_without_a_bound_reports_none(monkeypatch):
     """HiGHS stopped before it has a bound reports an infinite one; with no LP bound either (its LP ran out of time,
     as at 10,000 servers) the answer says "no bound" (None), which JSON can carry, rather than an infinite gap."""
