@@ -19,6 +19,12 @@ from inferno_mip.tables import Settings, build_table
 TIME_LIMIT = 100.0  # seconds of the fake clock below
 
 
+def _fleet(seed: int):
+    """A 30-server fleet whose capacity binds, and its single-assign formulation."""
+    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=seed, tightness=0.9), Settings())
+    return table, build(table, MipOptions(dominance=True))
+
+
 class _Clock:
     """A clock that moves only when the fake LP and backend below say they took time."""
 
@@ -34,8 +40,7 @@ def _solve(monkeypatch, lp_seconds: float, seed: int = 3, aggregated: bool = Fal
     runs out of time, returning None, when its limit is shorter) and every MIP 1 s; returns the result, the LP calls
     of non-integral stages as (clock, limit) and the MIP calls as (clock, limit). With `aggregated` the count stages
     are solved on the aggregation of interchangeable servers first (models.aggregate), as solve() does."""
-    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=seed, tightness=0.9), Settings())
-    form = build(table, MipOptions(dominance=True))
+    table, form = _fleet(seed)
     aggregation = aggregate(table, form) if aggregated else None
     start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
     clock = _Clock()
@@ -84,8 +89,7 @@ def test_stage_lp_and_mip_stay_within_the_time_limit(monkeypatch, lp_seconds):
 
 def test_a_stage_lp_that_ran_out_is_not_solved_again(monkeypatch):
     """The skip test does not solve again, without a time limit, the LP that just ran out of its share."""
-    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
-    form = build(table, MipOptions())
+    table, form = _fleet(3)
     stage = next(s for s in form.stages if s.maximize)
     problem = MipProblem(A=form.A, row_lb=form.row_lb, row_ub=form.row_ub, lb=form.lb, ub=form.ub,
                          integer=form.integer, c=stage.c, maximize=True)
@@ -122,8 +126,7 @@ def test_a_value_stage_stopped_without_a_bound_reports_none(monkeypatch):
 
     from inferno_mip.models.lexicographic import MipResult
 
-    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=3, tightness=0.9), Settings())
-    form = build(table, MipOptions())
+    table, form = _fleet(3)
     start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
 
     def backend(problem, options):
@@ -146,8 +149,7 @@ def test_little_time_and_no_start_still_answers(monkeypatch):
     milliseconds: the solve answers (a plan that keeps every row, or none), it does not fail."""
     from inferno_mip.models.allocation import keeps_rows
 
-    table = build_table(generate(servers=30, accelerators=6, classes=3, seed=0, tightness=0.9), Settings())
-    form = build(table, MipOptions())
+    table, form = _fleet(0)
     clock = _Clock()
     monkeypatch.setattr(lexicographic, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     result = solve_lexicographic(form, highs.solve_stage, SolveOptions(0.04), None)
