@@ -190,12 +190,14 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
     x = warm_start if warm_start is not None and keeps_rows(form, warm_start) else None
     status, log, last, notes = "optimal", [], None, []
     solved_counts: set[str] = set()
+    stopped_counts: set[str] = set()  # count stages the aggregated solve stopped: its plan stands for them
     fixed_at: dict[str, float] = {}  # objective each solved stage is held at
     if aggregation is not None:
-        x, solved_counts, agg_log = _aggregated_counts(form, aggregation, backend, options, x, deadline)
+        x, solved_counts, stopped_counts, agg_log, agg_message = _aggregated_counts(form, aggregation, backend,
+                                                                                    options, x, deadline)
         log.extend(agg_log)
-        notes.extend(f"aggregated {name} stopped at its time share" for name, st, _, _ in agg_log
-                     if st not in ("optimal", "skipped", "aggregated"))
+        if agg_message:
+            notes.append(f"aggregated: {agg_message}")
     per_level = ({"master-levels", "cover-master", "lp-round"} <= options.speedups and master_applies(form))
     plan = (weighted_counts(form.stages, form.ub) if "weighted-counts" in options.speedups and not per_level
             else [(s, (s,)) for s in form.stages])
@@ -236,9 +238,12 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         # this stage's time: the last one takes what is left, a count stage more than the others
         budget = remaining * (1.0 if index == final else COUNT_STAGE_SHARE if stage.integral else EARLY_STAGE_SHARE)
         aggregated = all(part.name in solved_counts for part in parts)
+        # the aggregated solve stopped at this stage's time share: the full form would repeat its search with a
+        # weaker bound in less time, so its plan stands (the stage keeps that plan's value, as a timed-out one does)
+        kept = stage.name in stopped_counts and start is not None
         # a count of 0 needs no better start (it is skipped below), nor one the aggregated stages solved
         if ("lp-round" in options.speedups and stage.integral and start is not None and not aggregated
-                and float(stage.c @ start) > 0):
+                and not kept and float(stage.c @ start) > 0):
             lp, lp_tried = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
                                       time_limit=budget), True
             if lp is not None and master:
@@ -268,9 +273,13 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             limit = budget if master else LP_TEST_SHARE * budget
             lp, lp_tried = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
                                       limit), True
-        if aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
-                                         and _start_is_optimal(stage, problem, start, lp, options.mip_gap,
-                                                               master_bound, lp_tried)):
+        if kept:
+            x, proven, status = start, None, "time-limit"
+            log.append((stage.name, "time-limit", float(stage.c @ x), time.perf_counter() - began))
+            _LOG.info("stage %s: the aggregated solve's plan stands (objective %s)", stage.name, _show(log[-1][2]))
+        elif aggregated or forced_zero or ("skip" in options.speedups and start is not None and improved is None
+                                           and _start_is_optimal(stage, problem, start, lp, options.mip_gap,
+                                                                 master_bound, lp_tried)):
             x = start
             proven = 0.0 if forced_zero else lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
@@ -495,8 +504,10 @@ def weighted_counts(stages: tuple[Stage, ...], ub: np.ndarray) -> list[tuple[Sta
 
 def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options: SolveOptions,
                        x: np.ndarray | None, deadline: float):
-    """Solve the count stages on the aggregation; (start for the rest, count stages solved, log). An aggregated
-    solve stopped early still gives the full count stages its plan as a start when that is better."""
+    """Solve the count stages on the aggregation; (start for the rest, count stages solved, count stages stopped at
+    their time share, log, the aggregated solve's notes). An aggregated solve stopped early gives the full count
+    stages its plan as a start unless the old start is better; then its plan stands for the stages it stopped at,
+    and the stages it solved after those are solved (the full form holds the same counts before them)."""
     from .aggregate import start_vector
 
     began = time.perf_counter()
@@ -507,17 +518,25 @@ def _aggregated_counts(form: Formulation, aggregation, backend: Backend, options
     sub = solve_lexicographic(aggregation.form, backend, sub_options, sub_start)
     log = [(f"aggregated {name}", st, obj, sec) for name, st, obj, sec in sub.stages]
     if sub.x is None:
-        return x, set(), log  # the full count stages start from scratch
+        return x, set(), set(), log, sub.message  # the full count stages start from scratch
     mapped = aggregation.disaggregate(form, sub.x)
     if mapped is None or not keeps_rows(form, mapped):  # pragma: no cover - a mapped plan keeps every row
-        return x, set(), log
+        return x, set(), set(), log, sub.message
     counts = [s for s in form.stages if s.integral]
-    if sub.status != "optimal":
-        better = x is None or [float(s.c @ mapped) for s in counts] < [float(s.c @ x) for s in counts]
-        # the levels solved before the aggregated solve stopped are optimal in both plans (a plan lexicographically
-        # at least as good as the mapped one has their optimal counts too)
-        return (mapped if better else x), _solved_prefix(sub.stages, counts), log
-    return mapped, {s.name for s in counts}, log
+    if sub.status == "optimal":
+        return mapped, {s.name for s in counts}, set(), log, sub.message
+    key_x = None if x is None else [float(s.c @ x) for s in counts]
+    key_mapped = [float(s.c @ mapped) for s in counts]
+    if (key_x is None or key_mapped <= key_x) and all(status in ("optimal", "skipped", "time-limit")
+                                                       for _, status, _, _ in sub.stages):
+        names = {s.name for s in counts}
+        solved = {name for name, status, _, _ in sub.stages if status in ("optimal", "skipped")} & names
+        stopped = {name for name, status, _, _ in sub.stages if status == "time-limit"}
+        return mapped, solved, stopped, log, sub.message
+    # the levels solved before the aggregated solve stopped are optimal in both plans (a plan lexicographically at
+    # least as good as the mapped one has their optimal counts too)
+    better = key_x is None or key_mapped < key_x
+    return (mapped if better else x), _solved_prefix(sub.stages, counts), set(), log, sub.message
 
 
 def _solved_prefix(stages, counts) -> set[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import inferno_mip.models.lexicographic as lexicographic
 from inferno_mip.models.aggregate import aggregate
-from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.allocation import MipOptions, build, keeps_rows
 from inferno_mip.models.lexicographic import (COUNT_STAGE_SHARE, LP_TEST_SHARE, MipProblem, SolveOptions,
                                               solve_lexicographic)
 from inferno_mip.models.relaxation import lp_optimum
@@ -147,11 +148,38 @@ def test_a_value_stage_stopped_without_a_bound_reports_none(monkeypatch):
 def test_little_time_and_no_start_still_answers(monkeypatch):
     """With too little time for a MIP and no start to stand in for it, HiGHS still gets the stage's few
     milliseconds: the solve answers (a plan that keeps every row, or none), it does not fail."""
-    from inferno_mip.models.allocation import keeps_rows
-
     table, form = _fleet(0)
     clock = _Clock()
     monkeypatch.setattr(lexicographic, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     result = solve_lexicographic(form, highs.solve_stage, SolveOptions(0.04), None)
     assert result.status in ("time-limit", "optimal", "failed")
     assert result.x is None or keeps_rows(form, result.x)
+
+
+def test_an_aggregated_count_solve_stopped_early_is_not_repeated_on_the_full_form(monkeypatch):
+    """When the aggregated count MIP stops at its time share, its plan stands for that stage: the full form (the
+    same optimum, a weaker bound) is not searched again; the answer says the stage stopped, with the aggregated
+    solve's gap, and the later stages still run."""
+    from inferno_mip.models.lexicographic import MipResult
+
+    table, form = _fleet(0)
+    aggregation = aggregate(table, form)
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityExhaustive").counts, table)
+    unserved = np.zeros(form.n_vars, dtype=bool)
+    unserved[form.unserved_cols[form.unserved_cols >= 0]] = True
+    full_count_mips = []
+
+    def backend(problem, options):
+        if len(problem.c) == aggregation.form.n_vars and problem.fixed_rows == 0 and problem.warm_start is not None:
+            value = float(problem.c @ problem.warm_start)  # the aggregated count MIP stops at once, at its start
+            return MipResult("time-limit", problem.warm_start, value, value - 1.0)
+        if len(problem.c) == form.n_vars and not problem.c[~unserved].any():
+            full_count_mips.append(problem)
+        return highs.solve_stage(problem, options)
+
+    result = solve_lexicographic(form, backend, SolveOptions(60.0), start, aggregation)
+    assert result.status == "time-limit" and result.x is not None and keeps_rows(form, result.x)
+    assert not full_count_mips
+    assert any(status == "time-limit" and not name.startswith("aggregated") for name, status, *_ in result.stages)
+    assert "aggregated: " in result.message and "with bound" in result.message
+    assert [name for name, *_ in result.stages][-1] == "value"
