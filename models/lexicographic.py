@@ -30,7 +30,8 @@ FIX_RTOL = 1e-9
 #   abs-gap    integral count stages stop at an absolute gap below 1 (the next better count is an integer)
 #   dominance  full service by a candidate with no fewer units and no less value than another of the same
 #              server and accelerator type is dropped (models.allocation.dominated)
-#   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back
+#   aggregate  count stages solved on interchangeable servers aggregated (models.aggregate), then mapped back (a
+#              stage that solve stops at its time share keeps its plan: the full form would only search it again)
 #   rc-fix     best-effort and value stages: integer columns whose LP reduced cost exceeds the gap between the
 #              start and the LP bound are fixed before the MIP (no solution as good as the start moves them)
 #   slack      no MIP at all when every server's least-value full service fits the capacity together
