@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferno_mip.models.aggregate import aggregate
-from inferno_mip.models.allocation import MipOptions, build
+from inferno_mip.models.allocation import MipOptions, build, keeps_rows
 from inferno_mip.models.count_rounding import round_counts
 from inferno_mip.models.lexicographic import MipProblem, SolveOptions, _keep_optimal, solve_lexicographic
 from inferno_mip.models.relaxation import lp_optimum
@@ -39,12 +39,6 @@ def _stack(A, rows):
     return sp.vstack([A, sp.csr_matrix(np.array(rows))], format="csr")
 
 
-def _keeps_rows(problem, x):
-    ax = problem.A @ x
-    return (np.all(ax <= problem.row_ub + 1e-6) and np.all(ax >= problem.row_lb - 1e-6)
-            and np.all(x <= problem.ub + 1e-9) and np.all(x >= problem.lb - 1e-9))
-
-
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.0), aggregated=st.booleans())
 def test_rounded_plans_keep_every_row_and_stay_near_the_lp_bound(seed, tightness, aggregated):
@@ -62,7 +56,7 @@ def test_rounded_plans_keep_every_row_and_stay_near_the_lp_bound(seed, tightness
         lp = lp_optimum(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, stage.c, False)
         x = round_counts(form, problem, lp.x, optimum)  # the start keeps the held rows, as a stage's start does
         assert x is not None, stage.name
-        assert _keeps_rows(problem, x), stage.name
+        assert keeps_rows(problem, x, bound_tol=1e-9), stage.name
         coupling = len(form.info["capacity_rows"]) + problem.fixed_rows
         assert float(stage.c @ optimum) - 1e-9 <= float(stage.c @ x) <= math.ceil(lp.objective - 1e-6) + 2 * coupling
 
