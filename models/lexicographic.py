@@ -60,9 +60,12 @@ FIX_RTOL = 1e-9
 #                does not start) takes the Lagrangian bound over integer covers (models.stage_bound) where stronger
 #                than HiGHS's, and the plan of that bound's master where better; it is proven when its plan meets
 #                the bound within the gap (RESULTS.md, "sixth round")
+#   no-aggregator  the HiGHS backend presolves without its aggregator rule (columns substituted out of equality
+#                  rows; solvers.highs): the stages prove faster without it, and at 10,000 servers it ran 25 s
+#                  past a stage's time limit (RESULTS.md, "Eighth round"); other backends ignore it
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
-            "master-levels", "stage-bound")
+            "master-levels", "stage-bound", "no-aggregator")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
 # seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it
 # had fixed (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives

@@ -19,6 +19,7 @@ _STATUS = {
     highspy.HighsModelStatus.kIterationLimit: "time-limit",
     highspy.HighsModelStatus.kInterrupt: "time-limit",
 }
+PRESOLVE_AGGREGATOR = 1 << 12  # the aggregator's bit in presolve_rule_off (HiGHS 1.14 logs it as "Rule 12")
 
 
 def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
@@ -31,6 +32,8 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     h.setOptionValue("mip_abs_gap", max(float(options.abs_gap) * scale, 1e-9))
     h.setOptionValue("threads", int(options.threads))
     h.setOptionValue("random_seed", int(options.seed))
+    if "no-aggregator" in options.speedups:
+        h.setOptionValue("presolve_rule_off", PRESOLVE_AGGREGATOR)
     lp = highspy.HighsLp()
     n, m = len(problem.lb), problem.A.shape[0]
     lp.num_col_, lp.num_row_ = n, m

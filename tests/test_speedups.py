@@ -447,3 +447,45 @@ def test_aggregated_stage_disaggregates_to_a_plan_of_the_original_stage():
     assert keeps_rows(form, x)
     assert float(value.c @ x) == pytest.approx(small.objective, rel=1e-12)
     assert small.objective == pytest.approx(plain.objective, rel=1e-7)
+
+
+def test_no_aggregator_bit_is_highs_aggregator_rule():
+    """`no-aggregator` switches off the rule HiGHS itself calls the aggregator (its rule numbers are HiGHS's own)."""
+    import highspy
+
+    from inferno_mip.solvers.highs import PRESOLVE_AGGREGATOR
+
+    h = highspy.Highs()
+    h.setOptionValue("log_to_console", False)
+    lines = []
+    h.setCallback(lambda kind, message, *_: lines.append(message), None)
+    h.startCallback(highspy.cb.HighsCallbackType.kCallbackLogging)
+    h.setOptionValue("presolve_rule_logging", True)
+    h.setOptionValue("presolve_rule_off", PRESOLVE_AGGREGATOR)
+    h.addVar(0.0, 1.0)
+    h.changeColIntegrality(0, highspy.HighsVarType.kInteger)
+    h.run()
+    switched_off = [line.strip() for line in lines if line.strip().startswith("Rule ")]
+    assert len(switched_off) == 1 and switched_off[0].endswith(": Aggregator"), switched_off
+
+
+def test_no_aggregator_reaches_highs_only_when_asked(monkeypatch):
+    import highspy
+
+    from inferno_mip.solvers.highs import PRESOLVE_AGGREGATOR
+
+    seen = []
+    run = highspy.Highs.run
+
+    def recording_run(self):
+        seen.append(self.getOptionValue("presolve_rule_off")[1])
+        return run(self)
+
+    monkeypatch.setattr(highspy.Highs, "run", recording_run)
+    system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
+    for speedups, expected in (("default", PRESOLVE_AGGREGATOR), ("default,no-aggregator", PRESOLVE_AGGREGATOR),
+                               ("none", 0), ("skip,aggregate", 0)):
+        seen.clear()
+        assert solve(system, solver="highs", best_effort=True, speedups=speedups).status == "optimal"
+        stages = [off for off in seen if off]  # LP relaxations keep HiGHS's defaults
+        assert seen and set(seen) <= {0, expected} and (expected == 0 or stages), (speedups, seen)
