@@ -162,36 +162,37 @@ def stages(args) -> None:
 
 
 def budgets(args) -> None:
-    """Warm controller cycles (Solver.update) under each of --limits against the same cycles solved to the proven
-    optimum (--time-limit): CPU per cycle, and in how many cycles the answer has the optimum's unserved counts, and
-    those with its objective too (best effort and value reached)."""
+    """Warm controller cycles (Solver.update) of each variant under each of --limits against the same cycles solved
+    to the proven optimum (--time-limit, --speedups): CPU per cycle, and in how many cycles the answer has the
+    optimum's unserved counts, and those with its objective too (best effort and value reached)."""
     family, loads = cycle_loads(args)
     limits = [float(v) for v in args.limits.split(",")]
     with cpu_clock() if args.cpu_clock else contextlib.nullcontext():
-        solvers = {limit: Solver(loads[0], solver="highs", time_limit=limit, speedups=args.speedups)
-                   for limit in limits}
+        solvers = {(name, limit): Solver(loads[0], solver="highs", time_limit=limit, **options)
+                   for name, options in _variants(args) for limit in limits}
         reference = Solver(loads[0], solver="highs", time_limit=args.time_limit, speedups=args.speedups)
         for solver in (*solvers.values(), reference):  # warm-up
             solver.solve()
-        rows: dict[float, list] = {limit: [] for limit in limits}
+        rows: dict[tuple[str, float], list] = {key: [] for key in solvers}
         for system in loads[1:]:
             best = reference.update(system)
-            for limit, solver in solvers.items():
+            for key, solver in solvers.items():  # interleaved: every variant and limit sees the same cycle
                 seconds, s = cpu(lambda: solver.update(system))
                 counts = _unserved(s) == _unserved(best)
-                rows[limit].append((seconds, s.status, counts,
-                                    counts and abs(s.objective - best.objective) <= 1e-7 * abs(best.objective)))
+                rows[key].append((seconds, s.status, counts,
+                                  counts and abs(s.objective - best.objective) <= 1e-7 * abs(best.objective)))
     print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), {args.cycles} "
-          f"cycles, loads x lognormal(0, {args.sigma}), speedups={args.speedups}, Solver.update"
+          f"cycles, loads x lognormal(0, {args.sigma}), Solver.update"
           f"{', time limits on the CPU clock' if args.cpu_clock else ''}; against the optimum within "
-          f"{args.time_limit:g} s\n")
-    print("| time limit s | p50 ms | p99 ms | optimum's unserved counts | and its objective | statuses |")
-    print("|---:|---:|---:|---:|---:|---|")
-    for limit, row in rows.items():
+          f"{args.time_limit:g} s (speedups={args.speedups})\n")
+    print("| variant | time limit s | p50 ms | p99 ms | optimum's unserved counts | and its objective | statuses |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for (name, limit), row in rows.items():
         seconds = [r[0] for r in row]
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r[1] for r in row).items()))
-        print(f"| {limit:g} | {1e3 * statistics.median(seconds):.1f} | {1e3 * _percentile(seconds, 99):.1f} | "
-              f"{sum(r[2] for r in row)} of {len(row)} | {sum(r[3] for r in row)} of {len(row)} | {statuses} |")
+        print(f"| {name} | {limit:g} | {1e3 * statistics.median(seconds):.1f} | "
+              f"{1e3 * _percentile(seconds, 99):.1f} | {sum(r[2] for r in row)} of {len(row)} | "
+              f"{sum(r[3] for r in row)} of {len(row)} | {statuses} |")
 
 
 def fleet(args) -> None:
@@ -323,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     fl.add_argument("--cpu-clock", action="store_true", help="the staged solve's time limit counts this process's "
                     "CPU seconds (HiGHS's own limit per stage stays wall time): fairer on a shared machine")
     args = parser.parse_args(argv)
+    if args.command == "stages" and (args.compare or args.ablation or args.against or args.variants):
+        parser.error("stages profiles one set of speed-ups (--speedups); --compare, --ablation, --against and "
+                     "--variants are for cycles, budgets and fleet")
     args.run(args)
     return 0
 
