@@ -63,9 +63,13 @@ FIX_RTOL = 1e-9
 #   no-aggregator  the HiGHS backend presolves without its aggregator rule (columns substituted out of equality
 #                  rows; solvers.highs): the stages prove faster without it, and at 10,000 servers it ran 25 s
 #                  past a stage's time limit (RESULTS.md, "Eighth round"); other backends ignore it
+#   no-rens  the HiGHS backend solves the value stage without its RENS heuristic (a sub-MIP around the root LP, run
+#            again after every root restart): that stage starts from the best-effort stage's plan, and its slow
+#            proofs took up to twice as long with RENS; the count and best-effort stages keep it, as it shortens
+#            theirs (RESULTS.md, "Ninth round"); other backends ignore it
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
-            "master-levels", "stage-bound", "no-aggregator")
+            "master-levels", "stage-bound", "no-aggregator", "no-rens")
 # On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
 # seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it
 # had fixed (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives
@@ -314,7 +318,10 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if bounding:
                 reserve = min(STAGE_BOUND_SHARE * mip_time, STAGE_BOUND_PER_SERVER * len(form.unserved_cols))
                 mip_time -= reserve
-            stage_options = SolveOptions(mip_time, gap, options.threads, options.seed, options.speedups, abs_gap)
+            # no-rens acts on the value stage only: the count and best-effort stages start from poorer plans, and
+            # RENS's plans shorten their search
+            speedups = options.speedups if stage.name == "value" else options.speedups - {"no-rens"}
+            stage_options = SolveOptions(mip_time, gap, options.threads, options.seed, speedups, abs_gap)
             starved = start is not None and mip_time < MIN_MIP_TIME + (PRESOLVE_PER_NONZERO * problem.A.nnz
                                                                        if master else 0.0)
             if starved:

@@ -34,6 +34,8 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     h.setOptionValue("random_seed", int(options.seed))
     if "no-aggregator" in options.speedups:
         h.setOptionValue("presolve_rule_off", PRESOLVE_AGGREGATOR)
+    if "no-rens" in options.speedups:
+        h.setOptionValue("mip_heuristic_run_rens", False)
     lp = highspy.HighsLp()
     n, m = len(problem.lb), problem.A.shape[0]
     lp.num_col_, lp.num_row_ = n, m

@@ -11,6 +11,7 @@ from inferno_mip import solve
 from inferno_mip.models.allocation import MipOptions, build, dominated, presolve
 from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS, parse_speedups
 from inferno_mip.scenarios import generate
+from inferno_mip.solvers.highs import PRESOLVE_AGGREGATOR
 from inferno_mip.tables import Settings, build_table
 
 from test_mip import unserved_by_priority
@@ -453,8 +454,6 @@ def test_no_aggregator_bit_is_highs_aggregator_rule():
     """`no-aggregator` switches off the rule HiGHS itself calls the aggregator (its rule numbers are HiGHS's own)."""
     import highspy
 
-    from inferno_mip.solvers.highs import PRESOLVE_AGGREGATOR
-
     h = highspy.Highs()
     h.setOptionValue("log_to_console", False)
     lines = []
@@ -469,25 +468,46 @@ def test_no_aggregator_bit_is_highs_aggregator_rule():
     assert len(switched_off) == 1 and switched_off[0].endswith(": Aggregator"), switched_off
 
 
-def test_no_aggregator_reaches_highs_only_when_asked(monkeypatch):
+@pytest.mark.parametrize("name, option, asked, default", [
+    ("no-aggregator", "presolve_rule_off", PRESOLVE_AGGREGATOR, 0),
+    ("no-rens", "mip_heuristic_run_rens", False, True),
+])
+def test_highs_option_speedups_reach_highs_only_when_asked(monkeypatch, name, option, asked, default):
+    """The HiGHS-option speed-ups set their option in every stage MIP when on (alone or in the default set), and
+    never when off; the LP relaxations keep HiGHS's defaults."""
     import highspy
-
-    from inferno_mip.solvers.highs import PRESOLVE_AGGREGATOR
 
     seen = []
     run = highspy.Highs.run
 
     def recording_run(self):
-        seen.append(self.getOptionValue("presolve_rule_off")[1])
+        seen.append(self.getOptionValue(option)[1])
         return run(self)
 
     monkeypatch.setattr(highspy.Highs, "run", recording_run)
     system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
-    for speedups, expected in (("default", PRESOLVE_AGGREGATOR), ("default,no-aggregator", PRESOLVE_AGGREGATOR),
-                               ("none", 0), ("skip,aggregate", 0)):
+    for speedups, on in (("default", True), (f"skip,{name}", True), ("none", False), ("skip,aggregate", False)):
         seen.clear()
         assert solve(system, solver="highs", best_effort=True, speedups=speedups).status == "optimal"
-        if expected:  # the stage MIPs have it; the LP relaxations keep HiGHS's defaults
-            assert expected in seen and set(seen) <= {0, expected}, (speedups, seen)
+        if on:  # a stage MIP ran with it
+            assert asked in seen and set(seen) <= {default, asked}, (speedups, seen)
         else:
-            assert set(seen) == {0}, (speedups, seen)
+            assert set(seen) == {default}, (speedups, seen)
+
+
+def test_no_rens_acts_on_the_value_stage_only(monkeypatch):
+    """RENS is off in the value stage (the last MIP) and on in the count and best-effort stages before it."""
+    import highspy
+
+    seen = []
+    run = highspy.Highs.run
+
+    def recording_run(self):
+        if len(self.getLp().integrality_):  # a stage MIP, not an LP relaxation
+            seen.append(self.getOptionValue("mip_heuristic_run_rens")[1])
+        return run(self)
+
+    monkeypatch.setattr(highspy.Highs, "run", recording_run)
+    system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
+    assert solve(system, solver="highs", best_effort=True, speedups="no-rens").status == "optimal"
+    assert len(seen) >= 3 and seen[-1] is False and set(seen[:-1]) == {True}, seen
