@@ -473,8 +473,8 @@ def test_no_aggregator_bit_is_highs_aggregator_rule():
     ("no-rens", "mip_heuristic_run_rens", False, True),
 ])
 def test_highs_option_speedups_reach_highs_only_when_asked(monkeypatch, name, option, asked, default):
-    """The HiGHS-option speed-ups set their option in every stage MIP when on (alone or in the default set), and
-    never when off; the LP relaxations keep HiGHS's defaults."""
+    """The HiGHS-option speed-ups set their option in the stage MIPs when on (alone or in the default set; no-rens
+    in the value stage only), and never when off; the LP relaxations keep HiGHS's defaults."""
     import highspy
 
     seen = []
