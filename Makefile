@@ -11,7 +11,7 @@ $(BIN)/inferno-mip: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# Test tools on top (pytest, hypothesis, prometheus-client); Ray only for the slow tests.
+# Test tools on top (pytest, pytest-xdist, hypothesis, prometheus-client); Ray only for the slow tests.
 $(VENV)/.test-deps: $(BIN)/inferno-mip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
@@ -30,8 +30,9 @@ demo: install
 	@echo
 	@echo "Next: run '. $(VENV)/bin/activate' once in this shell; then the README's inferno-mip commands work as printed."
 
+# Two workers, one per core: every server a test starts takes a free port and its own folder.
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n 2
 
 # Heavy sweeps and builds (marker `slow`); .ci/run runs them after `make test`.
 test-slow: $(VENV)/.slow-test-deps
