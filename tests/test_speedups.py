@@ -468,6 +468,22 @@ def test_no_aggregator_bit_is_highs_aggregator_rule():
     assert len(switched_off) == 1 and switched_off[0].endswith(": Aggregator"), switched_off
 
 
+def _record_highs_option(monkeypatch, option: str, mips_only: bool = False) -> list:
+    """The value of HiGHS's `option` at every run from now on (with `mips_only`, the MIPs' runs only)."""
+    import highspy
+
+    seen = []
+    run = highspy.Highs.run
+
+    def recording_run(self):
+        if not mips_only or len(self.getLp().integrality_):
+            seen.append(self.getOptionValue(option)[1])
+        return run(self)
+
+    monkeypatch.setattr(highspy.Highs, "run", recording_run)
+    return seen
+
+
 @pytest.mark.parametrize("name, option, asked, default", [
     ("no-aggregator", "presolve_rule_off", PRESOLVE_AGGREGATOR, 0),
     ("no-rens", "mip_heuristic_run_rens", False, True),
@@ -475,16 +491,7 @@ def test_no_aggregator_bit_is_highs_aggregator_rule():
 def test_highs_option_speedups_reach_highs_only_when_asked(monkeypatch, name, option, asked, default):
     """The HiGHS-option speed-ups set their option in the stage MIPs when on (alone or in the default set; no-rens
     in the value stage only), and never when off; the LP relaxations keep HiGHS's defaults."""
-    import highspy
-
-    seen = []
-    run = highspy.Highs.run
-
-    def recording_run(self):
-        seen.append(self.getOptionValue(option)[1])
-        return run(self)
-
-    monkeypatch.setattr(highspy.Highs, "run", recording_run)
+    seen = _record_highs_option(monkeypatch, option)
     system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
     for speedups, on in (("default", True), (f"skip,{name}", True), ("none", False), ("skip,aggregate", False)):
         seen.clear()
@@ -497,17 +504,7 @@ def test_highs_option_speedups_reach_highs_only_when_asked(monkeypatch, name, op
 
 def test_no_rens_acts_on_the_value_stage_only(monkeypatch):
     """RENS is off in the value stage (the last MIP) and on in the count and best-effort stages before it."""
-    import highspy
-
-    seen = []
-    run = highspy.Highs.run
-
-    def recording_run(self):
-        if len(self.getLp().integrality_):  # a stage MIP, not an LP relaxation
-            seen.append(self.getOptionValue("mip_heuristic_run_rens")[1])
-        return run(self)
-
-    monkeypatch.setattr(highspy.Highs, "run", recording_run)
+    seen = _record_highs_option(monkeypatch, "mip_heuristic_run_rens", mips_only=True)
     system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
     assert solve(system, solver="highs", best_effort=True, speedups="no-rens").status == "optimal"
     assert len(seen) >= 3 and seen[-1] is False and set(seen[:-1]) == {True}, seen
