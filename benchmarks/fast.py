@@ -18,12 +18,10 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
         --variants "$BEFORE,lp-round;default"                         # multi-assign: the cover master (third round)
     python benchmarks/fast.py fleet --servers 200 --seeds 0,1,2 --heterogeneous --time-limit 10 --cpu-clock \
         --against "$BEFORE,lp-round,cover-master"                     # count stages per level with the master
-    python benchmarks/fast.py fleet --servers 1000 --seeds 0,1 --time-limit 600 --cpu-clock \
-        --against default --speedups default,count-fix              # a best-effort level proven 0 by the count row
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
-patterns, covers, aggregate-patterns and count-fix, ``all`` every speed-up, or a comma list of names from
+patterns, covers and aggregate-patterns, ``all`` every speed-up, or a comma list of names from
 ``inferno_mip.models.lexicographic.SPEEDUPS``.
 ``--compare`` runs none and the chosen set in one process, interleaved; ``--against LIST`` runs LIST and the
 chosen set (before and after one technique); ``--ablation`` runs none, each speed-up alone, the default set and

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from .allocation import Formulation, Stage, keeps_rows
 from .count_rounding import round_counts
 from .patterns import round_and_repair
-from .relaxation import WarmLp, kept_row_bounds, lp_optimum, reduced_cost_fixing
+from .relaxation import kept_row_bounds, lp_optimum, reduced_cost_fixing
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
@@ -70,14 +70,15 @@ FIX_RTOL = 1e-9
 #   count-fix  with skip, a single-assign best-effort stage whose start serves no one partially and whose LP does not
 #              prove that optimal gets a second LP test over bounds that the row keeping its level's count tightens
 #              (relaxation.kept_row_bounds: that count's LP leaves little room below the proven count, and each
-#              integer column moves only as far off its LP bound as its reduced cost fits in that room)
+#              integer column moves only as far off its LP bound as its reduced cost fits in that room), on the
+#              stage's MIP as aggregate-stages builds it for HiGHS
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
             "master-levels", "stage-bound", "no-aggregator", "no-rens", "count-fix")
-# On by default ("default"): all but rc-fix, patterns, covers, aggregate-patterns and count-fix. With rc-fix, HiGHS
-# 1.14 was seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every
-# bound it had fixed (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its
-# start, gives 25,245.
+# On by default ("default"): all but rc-fix, patterns, covers and aggregate-patterns. With rc-fix, HiGHS 1.14 was
+# seen to stop a value stage at "optimal" 25,520 on a 50-server cycle whose optimum (25,245) satisfied every bound it
+# had fixed (reproduced in tests/test_speedups.py); the same MIP without the fixed bounds, or without its start, gives
+# 25,245.
 # patterns and covers are exact but not faster on the multi-assign fleets measured (benchmarks/RESULTS.md,
 # "Heterogeneous"): the pattern form's count stages prove more slowly at 1,000 servers and building it costs
 # 3.6 s there; they stay available by name. aggregate-patterns is exact and proves the count stages faster on
@@ -86,11 +87,9 @@ SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "wei
 # by default: it changes only the multi-assign count stages' starts and time split (RESULTS.md, "Heterogeneous, third
 # round"); so is master-levels, which changes only how a multi-assign fleet's count stages are split, and so is
 # stage-bound, which acts only where HiGHS stops a multi-assign best-effort or value stage short of a proof.
-# count-fix is exact and proved a 1,000-server best-effort level 0 in 1 s where HiGHS took 8 s, but where it proves
-# nothing its LPs are lost: a level whose optimum is above 0 starts at 0 as often, and no cheap sign tells the two
-# apart (RESULTS.md, "Tenth round"): available by name.
-DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns",
-                                                          "count-fix"))
+# count-fix is on by default too: where it proves nothing its LPs are lost (6 s of a 120-s solve at 10,000 servers),
+# but where it proves a level 0 it saves most of that stage (RESULTS.md, "Tenth round").
+DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
 LP_TOL = 1e-6  # an LP optimum this close to the start's objective proves it (relative, at least absolute)
@@ -294,9 +293,19 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                      and improved is None)
         optimal_start = skippable and _start_is_optimal(stage, problem, start, lp, options.mip_gap, master_bound,
                                                         lp_tried)
-        zero_tested = (skippable and not optimal_start and "count-fix" in options.speedups
-                       and _zero_by_kept_row(stage, problem, start, count_rows.get(stage.zero_with),
-                                             LP_TEST_SHARE * budget))
+        # the MIP with interchangeable servers aggregated: HiGHS solves it, and count-fix tests it (its smaller LPs
+        # proved stages the full form's did not, at 10,000 servers)
+        aggregating = "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups
+        aggregated_stage, zero_tested = None, False
+        if (skippable and not optimal_start and "count-fix" in options.speedups and stage.zero_with in count_rows
+                and stage.maximize and float(stage.c @ start) == 0.0):
+            if aggregating:
+                from .stage_aggregate import aggregate_stage
+                aggregated_stage, aggregating = aggregate_stage(form, problem), False
+            tested = problem if aggregated_stage is None else aggregated_stage.problem
+            # the kept rows come last in both forms, in the same order
+            row = tested.A.shape[0] - (A.shape[0] - count_rows[stage.zero_with])
+            zero_tested = _zero_by_kept_row(tested, row, LP_TEST_SHARE * budget)
         if kept:
             x, proven, status = start, None, "time-limit"
             log.append((stage.name, "time-limit", float(stage.c @ x), time.perf_counter() - began))
@@ -319,8 +328,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             # use part of the time only, so that the cost is always optimised too.
             gap = 0.0 if stage.integral else options.mip_gap
             abs_gap = INTEGRAL_ABS_GAP if stage.integral and "abs-gap" in options.speedups else 0.0
-            aggregated_stage = None
-            if "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups:
+            if aggregating:
                 from .stage_aggregate import aggregate_stage
                 aggregated_stage = aggregate_stage(form, problem)
             # HiGHS gets what the LP, the starts and the aggregation left of the stage's time
@@ -660,18 +668,18 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
     return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
 
 
-def _zero_by_kept_row(stage: Stage, problem: MipProblem, start: np.ndarray, count_row: int | None,
-                      time_limit: float) -> bool:
-    """Whether a single-assign best-effort stage whose start serves no one partially is proven at 0 by its LP over
-    the bounds that the row keeping its level's count tightens (``kept_row_bounds``; that row alone did as well as
-    every count row on the 1,000-server fleets measured, at half the LPs)."""
-    if count_row is None or not stage.maximize or stage.integral or float(stage.c @ start) != 0.0:
+def _zero_by_kept_row(problem: MipProblem, count_row: int, time_limit: float) -> bool:
+    """Whether a best-effort stage's MIP (maximised, its start at 0) is proven at 0 by its LP over the bounds that
+    `count_row`, the row keeping its level's count, tightens (``kept_row_bounds``; that row alone did as well as
+    every count row on the 1,000-server fleets measured, at half the LPs). Each LP starts from scratch: from the
+    count LP's basis the stage's LP took 37 s at 10,000 servers against 2 s."""
+    began = time.perf_counter()
+    bounds = kept_row_bounds(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, problem.integer,
+                             [count_row], time_limit)
+    left = time_limit - (time.perf_counter() - began)
+    if bounds is None or left <= 0:
         return False
-    lp = WarmLp(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, time_limit)
-    if kept_row_bounds(lp, problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, problem.integer,
-                       [count_row]) is None:
-        return False
-    solution = lp.optimum(stage.c, True)
+    solution = lp_optimum(problem.A, problem.row_lb, problem.row_ub, *bounds, problem.c, True, left)
     return solution is not None and solution.objective <= LP_TOL
 
 

@@ -128,7 +128,8 @@ def test_default_speedups_include_lp_rounding_and_the_cover_master_only():
     from inferno_mip.models.lexicographic import parse_speedups
 
     assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round", "cover-master", "master-levels",
-                                                                      "stage-bound", "no-aggregator", "no-rens"}
+                                                                      "stage-bound", "no-aggregator", "no-rens",
+                                                                      "count-fix"}
 
 
 def test_each_new_speedup_is_switchable():

@@ -19,7 +19,7 @@ from test_mip import unserved_by_priority
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.2), classes=st.integers(1, 3),
-       best_effort=st.booleans(), speedups=st.sampled_from(["default", "default,count-fix", *DEFAULT_SPEEDUPS]))
+       best_effort=st.booleans(), speedups=st.sampled_from(["default", *DEFAULT_SPEEDUPS]))
 def test_fast_path_matches_plain_staged_path(seed, tightness, classes, best_effort, speedups):
     system = generate(servers=10, accelerators=6, classes=classes, seed=seed, tightness=tightness)
     plain = solve(system, solver="highs", best_effort=best_effort, speedups="none")
@@ -48,9 +48,11 @@ def test_stage_skipping_skips_stages_it_can_prove():
 
 
 @pytest.mark.parametrize("seed, tightness", [(18, 0.6), (34, 0.8)])
-def test_count_fix_proves_a_best_effort_level_zero_that_its_lp_does_not(seed, tightness):
+@pytest.mark.parametrize("base", ["skip", "skip aggregate-stages"])
+def test_count_fix_proves_a_best_effort_level_zero_that_its_lp_does_not(seed, tightness, base):
     """The lowest level's best effort is 0 on these fleets; its LP alone leaves a positive bound (HiGHS has to
-    solve it), the LP over bounds tightened by the count rows proves it (RESULTS.md, "Tenth round")."""
+    solve it), the LP over bounds tightened by the level's count row proves it, on the stage's MIP as it is or with
+    interchangeable servers aggregated (RESULTS.md, "Tenth round")."""
     from inferno_mip.models.lexicographic import SolveOptions, solve_lexicographic
     from inferno_mip.solvers import greedy, highs
 
@@ -58,13 +60,13 @@ def test_count_fix_proves_a_best_effort_level_zero_that_its_lp_does_not(seed, ti
     form = build(table, MipOptions())
     start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
     runs = {name: solve_lexicographic(form, highs.solve_stage, SolveOptions(60, speedups=frozenset(name.split())),
-                                      start) for name in ("skip", "skip count-fix")}
+                                      start) for name in (base, f"{base} count-fix")}
     lowest = {name: next(s for s in run.stages if s[0] == "best-effort rate priority 3") for name, run in runs.items()}
-    assert lowest["skip"][1:3] == ("optimal", 0.0)
-    assert lowest["skip count-fix"][1:3] == ("skipped", 0.0)
+    assert lowest[base][1:3] == ("optimal", 0.0)
+    assert lowest[f"{base} count-fix"][1:3] == ("skipped", 0.0)
     for stage in form.stages:  # every stage's optimum is the same
-        assert float(stage.c @ runs["skip count-fix"].x) == pytest.approx(float(stage.c @ runs["skip"].x), rel=1e-7,
-                                                                          abs=1e-6)
+        assert float(stage.c @ runs[f"{base} count-fix"].x) == pytest.approx(float(stage.c @ runs[base].x), rel=1e-7,
+                                                                             abs=1e-6)
 
 
 @settings(max_examples=8, deadline=None)
@@ -229,7 +231,7 @@ def test_kept_row_bounds_keep_every_point_at_the_kept_count(seed):
 
     import scipy.sparse as sp
 
-    from inferno_mip.models.relaxation import WarmLp, kept_row_bounds
+    from inferno_mip.models.relaxation import kept_row_bounds
 
     rng = np.random.default_rng(seed)
     n = 6
@@ -244,8 +246,7 @@ def test_kept_row_bounds_keep_every_point_at_the_kept_count(seed):
     T = min(K - count @ v for v in served)
     A = sp.csr_matrix(np.vstack([capacity, -count]))
     row_lb, row_ub = np.full(2, -np.inf), np.array([cap_ub, T - K])
-    lp = WarmLp(A, row_lb, row_ub, lb, ub)
-    new_lb, new_ub = kept_row_bounds(lp, A, row_lb, row_ub, lb, ub, np.ones(n, dtype=bool), [1])
+    new_lb, new_ub = kept_row_bounds(A, row_lb, row_ub, lb, ub, np.ones(n, dtype=bool), [1])
     assert np.all(new_lb >= lb) and np.all(new_ub <= ub) and np.all(new_lb <= new_ub)
     kept = [v for v in served if -count @ v <= row_ub[1]]
     assert kept
@@ -446,7 +447,7 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
     from inferno_mip.bench import FAMILIES
     from inferno_mip.models.lexicographic import DEFAULT_SPEEDUPS, SPEEDUPS
 
-    assert set(DEFAULT_SPEEDUPS) == set(SPEEDUPS) - {"rc-fix", "patterns", "covers", "aggregate-patterns", "count-fix"}
+    assert set(DEFAULT_SPEEDUPS) == set(SPEEDUPS) - {"rc-fix", "patterns", "covers", "aggregate-patterns"}
     base = generate(servers=50, seed=0, **FAMILIES["balanced"])
     rng = np.random.default_rng(0)
     for _ in range(60):
