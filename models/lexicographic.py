@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from .allocation import Formulation, Stage, keeps_rows
 from .count_rounding import round_counts
 from .patterns import round_and_repair
-from .relaxation import kept_row_bounds, lp_optimum, reduced_cost_fixing
+from .relaxation import LpSolution, kept_row_bounds, lp_optimum, reduced_cost_fixing
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
@@ -67,11 +67,11 @@ FIX_RTOL = 1e-9
 #            again after every root restart): that stage starts from the best-effort stage's plan, and its slow
 #            proofs took up to twice as long with RENS; the count and best-effort stages keep it, as it shortens
 #            theirs (RESULTS.md, "Ninth round"); other backends ignore it
-#   count-fix  with skip, a single-assign best-effort stage whose start serves no one partially and whose LP does not
-#              prove that optimal gets a second LP test over bounds that the row keeping its level's count tightens
-#              (relaxation.kept_row_bounds: that count's LP leaves little room below the proven count, and each
-#              integer column moves only as far off its LP bound as its reduced cost fits in that room), on the
-#              stage's MIP as aggregate-stages builds it for HiGHS
+#   count-fix  with skip, a single-assign best-effort stage whose start serves no one partially takes, as its LP test,
+#              the LP over bounds that the row keeping its level's count tightens (relaxation.kept_row_bounds: that
+#              count's LP leaves little room below the proven count, and each integer column moves only as far off
+#              its LP bound as its reduced cost fits in that room), on the stage's MIP as aggregate-stages builds it
+#              for HiGHS: a bound at most the plain LP's, which proves such levels 0 where the plain LP does not
 SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "weighted-counts", "idle-partial",
             "aggregate-stages", "patterns", "lp-round", "covers", "aggregate-patterns", "cover-master",
             "master-levels", "stage-bound", "no-aggregator", "no-rens", "count-fix")
@@ -87,8 +87,8 @@ SPEEDUPS = ("skip", "abs-gap", "dominance", "aggregate", "rc-fix", "slack", "wei
 # by default: it changes only the multi-assign count stages' starts and time split (RESULTS.md, "Heterogeneous, third
 # round"); so is master-levels, which changes only how a multi-assign fleet's count stages are split, and so is
 # stage-bound, which acts only where HiGHS stops a multi-assign best-effort or value stage short of a proof.
-# count-fix is on by default too: where it proves nothing its LPs are lost (6 s of a 120-s solve at 10,000 servers),
-# but where it proves a level 0 it saves most of that stage (RESULTS.md, "Tenth round").
+# count-fix is on by default too: where it proves nothing it costs about as much as the plain LP test it replaces,
+# and where it proves a level 0 it saves most of that stage (RESULTS.md, "Tenth round").
 DEFAULT_SPEEDUPS = tuple(s for s in SPEEDUPS if s not in ("rc-fix", "patterns", "covers", "aggregate-patterns"))
 WEIGHTED_COUNTS_LIMIT = 10**6  # largest weighted count objective: integral and far from float rounding
 INTEGRAL_ABS_GAP = 0.99
@@ -282,7 +282,24 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             if rounded is not None and float(stage.c @ rounded) < float(stage.c @ start):
                 start = rounded
                 problem = replace(problem, warm_start=start)
-        if start is not None and not stage.integral and not forced_zero and (
+        # the MIP with interchangeable servers aggregated: HiGHS solves it, and count-fix tests it (its smaller LPs
+        # proved stages the full form's did not, at 10,000 servers)
+        aggregating = "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups
+        aggregated_stage = None
+        # a best-effort stage starting at 0: its LP test over the bounds its level's count row tightens (at most the
+        # plain LP's bound, and at 10,000 servers cheaper on the aggregated MIP than the plain LP on the full one)
+        count_fixing = ("count-fix" in options.speedups and "skip" in options.speedups and improved is None
+                        and "rc-fix" not in options.speedups and not master and start is not None and not forced_zero
+                        and stage.maximize and stage.zero_with in count_rows and float(stage.c @ start) == 0.0)
+        if count_fixing:
+            if aggregating:
+                from .stage_aggregate import aggregate_stage
+                aggregated_stage, aggregating = aggregate_stage(form, problem), False
+            tested = problem if aggregated_stage is None else aggregated_stage.problem
+            # the kept rows come last in both forms, in the same order
+            row = tested.A.shape[0] - (A.shape[0] - count_rows[stage.zero_with])
+            lp, lp_tried = _count_fixed_lp(tested, row, LP_TEST_SHARE * budget), True
+        elif start is not None and not stage.integral and not forced_zero and (
                 "rc-fix" in options.speedups or ("skip" in options.speedups and improved is None)):
             # multi-assign: within the stage's time (its bound over covers starts from the LP's duals); single-assign:
             # a share of it, as the test can only prove the start optimal and HiGHS solves that LP again
@@ -293,26 +310,13 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
                      and improved is None)
         optimal_start = skippable and _start_is_optimal(stage, problem, start, lp, options.mip_gap, master_bound,
                                                         lp_tried)
-        # the MIP with interchangeable servers aggregated: HiGHS solves it, and count-fix tests it (its smaller LPs
-        # proved stages the full form's did not, at 10,000 servers)
-        aggregating = "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups
-        aggregated_stage, zero_tested = None, False
-        if (skippable and not optimal_start and "count-fix" in options.speedups and stage.zero_with in count_rows
-                and stage.maximize and float(stage.c @ start) == 0.0):
-            if aggregating:
-                from .stage_aggregate import aggregate_stage
-                aggregated_stage, aggregating = aggregate_stage(form, problem), False
-            tested = problem if aggregated_stage is None else aggregated_stage.problem
-            # the kept rows come last in both forms, in the same order
-            row = tested.A.shape[0] - (A.shape[0] - count_rows[stage.zero_with])
-            zero_tested = _zero_by_kept_row(tested, row, LP_TEST_SHARE * budget)
         if kept:
             x, proven, status = start, None, "time-limit"
             log.append((stage.name, "time-limit", float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: the aggregated solve's plan stands (objective %s)", stage.name, _show(log[-1][2]))
-        elif aggregated or forced_zero or optimal_start or zero_tested:
+        elif aggregated or forced_zero or optimal_start:
             x = start
-            proven = 0.0 if forced_zero or zero_tested else lp.objective if lp is not None else None
+            proven = 0.0 if forced_zero else lp.objective if lp is not None else None
             how = "aggregated" if aggregated else "skipped"
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
@@ -668,19 +672,18 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
     return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
 
 
-def _zero_by_kept_row(problem: MipProblem, count_row: int, time_limit: float) -> bool:
-    """Whether a best-effort stage's MIP (maximised, its start at 0) is proven at 0 by its LP over the bounds that
-    `count_row`, the row keeping its level's count, tightens (``kept_row_bounds``; that row alone did as well as
-    every count row on the 1,000-server fleets measured, at half the LPs). Each LP starts from scratch: from the
+def _count_fixed_lp(problem: MipProblem, count_row: int, time_limit: float) -> LpSolution | None:
+    """The LP of a best-effort stage's MIP over the bounds that `count_row`, the row keeping its level's count,
+    tightens (``kept_row_bounds``; that row alone proved as much as every count row on the 1,000-server fleets
+    measured, at half the LPs): a bound on the stage at most its plain LP's. Each LP starts from scratch: from the
     count LP's basis the stage's LP took 37 s at 10,000 servers against 2 s."""
     began = time.perf_counter()
     bounds = kept_row_bounds(problem.A, problem.row_lb, problem.row_ub, problem.lb, problem.ub, problem.integer,
                              [count_row], time_limit)
     left = time_limit - (time.perf_counter() - began)
     if bounds is None or left <= 0:
-        return False
-    solution = lp_optimum(problem.A, problem.row_lb, problem.row_ub, *bounds, problem.c, True, left)
-    return solution is not None and solution.objective <= LP_TOL
+        return None
+    return lp_optimum(problem.A, problem.row_lb, problem.row_ub, *bounds, problem.c, problem.maximize, left)
 
 
 def integral_bound(bound: float, maximize: bool = False) -> float:
