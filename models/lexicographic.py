@@ -19,6 +19,7 @@ from .allocation import Formulation, Stage, keeps_rows
 from .count_rounding import round_counts
 from .patterns import round_and_repair
 from .relaxation import LpSolution, kept_row_bounds, lp_optimum, reduced_cost_fixing
+from .stage_aggregate import aggregate_stage
 
 _LOG = logging.getLogger(__name__)  # stage progress for `solve --verbose`
 FIX_RTOL = 1e-9
@@ -286,14 +287,15 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
         # proved stages the full form's did not, at 10,000 servers)
         aggregating = "aggregate-stages" in options.speedups and not stage.integral and "rc-fix" not in options.speedups
         aggregated_stage = None
-        # a best-effort stage starting at 0: its LP test over the bounds its level's count row tightens (at most the
-        # plain LP's bound, and at 10,000 servers cheaper on the aggregated MIP than the plain LP on the full one)
-        count_fixing = ("count-fix" in options.speedups and "skip" in options.speedups and improved is None
-                        and "rc-fix" not in options.speedups and not master and start is not None and not forced_zero
-                        and stage.maximize and stage.zero_with in count_rows and float(stage.c @ start) == 0.0)
+        skippable = (not (kept or aggregated or forced_zero) and "skip" in options.speedups and start is not None
+                     and improved is None)
+        # a single-assign best-effort stage starting at 0 (zero_with names its level's count): its LP test over the
+        # bounds its level's count row tightens (at most the plain LP's bound, and at 10,000 servers cheaper on the
+        # aggregated MIP than the plain LP on the full one)
+        count_fixing = (skippable and "count-fix" in options.speedups and "rc-fix" not in options.speedups
+                        and stage.zero_with in count_rows and float(stage.c @ start) == 0.0)
         if count_fixing:
             if aggregating:
-                from .stage_aggregate import aggregate_stage
                 aggregated_stage, aggregating = aggregate_stage(form, problem), False
             tested = problem if aggregated_stage is None else aggregated_stage.problem
             # the kept rows come last in both forms, in the same order
@@ -306,8 +308,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             limit = budget if master else LP_TEST_SHARE * budget
             lp, lp_tried = lp_optimum(A, problem.row_lb, problem.row_ub, lb, stage_ub, stage.c, stage.maximize,
                                       limit), True
-        skippable = (not (kept or aggregated or forced_zero) and "skip" in options.speedups and start is not None
-                     and improved is None)
         optimal_start = skippable and _start_is_optimal(stage, problem, start, lp, options.mip_gap, master_bound,
                                                         lp_tried)
         if kept:
@@ -333,7 +333,6 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             gap = 0.0 if stage.integral else options.mip_gap
             abs_gap = INTEGRAL_ABS_GAP if stage.integral and "abs-gap" in options.speedups else 0.0
             if aggregating:
-                from .stage_aggregate import aggregate_stage
                 aggregated_stage = aggregate_stage(form, problem)
             # HiGHS gets what the LP, the starts and the aggregation left of the stage's time
             mip_time = budget - (time.perf_counter() - began)
