@@ -64,6 +64,8 @@ def to_pyomo(problem: MipProblem) -> pyo.ConcreteModel:
     m.rows = pyo.ConstraintList()
     for r in range(A.shape[0]):
         span = slice(A.indptr[r], A.indptr[r + 1])
+        if span.start == span.stop:  # a row without entries (e.g. a type no column of the stage uses): pyomo
+            continue                 # rejects it as a constant; solve_stage has checked that 0 keeps it
         body = pyo.quicksum(float(a) * m.v[int(j)] for a, j in zip(A.data[span], A.indices[span]))
         lo = float(problem.row_lb[r]) if np.isfinite(problem.row_lb[r]) else None
         hi = float(problem.row_ub[r]) if np.isfinite(problem.row_ub[r]) else None
@@ -83,6 +85,11 @@ def stage_solver(name: str = DEFAULT_SOLVER):
         raise ValueError(f"unknown pyomo solver {name!r}; known: {', '.join(OPTION_NAMES)}")
 
     def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
+        empty = np.flatnonzero(np.diff(problem.A.tocsr().indptr) == 0)
+        broken = empty[(problem.row_lb[empty] > 0) | (problem.row_ub[empty] < 0)]
+        if len(broken):
+            return MipResult("infeasible", None, message=f"pyomo/{name}: row {int(broken[0])} has no entries and "
+                                                         "excludes 0")
         model = to_pyomo(problem)
         opt = pyo.SolverFactory(name)
         if not opt.available(exception_flag=False):

@@ -81,6 +81,23 @@ def test_pyomo_with_other_installed_solvers():
         assert_agree([reference, solve(SCENARIOS / "inferno-small", solver="pyomo", pyomo_solver=name)])
 
 
+@pytest.mark.parametrize("row_lb, row_ub, status", [(-np.inf, 3.0, "optimal"), (1.0, np.inf, "infeasible")])
+def test_pyomo_takes_a_row_without_entries(row_lb, row_ub, status):
+    """A row with no entries (a stage's capacity row that no column uses) holds or fails on 0 alone: pyomo itself
+    rejects such a constraint."""
+    import scipy.sparse as sp
+
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions
+
+    problem = MipProblem(A=sp.csr_matrix(np.array([[1.0, 1.0], [0.0, 0.0]])), row_lb=np.array([-np.inf, row_lb]),
+                         row_ub=np.array([1.0, row_ub]), lb=np.zeros(2), ub=np.ones(2),
+                         integer=np.array([True, True]), c=np.array([1.0, 2.0]), maximize=True)
+    result = pyomo_solver.stage_solver()(problem, SolveOptions(time_limit=30))
+    assert result.status == status
+    if status == "optimal":
+        assert result.objective == pytest.approx(2.0)
+
+
 def test_exact_satisfies_legacy_large():
     """inferno's greedy leaves Free-mixtral_8_7b short of capacity; the exact solver serves every server."""
     greedy = solve(SCENARIOS / "inferno-legacy-large", solver="greedy")
