@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from inferno_mip import solve
 from inferno_mip.models.allocation import SHARE_STEPS, MipOptions, build
-from inferno_mip.models.patterns import COVER_RTOL, server_patterns
+from inferno_mip.models.patterns import COVER_RTOL, ENUMERATION_LIMIT, server_patterns
 from inferno_mip.scenarios import generate
 from inferno_mip.tables import Settings, build_table
 
@@ -52,9 +52,13 @@ def servers(draw):
 @given(servers())
 def test_patterns_are_minimal_covers_dominating_every_minimal_cover(server):
     rate, upr, typ, value, replicas, need, least = server
-    found = server_patterns(rate, upr, typ, value, replicas, need, least, limit=10**6, mix_limit=10**6)
-    assert found is not None
+    mix_limit = 2_000  # a type's mixes are compared pairwise: 2,000 take 16 MB, the 83,520 hypothesis found 26 GiB
+    found = server_patterns(rate, upr, typ, value, replicas, need, least, limit=10**6, mix_limit=mix_limit)
     covers = _brute_force_covers(rate, replicas, need, least)
+    if found is None:  # too many mixes of one type or minimal covers to look at: such a server keeps the compact form
+        mixes = max(np.prod(replicas[typ == t] + 1.0) for t in np.unique(typ))
+        assert mixes > mix_limit or len(covers) > ENUMERATION_LIMIT
+        return
 
     def key(n):
         return np.array([(n * upr)[typ == t].sum() for t in range(3)]), float(value @ n)
