@@ -462,7 +462,8 @@ def test_default_speedups_on_the_cycle_where_rc_fix_went_wrong():
 
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.4, 1.0),
-       speedups=st.sampled_from(["aggregate-stages", "aggregate-stages,idle-partial", "default"]))
+       speedups=st.sampled_from(["aggregate-stages", "aggregate-stages,idle-partial",
+                                 "aggregate-stages,aggregate-partial", "default"]))
 def test_aggregated_stages_match_plain_staged_path(seed, tightness, speedups):
     """Best-effort and value stages on aggregated servers: every stage's optimum and status as the plain path."""
     from inferno_mip.models.lexicographic import SolveOptions, solve_lexicographic
@@ -502,6 +503,94 @@ def test_aggregated_stage_disaggregates_to_a_plan_of_the_original_stage():
     assert keeps_rows(form, x)
     assert float(value.c @ x) == pytest.approx(small.objective, rel=1e-12)
     assert small.objective == pytest.approx(plain.objective, rel=1e-7)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.5, 0.9), stage_index=st.integers(0, 2))
+def test_aggregated_partial_service_disaggregates_to_a_plan_of_the_original_stage(seed, tightness, stage_index):
+    """Servers with open partial service form groups too; the start maps over, and the aggregated optimum maps back
+    to a plan of the original stage with the same objective, which is the original stage's optimum."""
+    from inferno_mip.models.allocation import keeps_rows
+    from inferno_mip.models.lexicographic import MipProblem, SolveOptions
+    from inferno_mip.models.stage_aggregate import aggregate_stage
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(_in_threes(generate(servers=10, accelerators=4, classes=2, seed=seed, tightness=tightness)),
+                        Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
+    stages = [s for s in form.stages if not s.integral]  # best effort per level, then value
+    stage = stages[min(stage_index, len(stages) - 1)]
+    ub = form.ub.copy()
+    ub[stage.zero_cols] = 0.0
+    start[stage.zero_cols] = 0.0
+    problem = MipProblem(A=form.A, row_lb=form.row_lb, row_ub=form.row_ub, lb=form.lb, ub=ub, integer=form.integer,
+                         c=stage.c, maximize=stage.maximize, warm_start=start)
+    whole = aggregate_stage(form, problem, min_group=1)
+    alone = aggregate_stage(form, problem, min_group=1, partial=False)  # None: every server kept alone
+    assert whole is not None
+    open_partial = (form.partial_cols >= 0) & (ub[np.maximum(form.partial_cols, 0)] > 0)
+    assert any(part is not None for part in whole.partial) == bool(open_partial.any())
+    assert alone is None or all(part is None for part in alone.partial)
+    assert whole.problem.A.shape[1] <= (form.n_vars if alone is None else alone.problem.A.shape[1])
+    assert keeps_rows(whole.problem, whole.problem.warm_start)
+    assert float(whole.problem.c @ whole.problem.warm_start) == pytest.approx(float(stage.c @ start), abs=1e-9)
+    plain = highs.solve_stage(problem, SolveOptions(mip_gap=0.0))
+    small = highs.solve_stage(whole.problem, SolveOptions(mip_gap=0.0))
+    x = whole.disaggregate(small.x)
+    assert keeps_rows(problem, x)
+    assert float(stage.c @ x) == pytest.approx(small.objective, rel=1e-12, abs=1e-12)
+    assert small.objective == pytest.approx(plain.objective, rel=1e-7, abs=1e-9)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), draw=st.integers(0, 2**32 - 1))
+def test_aggregated_partial_service_points_map_to_plans_with_the_same_objective(seed, draw):
+    """Any point of an aggregated best-effort stage's group rows (every member left out, Z members on a partial
+    option with Y replicas, Z <= Y <= (R - 1) Z as the aggregated rows say) gives back a plan that keeps every
+    per-server row and bound, with the same objective (capacity set aside: the point is drawn without it)."""
+    from inferno_mip.models.allocation import keeps_rows
+    from inferno_mip.models.lexicographic import MipProblem
+    from inferno_mip.models.stage_aggregate import aggregate_stage
+    from inferno_mip.solvers import greedy
+
+    table = build_table(_in_threes(generate(servers=10, accelerators=4, classes=2, seed=seed, tightness=0.7)),
+                        Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
+    stage = next(s for s in form.stages if s.maximize)  # the highest level's best effort: every partial column open
+    row_ub = form.row_ub.copy()
+    row_ub[form.info["capacity_rows"]] = np.inf
+    problem = MipProblem(A=form.A, row_lb=form.row_lb, row_ub=row_ub, lb=form.lb, ub=form.ub, integer=form.integer,
+                         c=stage.c, maximize=True, warm_start=start)
+    agg = aggregate_stage(form, problem, min_group=1)
+    assert agg is not None
+    A = agg.problem.A.tocsc()
+    rng = np.random.default_rng(draw)
+    v = agg.problem.warm_start.copy()
+    drawn = 0
+    for cols, part in zip(agg.option_cols, agg.partial):
+        if part is None:
+            continue
+        size = part.member_y.shape[1]
+        v[cols] = 0.0
+        v[cols[-1] + 1] = size  # the group's unserved count follows its options
+        members = rng.multinomial(size, np.ones(len(part.y_cols) + 1) / (len(part.y_cols) + 1))[:-1]
+        for y, z, k in zip(part.y_cols, part.z_cols, members):
+            rows_y = A[:, y].tocoo().row
+            most = -A[rows_y, z].toarray().ravel().min()  # the row Y - (R - 1) Z <= 0
+            v[z], v[y] = k, rng.integers(k, most * k + 1)
+            drawn += int(k > 0)
+    x = agg.disaggregate(v)
+    assert keeps_rows(problem, x)
+    assert float(stage.c @ x) == pytest.approx(float(agg.problem.c @ v), rel=1e-12, abs=1e-12)
+    assert drawn > 0 or not any(p is not None for p in agg.partial)
+
+
+def _in_threes(system):
+    """The fleet with every server three times (interchangeable copies under other names)."""
+    return system.replace(servers=tuple(s.model_copy(update={"name": f"{s.name}-{k}"})
+                                        for s in system.servers for k in range(3)))
 
 
 def test_no_aggregator_bit_is_highs_aggregator_rule():
