@@ -174,7 +174,9 @@ def aggregate_stage(form: Formulation, problem, min_group: int = 2, partial: boo
     local_rows = np.flatnonzero(~is_glob & ~touched_dropped)
     member_cols, unserved_cols, option_cols, left_cols, rep_cols = [], [], [], [], []
     partial_options: list[PartialOptions | None] = []
-    sizes, group_entries, partial_entries = [], [], []  # (group, column) of Σ rows; (column, coefficient) pairs
+    # group_entries: (group, column) of each group's Σ row; partial_entries: per group with partial options, its
+    # unserved column, Y and Z columns and each option's R - 1
+    sizes, group_entries, partial_entries = [], [], []
     col = len(kept_cols)
     for g, (signature, members) in enumerate(groups.items()):
         opts, pkeys = signature[1], signature[2]
