@@ -59,14 +59,14 @@ class StageAggregation:
     member_cols: tuple[np.ndarray, ...]  # per group: (options x members) original full-service columns
     unserved_cols: tuple[np.ndarray, ...]  # per group: its members' u columns, in table order
     option_cols: tuple[np.ndarray, ...]  # per group: the aggregated column of each option
-    partial: tuple[PartialOptions | None, ...] = ()  # per group: its partial-service options, if any
+    partial: tuple[PartialOptions | None, ...]  # per group: its partial-service options, if any
 
     def disaggregate(self, v: np.ndarray) -> np.ndarray:
         """A solution of the original MIP with the same objective and rows as the aggregated `v`."""
         x = np.zeros(self.n_vars)
         x[self.kept_cols] = v[:len(self.kept_cols)]
-        partial = self.partial or (None,) * len(self.member_cols)
-        for members, unserved, cols, part in zip(self.member_cols, self.unserved_cols, self.option_cols, partial):
+        for members, unserved, cols, part in zip(self.member_cols, self.unserved_cols, self.option_cols,
+                                                 self.partial):
             give_in_order(x, members, v[cols], unserved)
             if part is None:
                 continue
