@@ -133,7 +133,7 @@ def test_default_speedups_include_lp_rounding_and_the_cover_master_only():
 
     assert parse_speedups("default") == frozenset(BEFORE.split(",")) | {"lp-round", "cover-master", "master-levels",
                                                                       "stage-bound", "no-aggregator", "no-rens",
-                                                                      "count-fix", "aggregate-partial"}
+                                                                      "count-fix", "aggregate-partial", "cutoff"}
 
 
 def test_each_new_speedup_is_switchable():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -651,3 +653,101 @@ def test_no_rens_acts_on_the_value_stage_only(monkeypatch):
     system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
     assert solve(system, solver="highs", best_effort=True, speedups="no-rens").status == "optimal"
     assert len(seen) >= 3 and seen[-1] is False and set(seen[:-1]) == {True}, seen
+
+
+def _recording_highs_runs(monkeypatch) -> list:
+    """(cutoff, started from a plan, lower bound given, status) of every HiGHS run of the stage MIPs from now on."""
+    from inferno_mip.solvers import highs
+
+    calls = []
+    run = highs._run
+
+    def recording(problem, options, cutoff=None):
+        result = run(problem, options, cutoff)
+        calls.append((cutoff, problem.warm_start is not None, problem.lower_bound is not None, result.status))
+        return result
+
+    monkeypatch.setattr(highs, "_run", recording)
+    return calls
+
+
+@pytest.mark.parametrize("seed, tightness, met", [(4, 0.6, True), (7, 0.8, False)])
+def test_cutoff_searches_at_the_lp_bound_and_keeps_the_optimum(monkeypatch, seed, tightness, met):
+    """With `cutoff` a one-level count stage whose start is above its rounded LP bound (and whose MIP is large
+    enough: here any) is first searched with every worse plan cut off. A plan found there ends the stage (met);
+    otherwise the plain MIP runs (not met). The answers are the plain path's either way, and the speed-up off, or
+    the MIP smaller than the limit, no search runs under a cutoff."""
+    from inferno_mip.solvers import highs
+
+    calls = _recording_highs_runs(monkeypatch)
+    system = generate(servers=20, accelerators=6, classes=1, seed=seed, tightness=tightness)
+    assert solve(system, solver="highs", best_effort=True).status == "optimal" and all(c[0] is None for c in calls)
+    monkeypatch.setattr(highs, "CUTOFF_MIN_COLUMNS", 0)
+    calls.clear()
+    fast = solve(system, solver="highs", best_effort=True)
+    bounded = [c for c in calls if c[2]]  # the runs of the stage that carries its lower bound
+    assert [c[0] is not None for c in bounded] == ([True] if met else [True, False]), calls
+    assert all(c[1] for c in bounded)  # both from the stage's start
+    plain = solve(system, solver="highs", best_effort=True, speedups="none")
+    assert fast.status == plain.status == "optimal"
+    assert unserved_by_priority(fast) == unserved_by_priority(plain)
+    assert fast.objective == pytest.approx(plain.objective, rel=1e-9, abs=1e-9)
+    calls.clear()
+    without = solve(system, solver="highs", best_effort=True, speedups=",".join(s for s in DEFAULT_SPEEDUPS
+                                                                                 if s != "cutoff"))
+    assert all(c[0] is None for c in calls) and without.objective == pytest.approx(fast.objective, rel=1e-9)
+
+
+def _two_columns(start=(3.0, 0.0), lower_bound=2.0):
+    """min v0 + v1 over integers 0..5 with v0 + v1 >= 1.2: optimum 2, LP bound 1.2."""
+    import scipy.sparse as sp
+
+    from inferno_mip.models.lexicographic import MipProblem
+
+    return MipProblem(A=sp.csr_matrix(np.array([[1.0, 1.0]])), row_lb=np.array([1.2]), row_ub=np.array([np.inf]),
+                      lb=np.zeros(2), ub=np.full(2, 5.0), integer=np.ones(2, dtype=bool), c=np.ones(2),
+                      maximize=False, warm_start=np.array(start), lower_bound=lower_bound)
+
+
+def test_cutoff_search_ends_the_stage_only_with_a_plan_at_the_bound(monkeypatch):
+    """The runs of a stage under `cutoff`, with HiGHS's answers scripted: a plan found under the cutoff is optimal
+    with the lower bound as its bound; HiGHS 1.14 may report "optimal" with a plan above its cutoff, which ends
+    nothing (the plain MIP runs with the time left, from the stage's start), and with no time left that plan stands
+    unproven. A start at the bound, or the speed-up off: one plain run."""
+    from inferno_mip.models.lexicographic import MipResult, SolveOptions
+    from inferno_mip.solvers import highs
+
+    monkeypatch.setattr(highs, "CUTOFF_MIN_COLUMNS", 0)
+    options = SolveOptions(10.0, 0.0, speedups=frozenset({"cutoff"}), abs_gap=0.99)
+    at_3, at_2, above = (np.array(v) for v in ([3.0, 0.0], [2.0, 0.0], [2.0, 1.0]))
+
+    def scripted(*answers):
+        calls, answers = [], iter(answers)
+
+        def run(problem, options, cutoff=None):
+            start = problem.warm_start
+            calls.append((cutoff, None if start is None else float(problem.c @ start)))
+            return next(answers)
+
+        monkeypatch.setattr(highs, "_run", run)
+        return calls
+
+    calls = scripted(MipResult("time-limit", at_2, 2.0, 1.2))
+    found = highs.solve_stage(_two_columns(), options)
+    assert (found.status, found.objective, found.bound) == ("optimal", 2.0, 2.0) and calls == [(2.5, 3.0)]
+
+    calls = scripted(MipResult("optimal", above, 3.0, 3.0), MipResult("optimal", at_2, 2.0, 2.0))
+    assert highs.solve_stage(_two_columns(), options).objective == 2.0
+    assert calls == [(2.5, 3.0), (None, 3.0)]
+
+    calls = scripted(MipResult("optimal", above, 3.0, 3.0))
+    stopped = highs.solve_stage(_two_columns(), replace(options, time_limit=0.0))
+    assert (stopped.status, stopped.objective, stopped.bound) == ("time-limit", 3.0, None) and len(calls) == 1
+
+    monkeypatch.undo()
+    monkeypatch.setattr(highs, "CUTOFF_MIN_COLUMNS", 0)
+    calls = _recording_highs_runs(monkeypatch)
+    for problem, speedups in ((_two_columns(start=(2.0, 0.0)), {"cutoff"}), (_two_columns(), set())):
+        calls.clear()
+        result = highs.solve_stage(problem, SolveOptions(10.0, 0.0, speedups=frozenset(speedups)))
+        assert result.objective == 2.0 and [c[0] for c in calls] == [None]
