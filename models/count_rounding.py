@@ -130,27 +130,31 @@ class _Placement:
             if not all_floors_first:
                 self._take(g, floors, counts, served, free)
             self._take(g, None, counts, served, free)
+        stuck = np.zeros(len(self.row), dtype=bool)  # members with nowhere to move to, until a move changes that
         for g in rescued.tolist():
-            while served[g] < self.groups.size[g] and self._move_for(g, counts, served, free):
-                pass
+            while served[g] < self.groups.size[g] and self._move_for(g, counts, served, free, stuck):
+                stuck[:] = False
         return counts
 
-    def _move_for(self, g: int, counts: np.ndarray, served: np.ndarray, free: np.ndarray) -> bool:
+    def _move_for(self, g: int, counts: np.ndarray, served: np.ndarray, free: np.ndarray,
+                  stuck: np.ndarray) -> bool:
         """Place one more member of group g on an option j whose type lacks room, by moving one member of a group
         (any, g too) off that type to another of its options that fits: every group keeps its count, so every
-        count row holds. Movers with the fewest cards that make enough room are tried first (MOVE_TRIES each)."""
+        count row holds. Movers with the fewest cards that make enough room are tried first (MOVE_TRIES each);
+        those found `stuck` (no other option fits; the caller clears it after a move) are not tried again."""
         for j in self.preference[g].tolist():
             r = self.row[j]
             if r < 0 or counts[j] >= self.open_[j]:
                 continue
             short = self.cards[j] - free[r]
             on_row = self.by_row[r]
-            movers = on_row[(counts[on_row] > 0) & (self.cards[on_row] + TOL >= short)]
+            movers = on_row[(counts[on_row] > 0) & (self.cards[on_row] + TOL >= short) & ~stuck[on_row]]
             for i in movers[np.argsort(self.cards[movers], kind="stable")][:MOVE_TRIES].tolist():
                 alts = self.preference[self.groups.option_group[i]]
                 alts = alts[(self.row[alts] != r) & (counts[alts] < self.open_[alts])]
                 fits = alts[(self.row[alts] < 0) | (free[np.maximum(self.row[alts], 0)] + TOL >= self.cards[alts])]
                 if not len(fits):
+                    stuck[i] = True
                     continue
                 to = int(fits[0])
                 counts[i] -= 1

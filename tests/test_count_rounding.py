@@ -94,3 +94,26 @@ def test_an_aggregated_solve_stopped_early_keeps_the_levels_it_proved():
     assert _solved_prefix(log[1:], counts) == {"unserved priority 2"}
     assert _solved_prefix([("unserved, all priorities (weighted)", "time-limit", 9.0, 1.0)], counts) == set()
     assert _solved_prefix([log[2], log[0]], counts) == set()  # only a prefix counts
+
+
+def test_a_mover_with_nowhere_to_go_is_tried_again_after_a_move():
+    """The repair's memo of movers that have nowhere to go holds only until a move frees room. Groups A, D and E
+    (one member each) are left out; B sits on type 0 and C on type 1, which is full. A needs type 0: B could make
+    room but type 1 has none for it, so A stays out and B is stuck. D moves C to type 2 and takes half a card on
+    type 1, which leaves 2.5 cards there: now B fits on type 1, and E, which needs type 0 as A did, gets in."""
+    from inferno_mip.models.count_rounding import CountGroups, _Placement
+
+    #                   o0  o1  o2  o3  o4  o5   o6
+    group = np.array([0, 1, 1, 2, 2, 3, 4])  # A B B C C D E
+    row = np.array([0, 0, 1, 1, 2, 1, 0])
+    cards = np.array([4.0, 2.0, 2.0, 3.0, 3.0, 0.5, 4.0])
+    groups = CountGroups(option_col=np.arange(7), option_group=group, size=np.ones(5),
+                         unserved_col=np.arange(7, 12), priority=np.zeros(5, dtype=np.int64))
+    placement = _Placement(groups, 12, row, cards, open_=np.ones(7), capacity=np.array([4.0, 3.0, 3.0]),
+                           preference=[np.flatnonzero(group == g) for g in range(5)],
+                           by_row=[np.flatnonzero(row == r) for r in range(3)])
+    base = np.array([0.0, 1, 0, 1, 0, 0, 0])  # B on type 0, C on type 1
+    counts = placement.fill(np.zeros(0, dtype=np.int64), np.zeros(7), False, np.array([0, 3, 4]), base=base)
+    assert counts.tolist() == [0, 0, 1, 0, 1, 1, 1]  # A out; B on type 1, C on type 2; D and E in
+    used = np.bincount(row, weights=counts * cards, minlength=3)
+    assert np.all(used <= placement.capacity + 1e-9)
