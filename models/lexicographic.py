@@ -339,7 +339,7 @@ def solve_lexicographic(form: Formulation, backend: Backend, options: SolveOptio
             log.append((stage.name, how, float(stage.c @ x), time.perf_counter() - began))
             _LOG.info("stage %s: %s, its start is optimal (objective %s)", stage.name, how, _show(log[-1][2]))
             if stage.name == "value":
-                last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x))
+                last = MipResult("optimal", x, float(stage.c @ x), float(stage.c @ x) if lp is None else lp.objective)
                 break
         else:
             if lp is not None and "rc-fix" in options.speedups:
@@ -688,7 +688,9 @@ def _start_is_optimal(stage: Stage, problem: MipProblem, start: np.ndarray, lp=N
         bound, tol = integral_bound(lp.objective if stage.maximize else max(lp.objective, lower), stage.maximize), 1e-9
     else:
         bound = lp.objective
-        tol = max(min(LP_TOL, gap) * max(1.0, abs(bound)), 1e-9)
+        # the value stage, the last, within the caller's gap, as a backend would prove it; earlier stages within
+        # LP_TOL at most, as the later ones hold their optima
+        tol = max((gap if stage.name == "value" else min(LP_TOL, gap)) * max(1.0, abs(bound)), 1e-9)
     return at_start >= bound - tol if stage.maximize else at_start <= bound + tol
 
 

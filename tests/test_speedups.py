@@ -751,3 +751,27 @@ def test_cutoff_search_ends_the_stage_only_with_a_plan_at_the_bound(monkeypatch)
         calls.clear()
         result = highs.solve_stage(problem, SolveOptions(10.0, 0.0, speedups=frozenset(speedups)))
         assert result.objective == 2.0 and [c[0] for c in calls] == [None]
+
+
+def test_the_value_stage_is_proven_by_its_lp_within_the_callers_gap():
+    """With `skip`, a value stage whose start is within the caller's gap of its LP bound is not solved: the answer
+    reports that LP bound, a gap within the caller's, and a value within that gap of the optimum, with the same
+    counts. Under a tight gap the same stage is solved."""
+    from inferno_mip.models.lexicographic import SolveOptions, solve_lexicographic
+    from inferno_mip.solvers import greedy, highs
+
+    table = build_table(generate(servers=40, accelerators=6, classes=2, seed=5, tightness=0.6), Settings())
+    form = build(table, MipOptions())
+    start = form.vector(greedy.solve(table, saturation_policy="PriorityRoundRobin").counts, table)
+    skip = frozenset({"skip"})
+    loose = solve_lexicographic(form, highs.solve_stage, SolveOptions(60, 0.1, speedups=skip), start)
+    exact = solve_lexicographic(form, highs.solve_stage, SolveOptions(60, 1e-9, speedups=skip), start)
+    assert dict((name, status) for name, status, _, _ in loose.stages)["value"] == "skipped"
+    assert dict((name, status) for name, status, _, _ in exact.stages)["value"] == "optimal"
+    assert loose.status == exact.status == "optimal"
+    assert 0.0 < loose.gap <= 0.1
+    assert loose.bound <= exact.objective + 1e-6 <= loose.objective + 1e-6
+    assert loose.objective - exact.objective <= 0.1 * loose.objective
+    for stage in form.stages:
+        if stage.integral:
+            assert float(stage.c @ loose.x) == float(stage.c @ exact.x)
