@@ -45,14 +45,13 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     began = time.perf_counter()
     cutoff = bound + 0.5
     searched = _run(problem, replace(options, time_limit=CUTOFF_SHARE * options.time_limit), cutoff)
-    if searched.x is not None and float(problem.c @ searched.x) <= cutoff:
-        return MipResult("optimal", searched.x, float(problem.c @ searched.x), bound)
+    value = None if searched.x is None else float(problem.c @ searched.x)
+    if value is not None and value <= cutoff:
+        return MipResult("optimal", searched.x, value, bound)
     left = options.time_limit - (time.perf_counter() - began)
     if left >= MIN_RUN_TIME:
         return _run(problem, replace(options, time_limit=left))
-    if searched.x is None:
-        return searched
-    return MipResult("time-limit", searched.x, float(problem.c @ searched.x), None)
+    return searched if value is None else MipResult("time-limit", searched.x, value, None)
 
 
 def _run(problem: MipProblem, options: SolveOptions, cutoff: float | None = None) -> MipResult:
