@@ -19,6 +19,8 @@ One command per row of benchmarks/RESULTS.md ("Exact allocation at controller sp
     python benchmarks/fast.py fleet --servers 200 --seeds 0,1,2 --heterogeneous --time-limit 10 --cpu-clock \
         --against "$BEFORE,lp-round,cover-master"                     # count stages per level with the master
     python benchmarks/fast.py table --servers 1000                      # sizing: cold, warm, SizingCache
+    python benchmarks/fast.py floor --servers 50 --cycles 60            # HiGHS's proof alone, per cycle
+    python benchmarks/fast.py floor --servers 1000 --seeds 0,1,2 --cycles 1 --sigma 0 --gap 1e-4
 
 ``--speedups none`` gives the plain staged path (the "before" column), ``default`` (default) all but rc-fix,
 patterns, covers and aggregate-patterns, ``all`` every speed-up, or a comma list of names from
@@ -195,6 +197,79 @@ def budgets(args) -> None:
               f"{sum(r[3] for r in row)} of {len(row)} | {statuses} |")
 
 
+PROOF_ALONE = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
+               "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False}
+
+
+@contextlib.contextmanager
+def recorded_stages(into: list):
+    """Within it, every stage MIP the HiGHS backend solves is appended to `into` as (problem, options, result, CPU
+    seconds)."""
+    import inferno_mip.solvers.highs as highs
+
+    solve_stage = highs.solve_stage
+
+    def recording(problem, options, settings=None):
+        seconds, result = cpu(lambda: solve_stage(problem, options, settings))
+        into.append((problem, options, result, seconds))
+        return result
+
+    highs.solve_stage = recording
+    try:
+        yield
+    finally:
+        highs.solve_stage = solve_stage
+
+
+def floor(args) -> None:
+    """What HiGHS's proof alone costs. Each instance (per seed, the cycles' loads) is solved with `solve()`, its stage
+    MIPs recorded; then each MIP HiGHS proved is solved again from its own optimum with HiGHS's root heuristics off
+    (PROOF_ALONE): a start no search can better and no time spent searching, so what is left is the proof. No
+    heuristic, start or formulation change that leaves HiGHS to prove these MIPs can take a cycle below it."""
+    from dataclasses import replace
+
+    import inferno_mip.solvers.highs as highs
+
+    totals: dict[str, list[float]] = {"solve(), end to end": [], "its HiGHS runs, as they ran": [],
+                                      "the same MIPs from their own optima, root heuristics off": []}
+    instances, runs, unproven, differ = [], 0, 0, 0
+    for seed in (int(s) for s in args.seeds.split(",")):
+        family, loads = cycle_loads(argparse.Namespace(**{**vars(args), "seed": seed}))
+        for cycle, system in enumerate(loads[1:]):
+            recorded: list = []
+            with recorded_stages(recorded):
+                seconds, _ = cpu(lambda: solve(system, solver="highs", mip_gap=args.gap, time_limit=args.time_limit,
+                                               speedups=args.speedups))
+            proof = 0.0
+            for problem, options, result, _ in recorded:
+                if result.status != "optimal" or result.x is None:
+                    unproven += 1
+                    continue
+                spent, again = cpu(lambda: highs.solve_stage(replace(problem, warm_start=result.x), options,
+                                                             PROOF_ALONE))
+                proof += spent
+                differ += again.status != "optimal" or abs(again.objective - result.objective) > 1e-6 * max(
+                    1.0, abs(result.objective))
+            runs += len(recorded)
+            for name, value in zip(totals, (seconds, sum(r[3] for r in recorded), proof)):
+                totals[name].append(value)
+            instances.append((seed, cycle, len(recorded), seconds, totals["its HiGHS runs, as they ran"][-1], proof))
+    print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), seeds {args.seeds}, "
+          f"{args.cycles} cycles each, loads x lognormal(0, {args.sigma}), gap {args.gap:g}, speedups={args.speedups}; "
+          f"CPU s per instance; {runs} HiGHS runs\n")
+    print("| per instance | p50 s | p99 s | min s | mean s |\n|---|---:|---:|---:|---:|")
+    for name, values in totals.items():
+        print(f"| {name} | {statistics.median(values):.3f} | {_percentile(values, 99):.3f} | {min(values):.3f} | "
+              f"{statistics.fmean(values):.3f} |")
+    if len(instances) <= 10:
+        print("\n| seed | cycle | HiGHS runs | solve() s | HiGHS as run s | proof alone s |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for seed, cycle, n, seconds, as_run, proof in instances:
+            print(f"| {seed} | {cycle} | {n} | {seconds:.3f} | {as_run:.3f} | {proof:.3f} |")
+    print(f"\n{unproven} HiGHS runs not proven (left out of the proof alone); {differ} of the others not proven again "
+          "at the same objective from their optimum")
+
+
 def fleet(args) -> None:
     import inferno_mip.solvers  # noqa: F401  (importing the backends is not part of any row)
 
@@ -305,10 +380,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--variants", help="speed-up sets separated by ';' (each a comma list; '+a,b' means the "
                        "first set plus a and b), run interleaved")
         p.add_argument("--time-limit", type=float, default=120.0 if name == "fleet" else 60.0)
-    for name in ("cycles", "stages", "budgets"):
+    flo = sub.add_parser("floor")
+    flo.set_defaults(run=floor)
+    flo.add_argument("--servers", type=int, default=50)
+    flo.add_argument("--family", default="balanced", choices=sorted(FAMILIES))
+    flo.add_argument("--speedups", default="default")
+    flo.add_argument("--time-limit", type=float, default=600.0)
+    flo.add_argument("--seeds", default="0", help="fleet seeds (comma-separated), each with its --cycles")
+    flo.add_argument("--gap", type=float, default=1e-7, help="mip_gap of solve() (1e-7: its default)")
+    for name in ("cycles", "stages", "budgets", "floor"):
         cyc = sub.choices[name]
         cyc.add_argument("--cycles", type=int, default=200 if name == "cycles" else 20)
-        cyc.add_argument("--seed", type=int, default=0)
+        if name != "floor":
+            cyc.add_argument("--seed", type=int, default=0)
         cyc.add_argument("--sigma", type=float, default=0.1, help="log-normal spread of the load per cycle")
         cyc.add_argument("--tightness", type=float, help="capacity relative to demand, instead of the family's "
                          "(2.0: capacity does not bind)")

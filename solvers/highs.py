@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import highspy
@@ -30,8 +31,9 @@ CUTOFF_SHARE = 0.5  # of a stage's time, at most, for the search under its cutof
 MIN_RUN_TIME = 1e-3  # s: HiGHS is not started with less
 
 
-def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
-    """One MIP with HiGHS; the warm start, if feasible, is its first incumbent.
+def solve_stage(problem: MipProblem, options: SolveOptions, settings: Mapping[str, object] | None = None) -> MipResult:
+    """One MIP with HiGHS; the warm start, if feasible, is its first incumbent. `settings`: further HiGHS options by
+    name, set last (``benchmarks/fast.py floor`` turns the root heuristics off with them).
 
     With ``cutoff``, a ``lower_bound`` that the start does not meet and at least CUTOFF_MIN_COLUMNS columns, HiGHS
     first searches with every plan above the bound cut off (its ``objective_bound``, the bound + 0.5 as the
@@ -41,20 +43,21 @@ def solve_stage(problem: MipProblem, options: SolveOptions) -> MipResult:
     bound, start = problem.lower_bound, problem.warm_start
     if ("cutoff" not in options.speedups or bound is None or problem.maximize or len(problem.lb) < CUTOFF_MIN_COLUMNS
             or (start is not None and float(problem.c @ start) <= bound + 0.5)):
-        return _run(problem, options)
+        return _run(problem, options, settings=settings)
     began = time.perf_counter()
     cutoff = bound + 0.5
-    searched = _run(problem, replace(options, time_limit=CUTOFF_SHARE * options.time_limit), cutoff)
+    searched = _run(problem, replace(options, time_limit=CUTOFF_SHARE * options.time_limit), cutoff, settings)
     value = None if searched.x is None else float(problem.c @ searched.x)
     if value is not None and value <= cutoff:
         return MipResult("optimal", searched.x, value, bound)
     left = options.time_limit - (time.perf_counter() - began)
     if left >= MIN_RUN_TIME:
-        return _run(problem, replace(options, time_limit=left))
+        return _run(problem, replace(options, time_limit=left), settings=settings)
     return searched if value is None else MipResult("time-limit", searched.x, value, None)
 
 
-def _run(problem: MipProblem, options: SolveOptions, cutoff: float | None = None) -> MipResult:
+def _run(problem: MipProblem, options: SolveOptions, cutoff: float | None = None,
+         settings: Mapping[str, object] | None = None) -> MipResult:
     """One HiGHS run of the MIP; with a `cutoff`, every plan above it is pruned."""
     h = highspy.Highs()
     scale = objective_scale(problem.c)
@@ -70,6 +73,8 @@ def _run(problem: MipProblem, options: SolveOptions, cutoff: float | None = None
         h.setOptionValue("mip_heuristic_run_rens", False)
     if cutoff is not None:
         h.setOptionValue("objective_bound", float(cutoff) * scale)
+    for name, value in (settings or {}).items():
+        h.setOptionValue(name, value)
     lp = highspy.HighsLp()
     n, m = len(problem.lb), problem.A.shape[0]
     lp.num_col_, lp.num_row_ = n, m

@@ -655,6 +655,33 @@ def test_no_rens_acts_on_the_value_stage_only(monkeypatch):
     assert len(seen) >= 3 and seen[-1] is False and set(seen[:-1]) == {True}, seen
 
 
+def test_highs_settings_reach_highs_and_the_proof_alone_keeps_each_optimum(monkeypatch):
+    """A stage MIP given further HiGHS options (``solve_stage``'s `settings`) runs with them and with nothing else
+    changed; from its own optimum with the root heuristics off (``benchmarks/fast.py floor``) HiGHS proves the same
+    objective."""
+    from dataclasses import replace
+
+    from inferno_mip.solvers import highs
+
+    proof_alone = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
+                   "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False}
+    stages = []
+    solve_stage = highs.solve_stage
+    monkeypatch.setattr(highs, "solve_stage", lambda p, o, settings=None: stages.append((p, o)) or solve_stage(p, o))
+    system = generate(servers=12, accelerators=4, classes=2, seed=3, tightness=0.7)
+    assert solve(system, solver="highs", best_effort=True, speedups="none").status == "optimal"
+    monkeypatch.setattr(highs, "solve_stage", solve_stage)
+    seen = _record_highs_option(monkeypatch, "mip_heuristic_run_rins", mips_only=True)
+    assert len(stages) >= 3
+    for problem, options in stages:
+        seen.clear()
+        result = highs.solve_stage(problem, options)
+        again = highs.solve_stage(replace(problem, warm_start=result.x), options, proof_alone)
+        assert seen == [True, False]
+        assert result.status == again.status == "optimal"
+        assert again.objective == pytest.approx(result.objective, rel=1e-9, abs=1e-9)
+
+
 def _recording_highs_runs(monkeypatch) -> list:
     """(cutoff, started from a plan, lower bound given, status) of every HiGHS run of the stage MIPs from now on."""
     from inferno_mip.solvers import highs
@@ -662,8 +689,8 @@ def _recording_highs_runs(monkeypatch) -> list:
     calls = []
     run = highs._run
 
-    def recording(problem, options, cutoff=None):
-        result = run(problem, options, cutoff)
+    def recording(problem, options, cutoff=None, settings=None):
+        result = run(problem, options, cutoff, settings)
         calls.append((cutoff, problem.warm_start is not None, problem.lower_bound is not None, result.status))
         return result
 
@@ -724,7 +751,7 @@ def test_cutoff_search_ends_the_stage_only_with_a_plan_at_the_bound(monkeypatch)
     def scripted(*answers):
         calls, answers = [], iter(answers)
 
-        def run(problem, options, cutoff=None):
+        def run(problem, options, cutoff=None, settings=None):
             start = problem.warm_start
             calls.append((cutoff, None if start is None else float(problem.c @ start)))
             return next(answers)
