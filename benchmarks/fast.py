@@ -224,8 +224,8 @@ def recorded_stages(into: list):
 def floor(args) -> None:
     """What HiGHS's proof alone costs. Each instance (per seed, the cycles' loads) is solved with `solve()`, its stage
     MIPs recorded; then each MIP HiGHS proved is solved again from its own optimum with HiGHS's root heuristics off
-    (PROOF_ALONE): a start no search can better and no time spent searching, so what is left is the proof. No
-    heuristic, start or formulation change that leaves HiGHS to prove these MIPs can take a cycle below it."""
+    (PROOF_ALONE): a start no search can better and no time spent searching, so what is left is the proof. While
+    HiGHS proves these same MIPs, no start, heuristic or search setting takes an instance below it."""
     from dataclasses import replace
 
     import inferno_mip.solvers.highs as highs
