@@ -69,6 +69,7 @@ def test_make_demo_installs_no_test_extras_and_says_how_to_activate():
 
 def test_license_matches_pyproject():
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert re.search(r'^license = \{ text = "Apache-2.0" \}', pyproject, flags=re.M)
+    assert re.search(r'^license = "Apache-2.0"$', pyproject, flags=re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, flags=re.M)
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
