@@ -197,10 +197,6 @@ def budgets(args) -> None:
               f"{sum(r[3] for r in row)} of {len(row)} | {statuses} |")
 
 
-PROOF_ALONE = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
-               "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False}
-
-
 @contextlib.contextmanager
 def recorded_stages(into: list):
     """Within it, every stage MIP the HiGHS backend solves is appended to `into` as (problem, options, result, CPU
@@ -224,8 +220,9 @@ def recorded_stages(into: list):
 def floor(args) -> None:
     """What HiGHS's proof alone costs. Each instance (per seed, the cycles' loads) is solved with `solve()`, its stage
     MIPs recorded; then each MIP HiGHS proved is solved again from its own optimum with HiGHS's root heuristics off
-    (PROOF_ALONE): a start no search can better and no time spent searching, so what is left is the proof. While
-    HiGHS proves these same MIPs, no start, heuristic or search setting takes an instance below it."""
+    (``solvers.highs.ROOT_HEURISTICS_OFF``): a start no search can better and no time spent searching, so what is
+    left is the proof. While HiGHS proves these same MIPs, no start, heuristic or search setting takes an instance
+    below it."""
     from dataclasses import replace
 
     import inferno_mip.solvers.highs as highs
@@ -246,14 +243,15 @@ def floor(args) -> None:
                     unproven += 1
                     continue
                 spent, again = cpu(lambda: highs.solve_stage(replace(problem, warm_start=result.x), options,
-                                                             PROOF_ALONE))
+                                                             highs.ROOT_HEURISTICS_OFF))
                 proof += spent
                 differ += again.status != "optimal" or abs(again.objective - result.objective) > 1e-6 * max(
                     1.0, abs(result.objective))
             runs += len(recorded)
-            for name, value in zip(totals, (seconds, sum(r[3] for r in recorded), proof)):
+            as_run = sum(r[3] for r in recorded)
+            for name, value in zip(totals, (seconds, as_run, proof)):
                 totals[name].append(value)
-            instances.append((seed, cycle, len(recorded), seconds, totals["its HiGHS runs, as they ran"][-1], proof))
+            instances.append((seed, cycle, len(recorded), seconds, as_run, proof))
     print(f"{machine()}; {args.family} {args.servers} servers (tightness {family['tightness']}), seeds {args.seeds}, "
           f"{args.cycles} cycles each, loads x lognormal(0, {args.sigma}), gap {args.gap:g}, speedups={args.speedups}; "
           f"CPU s per instance; {runs} HiGHS runs\n")

@@ -29,6 +29,9 @@ CUTOFF_MIN_COLUMNS = 10_000  # fewest columns of a count stage's MIP searched un
                              # found under the cutoff started the best-effort stage worse (RESULTS.md, "Twelfth round")
 CUTOFF_SHARE = 0.5  # of a stage's time, at most, for the search under its cutoff
 MIN_RUN_TIME = 1e-3  # s: HiGHS is not started with less
+# HiGHS's root heuristics all off: from a known optimum, what is left of a run is the proof (benchmarks/fast.py floor)
+ROOT_HEURISTICS_OFF = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
+                       "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False}
 
 
 def solve_stage(problem: MipProblem, options: SolveOptions, settings: Mapping[str, object] | None = None) -> MipResult:

@@ -663,8 +663,6 @@ def test_highs_settings_reach_highs_and_the_proof_alone_keeps_each_optimum(monke
 
     from inferno_mip.solvers import highs
 
-    proof_alone = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
-                   "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False}
     stages = []
     solve_stage = highs.solve_stage
     monkeypatch.setattr(highs, "solve_stage", lambda p, o, settings=None: stages.append((p, o)) or solve_stage(p, o))
@@ -676,7 +674,7 @@ def test_highs_settings_reach_highs_and_the_proof_alone_keeps_each_optimum(monke
     for problem, options in stages:
         seen.clear()
         result = highs.solve_stage(problem, options)
-        again = highs.solve_stage(replace(problem, warm_start=result.x), options, proof_alone)
+        again = highs.solve_stage(replace(problem, warm_start=result.x), options, highs.ROOT_HEURISTICS_OFF)
         assert seen == [True, False]
         assert result.status == again.status == "optimal"
         assert again.objective == pytest.approx(result.objective, rel=1e-9, abs=1e-9)
